@@ -1,0 +1,73 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers, bottom up:
+//   CRdKafka, CLibPQ          C system libraries (pkg-config rdkafka, libpq)
+//   Kafka, Postgres           thin wrappers: the only modules that import C
+//   OrderCore                 the order domain: contract, pipeline stages, dispatcher, store
+//   ReferenceServices         small Product/Inventory services speaking the contract's section 5
+//   order-service, product-service, inventory-service   executables
+let package = Package(
+    name: "order-service",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "order-service", targets: ["order-service"]),
+        .executable(name: "product-service", targets: ["product-service"]),
+        .executable(name: "inventory-service", targets: ["inventory-service"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CRdKafka", pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev (>= 2.1, see deploy/local/setup.sh)"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .target(
+            name: "Kafka",
+            dependencies: ["CRdKafka", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "Postgres",
+            dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "OrderCore",
+            dependencies: [
+                "Kafka", "Postgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]),
+        .target(
+            name: "ReferenceServices",
+            dependencies: ["OrderCore", "Kafka", "Postgres"]),
+        .executableTarget(
+            name: "order-service",
+            dependencies: [
+                "OrderCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "product-service",
+            dependencies: [
+                "ReferenceServices",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "inventory-service",
+            dependencies: [
+                "ReferenceServices",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .target(
+            name: "TestSupport",
+            dependencies: ["Kafka", "Postgres", "OrderCore"],
+            path: "Tests/TestSupport"),
+        .testTarget(name: "KafkaTests", dependencies: ["Kafka", "TestSupport"]),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
+        .testTarget(name: "OrderCoreTests", dependencies: ["OrderCore", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["OrderCore", "Kafka", "TestSupport"]),
+    ]
+)
