@@ -1,0 +1,99 @@
+/// A Kafka header. A header value may be null, which is different from empty.
+public struct KafkaHeader: Sendable, Hashable {
+    public var key: String
+    public var value: [UInt8]?
+
+    public init(key: String, value: [UInt8]?) {
+        self.key = key
+        self.value = value
+    }
+
+    public init(_ key: String, _ string: String) {
+        self.init(key: key, value: Array(string.utf8))
+    }
+
+    /// The value as UTF-8, or nil when it is null or not valid UTF-8.
+    public var stringValue: String? {
+        value.flatMap { String(validating: $0, as: UTF8.self) }
+    }
+}
+
+public struct TopicPartition: Sendable, Hashable, CustomStringConvertible {
+    public var topic: String
+    public var partition: Int32
+    public init(_ topic: String, _ partition: Int32) {
+        self.topic = topic
+        self.partition = partition
+    }
+    public var description: String { "\(topic)[\(partition)]" }
+}
+
+/// Logical offsets for `KafkaConsumer.assign`.
+public enum KafkaOffset {
+    public static let beginning: Int64 = -2
+    public static let end: Int64 = -1
+    /// The group's committed offset (then `auto.offset.reset`).
+    public static let stored: Int64 = -1000
+}
+
+/// A consumed record. Key, value and headers are copied out of librdkafka's message before it is
+/// freed; a null key or value stays nil (it is data, not an error).
+public struct KafkaRecord: Sendable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+    public var key: [UInt8]?
+    public var value: [UInt8]?
+    public var headers: [KafkaHeader]
+    /// Milliseconds since the epoch, when the broker or producer set one.
+    public var timestampMs: Int64?
+
+    public init(
+        topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8]?,
+        headers: [KafkaHeader] = [], timestampMs: Int64? = nil
+    ) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestampMs = timestampMs
+    }
+
+    public var topicPartition: TopicPartition { TopicPartition(topic, partition) }
+
+    /// The last header with this name (Kafka allows repeats; the last one wins, as in most clients).
+    public func header(_ name: String) -> KafkaHeader? { headers.last { $0.key == name } }
+}
+
+/// A record to produce.
+public struct KafkaOutgoingRecord: Sendable {
+    public var topic: String
+    public var partition: Int32?
+    public var key: [UInt8]?
+    public var value: [UInt8]?
+    public var headers: [KafkaHeader]
+
+    public init(
+        topic: String, partition: Int32? = nil, key: [UInt8]?, value: [UInt8]?, headers: [KafkaHeader] = []
+    ) {
+        self.topic = topic
+        self.partition = partition
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
+}
+
+public struct DeliveryReport: Sendable, Equatable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+
+    public init(topic: String, partition: Int32, offset: Int64) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+    }
+}

@@ -1,0 +1,154 @@
+import CRdKafka
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+/// Swift-side state that librdkafka's C callbacks reach through the client's opaque pointer.
+/// Callbacks only copy what C hands them and call these closures; the closures do the rest.
+final class RdKafkaCallbacks: @unchecked Sendable {
+    let logger: Logger
+    /// Called on the consumer's poll thread when partitions are assigned (after assigning them).
+    var onAssigned: (@Sendable ([TopicPartition]) -> Void)?
+    /// Called on the consumer's poll thread before partitions are given up; may block (drain).
+    var onRevoking: (@Sendable ([TopicPartition]) -> Void)?
+    /// Statistics JSON (`statistics.interval.ms`), handed over as a String.
+    var onStatistics: (@Sendable (String) -> Void)?
+
+    init(logger: Logger) { self.logger = logger }
+}
+
+/// Owns one `rd_kafka_t` and the callbacks object it points at; `deinit` destroys the handle.
+final class RdKafkaClient: @unchecked Sendable {
+    let handle: OpaquePointer
+    let callbacks: RdKafkaCallbacks
+    let kind: rd_kafka_type_t
+
+    init(
+        kind: rd_kafka_type_t, configuration: KafkaConfiguration, callbacks: RdKafkaCallbacks,
+        configure: (OpaquePointer) -> Void = { _ in }
+    ) throws {
+        try LibRdKafka.requireSupportedVersion()
+        guard let conf = rd_kafka_conf_new() else { throw KafkaError.configuration("rd_kafka_conf_new failed") }
+        var errstr = [CChar](repeating: 0, count: 512)
+        for (key, value) in configuration.properties.sorted(by: { $0.key < $1.key }) {
+            if rd_kafka_conf_set(conf, key, value, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
+                rd_kafka_conf_destroy(conf)
+                throw KafkaError.configuration("invalid Kafka property \(key): \(String(cString: errstr))")
+            }
+        }
+        rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(callbacks).toOpaque())
+        rd_kafka_conf_set_log_cb(conf) { rk, level, facility, message in
+            guard let rk, let opaque = rd_kafka_opaque(rk) else { return }
+            let cb = Unmanaged<RdKafkaCallbacks>.fromOpaque(opaque).takeUnretainedValue()
+            let text = "\(facility.map { String(cString: $0) } ?? ""): \(message.map { String(cString: $0) } ?? "")"
+            cb.logger.log(level: level <= 3 ? .error : level <= 4 ? .warning : level <= 6 ? .info : .debug, "\(text)")
+        }
+        rd_kafka_conf_set_error_cb(conf) { rk, err, reason, _ in
+            guard let rk, let opaque = rd_kafka_opaque(rk) else { return }
+            let cb = Unmanaged<RdKafkaCallbacks>.fromOpaque(opaque).takeUnretainedValue()
+            let why = reason.map { String(cString: $0) } ?? ""
+            cb.logger.warning("librdkafka: \(String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(err)))): \(why)")
+        }
+        rd_kafka_conf_set_stats_cb(conf) { rk, json, len, _ in
+            guard let rk, let json, let opaque = rd_kafka_opaque(rk) else { return 0 }
+            let cb = Unmanaged<RdKafkaCallbacks>.fromOpaque(opaque).takeUnretainedValue()
+            cb.onStatistics?(String(decoding: UnsafeRawBufferPointer(start: json, count: len), as: UTF8.self))
+            return 0  // 0: librdkafka frees the JSON buffer
+        }
+        configure(conf)
+        // On success rd_kafka_new owns conf; on failure the caller still does.
+        guard let rk = rd_kafka_new(kind, conf, &errstr, errstr.count) else {
+            rd_kafka_conf_destroy(conf)
+            throw KafkaError.configuration("cannot create Kafka client: \(String(cString: errstr))")
+        }
+        self.handle = rk
+        self.callbacks = callbacks
+        self.kind = kind
+    }
+
+    deinit { rd_kafka_destroy(handle) }
+
+    /// Cluster metadata: topic name → partition count. Blocking; call from `runBlocking`.
+    func metadataBlocking(timeoutMs: Int32) throws -> [String: Int32] {
+        var md: UnsafePointer<rd_kafka_metadata>?
+        let err = rd_kafka_metadata(handle, 1, nil, &md, timeoutMs)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { throw KafkaError(err, context: "metadata") }
+        defer { rd_kafka_metadata_destroy(md) }
+        var out: [String: Int32] = [:]
+        for i in 0..<Int(md.pointee.topic_cnt) {
+            let t = md.pointee.topics[i]
+            guard t.err == RD_KAFKA_RESP_ERR_NO_ERROR, let name = t.topic else { continue }
+            out[String(cString: name)] = t.partition_cnt
+        }
+        return out
+    }
+}
+
+/// Runs a blocking C call on a Dispatch thread, never on Swift's cooperative pool.
+func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { cont in
+        DispatchQueue.global().async {
+            do { cont.resume(returning: try body()) } catch { cont.resume(throwing: error) }
+        }
+    }
+}
+
+/// A dedicated thread that calls `body` until stopped; used to serve librdkafka's poll loop.
+final class PollThread: Sendable {
+    private let stopFlag = Atomic<Bool>(false)
+    private let finished = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    init(name: String, body: @escaping @Sendable (PollThread) -> Void, onExit: @escaping @Sendable () -> Void = {}) {
+        let thread = Thread { [self] in
+            body(self)
+            onExit()
+            let waiters = finished.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.done = true
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            waiters.forEach { $0.resume() }
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    var isStopRequested: Bool { stopFlag.load(ordering: .acquiring) }
+
+    func requestStop() { stopFlag.store(true, ordering: .releasing) }
+
+    /// Requests a stop and waits until the loop has exited.
+    func stop() async {
+        requestStop()
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            let done = finished.withLock { state -> Bool in
+                if state.done { return true }
+                state.waiters.append(cont)
+                return false
+            }
+            if done { cont.resume() }
+        }
+    }
+}
+
+extension rd_kafka_topic_partition_list_t {
+    var topicPartitions: [TopicPartition] {
+        (0..<Int(cnt)).map { i in TopicPartition(String(cString: elems[i].topic), elems[i].partition) }
+    }
+}
+
+/// Owns an `rd_kafka_topic_partition_list_t`.
+final class PartitionList {
+    let pointer: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>
+
+    init(_ partitions: [TopicPartition], offsets: [Int64]? = nil) {
+        pointer = rd_kafka_topic_partition_list_new(Int32(max(partitions.count, 1)))
+        for (i, tp) in partitions.enumerated() {
+            let elem = rd_kafka_topic_partition_list_add(pointer, tp.topic, tp.partition)
+            if let offsets { elem?.pointee.offset = offsets[i] }
+        }
+    }
+
+    deinit { rd_kafka_topic_partition_list_destroy(pointer) }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import Kafka
+import Postgres
+
+/// Everything the order service reads at start-up. Each field documents its default and the
+/// environment variable that sets it; command-line flags override the environment.
+public struct ServiceConfiguration: Sendable {
+    /// KAFKA_BOOTSTRAP_SERVERS, default `localhost:9092`.
+    public var bootstrapServers = "localhost:9092"
+    /// DATABASE_URL, default `postgresql://orders:orders@127.0.0.1:5432/orders`.
+    public var databaseURL = "postgresql://orders:orders@127.0.0.1:5432/orders"
+    /// ORDER_SERVICE_TOPICS_FILE, default `./topics.yaml`.
+    public var topicsFile = "topics.yaml"
+    /// ORDER_SERVICE_GROUP_ID, default `order-service`: all instances with the same id share the work.
+    public var groupId = "order-service"
+    /// ORDER_SERVICE_INSTANCE_ID, default a random id: names this instance's upstream requests.
+    public var instanceId = String(UUID().uuidString.prefix(8)).lowercased()
+    /// ORDER_SERVICE_UPSTREAM_TIMEOUT_MS, default 5000: Product/Inventory reply timeout.
+    public var upstreamTimeout: Duration = .seconds(5)
+    /// ORDER_SERVICE_REPLY_TO_ALLOW, default empty: extra `reply-to` topics (comma separated,
+    /// exact names or prefixes ending in `*`) besides the response topics of topics.yaml.
+    public var replyToAllowList: [String] = []
+    /// ORDER_SERVICE_MAX_IN_FLIGHT, default 2000: records in progress before fetching pauses.
+    public var maxInFlight = 2_000
+    /// ORDER_SERVICE_DB_POOL_SIZE, default 8.
+    public var databasePoolSize = 8
+    /// ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS, default 168 (7 days, the request topics' retention).
+    public var idempotencyRetentionHours = 168
+    /// ORDER_SERVICE_CREATE_TOPICS, default true: create missing topics of topics.yaml at start.
+    public var createTopics = true
+    /// Any `KAFKA_*` variable (e.g. KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
+    /// KAFKA_SASL_USERNAME) is passed to librdkafka as the property with `_` → `.`, lower case.
+    public var kafka = KafkaConfiguration()
+
+    public init() {}
+
+    /// Variables of ours that start with KAFKA_ but are not librdkafka properties.
+    static let ownKafkaVariables: Set<String> = []
+
+    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> ServiceConfiguration {
+        var c = ServiceConfiguration()
+        c.kafka = KafkaConfiguration.fromEnvironment(env, excluding: ownKafkaVariables)
+        if let v = env["KAFKA_BOOTSTRAP_SERVERS"], !v.isEmpty { c.bootstrapServers = v }
+        if let v = env["DATABASE_URL"], !v.isEmpty { c.databaseURL = v }
+        if let v = env["ORDER_SERVICE_TOPICS_FILE"], !v.isEmpty { c.topicsFile = v }
+        if let v = env["ORDER_SERVICE_GROUP_ID"], !v.isEmpty { c.groupId = v }
+        if let v = env["ORDER_SERVICE_INSTANCE_ID"], !v.isEmpty { c.instanceId = v }
+        if let v = env["ORDER_SERVICE_UPSTREAM_TIMEOUT_MS"] { c.upstreamTimeout = .milliseconds(try int(v, "ORDER_SERVICE_UPSTREAM_TIMEOUT_MS", min: 1)) }
+        if let v = env["ORDER_SERVICE_REPLY_TO_ALLOW"] { c.replyToAllowList = list(v) }
+        if let v = env["ORDER_SERVICE_MAX_IN_FLIGHT"] { c.maxInFlight = try int(v, "ORDER_SERVICE_MAX_IN_FLIGHT", min: 1) }
+        if let v = env["ORDER_SERVICE_DB_POOL_SIZE"] { c.databasePoolSize = try int(v, "ORDER_SERVICE_DB_POOL_SIZE", min: 1) }
+        if let v = env["ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS"] {
+            c.idempotencyRetentionHours = try int(v, "ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS", min: 1)
+        }
+        if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = !["0", "false", "no"].contains(v.lowercased()) }
+        return c
+    }
+
+    static func int(_ text: String, _ name: String, min: Int) throws -> Int {
+        guard let v = Int(text.trimmingCharacters(in: .whitespaces)), v >= min else {
+            throw ConfigurationError("\(name) must be an integer ≥ \(min), got '\(text)'")
+        }
+        return v
+    }
+
+    static func list(_ text: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// librdkafka properties for all clients: ours, then the KAFKA_* environment on top.
+    public var kafkaBase: KafkaConfiguration {
+        KafkaConfiguration(["bootstrap.servers": bootstrapServers, "client.id": "order-service-\(instanceId)"]).merging(kafka)
+    }
+
+    public var postgres: PostgresConfiguration {
+        PostgresConfiguration(url: databaseURL, poolSize: databasePoolSize, applicationName: "order-service")
+    }
+}

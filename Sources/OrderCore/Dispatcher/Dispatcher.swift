@@ -1,0 +1,217 @@
+import Kafka
+import Logging
+import Synchronization
+
+/// Owns ordering, concurrency, offsets and retries for consumed records:
+/// - records of one lane (user) run one at a time in offset order; lanes run concurrently;
+/// - a record's offset becomes committable only after its answer was acknowledged by the broker,
+///   and never past an earlier record still running;
+/// - outages (retriable errors) are retried with backoff until they pass; other failures are
+///   answered through the handler's `failure` and never stop the consumer;
+/// - when too much is in flight, fetching pauses until the backlog halves.
+public actor Dispatcher {
+    public struct Configuration: Sendable {
+        /// Records accepted but not finished before fetching pauses. Default 2,000.
+        public var maxInFlight: Int = 2_000
+        /// First retry delay after an outage; doubles up to `maxBackoff`. Default 50 ms / 5 s.
+        public var initialBackoff: Duration = .milliseconds(50)
+        public var maxBackoff: Duration = .seconds(5)
+        public init() {}
+    }
+
+    /// What the dispatcher needs from the outside world; closures so tests need no broker.
+    public struct Effects: Sendable {
+        public var send: @Sendable ([KafkaOutgoingRecord]) async throws -> Void
+        public var storeOffset: @Sendable (TopicPartition, Int64) -> Void
+        public var setPaused: @Sendable (Bool) -> Void
+        public init(
+            send: @escaping @Sendable ([KafkaOutgoingRecord]) async throws -> Void,
+            storeOffset: @escaping @Sendable (TopicPartition, Int64) -> Void,
+            setPaused: @escaping @Sendable (Bool) -> Void = { _ in }
+        ) {
+            self.send = send
+            self.storeOffset = storeOffset
+            self.setPaused = setPaused
+        }
+    }
+
+    private let handler: any RecordHandler
+    private let effects: Effects
+    private let config: Configuration
+    private let logger: Logger
+    private var tracker = OffsetTracker()
+    private var lanes: [String: [KafkaRecord]] = [:]
+    private var running: [String: Task<Void, Never>] = [:]
+    /// Records being handled right now, per partition (queued ones excluded).
+    private var active: [TopicPartition: Int] = [:]
+    private var paused = false
+    private var stopping = false
+    private var idleWaiters: [(Set<TopicPartition>?, CheckedContinuation<Void, Never>)] = []
+    /// Partitions currently owned; records of others are dropped (their new owner handles them).
+    private let owned = Mutex<Set<TopicPartition>>([])
+
+    public init(handler: any RecordHandler, effects: Effects, configuration: Configuration = Configuration(), logger: Logger) {
+        self.handler = handler
+        self.effects = effects
+        self.config = configuration
+        self.logger = logger
+    }
+
+    // MARK: Rebalance hooks (called from the consumer's poll thread)
+
+    public nonisolated func partitionsAssigned(_ tps: [TopicPartition]) {
+        owned.withLock { $0.formUnion(tps) }
+    }
+
+    /// Blocks the calling (poll) thread until records of these partitions that already started
+    /// have finished, so their offsets are stored before the partitions move. Records not yet
+    /// started are dropped: the next owner gets them from the committed offset.
+    public nonisolated func partitionsRevoking(_ tps: [TopicPartition], timeout: Duration = .seconds(30)) {
+        owned.withLock { $0.subtract(tps) }
+        let done = Semaphore()
+        Task {
+            await self.dropQueued(Set(tps))
+            await self.waitIdle(Set(tps))
+            done.signal()
+        }
+        if !done.wait(timeout: timeout) { logger.warning("revoke: in-flight records did not finish in time") }
+    }
+
+    public nonisolated func isOwned(_ tp: TopicPartition) -> Bool { owned.withLock { $0.contains(tp) } }
+
+    // MARK: Records
+
+    /// Accepts a consumed record. Returns at once; the record runs in its lane.
+    public func submit(_ record: KafkaRecord) {
+        guard !stopping else { return }
+        let tp = record.topicPartition
+        tracker.begin(tp, record.offset)
+        let lane = handler.laneKey(for: record)
+        lanes[lane, default: []].append(record)
+        if running[lane] == nil {
+            running[lane] = Task { await self.runLane(lane) }
+        }
+        if !paused, tracker.totalInFlight >= config.maxInFlight {
+            paused = true
+            effects.setPaused(true)
+        }
+    }
+
+    private func runLane(_ lane: String) async {
+        while let record = nextRecord(lane) {
+            let finished = await process(record)
+            complete(record, finished: finished)
+        }
+    }
+
+    private func nextRecord(_ lane: String) -> KafkaRecord? {
+        guard !stopping, var queue = lanes[lane], !queue.isEmpty else {
+            lanes[lane] = nil
+            running[lane] = nil
+            notifyIdle()
+            return nil
+        }
+        let r = queue.removeFirst()
+        lanes[lane] = queue
+        active[r.topicPartition, default: 0] += 1
+        return r
+    }
+
+    /// Handles and answers one record, retrying outages. False when it gave up (shutting down).
+    private nonisolated func process(_ record: KafkaRecord) async -> Bool {
+        var backoff = config.initialBackoff
+        var outputs: [KafkaOutgoingRecord]?
+        while true {
+            do {
+                if outputs == nil {
+                    do {
+                        outputs = try await handler.handle(record)
+                    } catch where !handler.isRetriable(error) {
+                        outputs = handler.failure(record, error: error)
+                    }
+                }
+                try await effects.send(outputs!)
+                return true
+            } catch {
+                if await isStopping { return false }
+                logger.warning("retrying \(record.topic)[\(record.partition)]@\(record.offset) in \(backoff): \(error)")
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, config.maxBackoff)
+            }
+        }
+    }
+
+    private var isStopping: Bool { stopping }
+
+    private func complete(_ record: KafkaRecord, finished: Bool) {
+        let tp = record.topicPartition
+        active[tp, default: 1] -= 1
+        if active[tp] == 0 { active[tp] = nil }
+        if finished, let next = tracker.finish(tp, record.offset), isOwned(tp) {
+            effects.storeOffset(tp, next)
+        }
+        if paused, tracker.totalInFlight <= config.maxInFlight / 2 {
+            paused = false
+            effects.setPaused(false)
+        }
+        notifyIdle()
+    }
+
+    private func dropQueued(_ tps: Set<TopicPartition>) {
+        for (lane, queue) in lanes {
+            let keep = queue.filter { !tps.contains($0.topicPartition) }
+            lanes[lane] = keep
+        }
+        for tp in tps where active[tp] == nil { tracker.forget(tp) }
+    }
+
+    /// Waits until no record of these partitions (all when nil) is running.
+    public func waitIdle(_ tps: Set<TopicPartition>? = nil) async {
+        if isIdle(tps) { return }
+        await withCheckedContinuation { idleWaiters.append((tps, $0)) }
+    }
+
+    private func isIdle(_ tps: Set<TopicPartition>?) -> Bool {
+        guard let tps else { return running.isEmpty }
+        return tps.allSatisfy { active[$0] == nil }
+    }
+
+    private func notifyIdle() {
+        let ready = idleWaiters.filter { isIdle($0.0) }
+        idleWaiters.removeAll { isIdle($0.0) }
+        ready.forEach { $0.1.resume() }
+    }
+
+    /// Graceful stop: take nothing new, drop what has not started, let running records finish.
+    public func drain() async {
+        stopping = true
+        for lane in lanes.keys { lanes[lane] = [] }
+        await waitIdle(nil)
+    }
+
+    public var inFlightCount: Int { tracker.totalInFlight }
+}
+
+/// A counting semaphore for the poll thread (never used on the cooperative pool).
+final class Semaphore: Sendable {
+    private let state = Mutex<Int>(0)
+    private let condition = ConditionBox()
+    func signal() {
+        condition.lock()
+        state.withLock { $0 += 1 }
+        condition.signal()
+        condition.unlock()
+    }
+    func wait(timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        condition.lock()
+        defer { condition.unlock() }
+        while state.withLock({ $0 }) == 0 {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { return false }
+            _ = condition.wait(seconds: Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18)
+        }
+        state.withLock { $0 -= 1 }
+        return true
+    }
+}

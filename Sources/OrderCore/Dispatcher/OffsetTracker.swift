@@ -1,0 +1,54 @@
+import Kafka
+
+/// Which offset of each partition may be committed: never past a record that is still being
+/// handled, however many later records finished first.
+public struct OffsetTracker: Sendable {
+    private struct PartitionState {
+        /// Offsets begun and not finished, ascending (records arrive in offset order).
+        var inFlight: [Int64] = []
+        var highestBegun: Int64 = -1
+    }
+
+    private var partitions: [TopicPartition: PartitionState] = [:]
+
+    public init() {}
+
+    public mutating func begin(_ tp: TopicPartition, _ offset: Int64) {
+        var s = partitions[tp, default: PartitionState()]
+        if let last = s.inFlight.last, offset <= last {
+            // Out of order (a redelivery after seek): keep the list sorted.
+            let i = s.inFlight.firstIndex { $0 > offset } ?? s.inFlight.endIndex
+            if i == s.inFlight.startIndex || s.inFlight[i - 1] != offset { s.inFlight.insert(offset, at: i) }
+        } else {
+            s.inFlight.append(offset)
+        }
+        s.highestBegun = max(s.highestBegun, offset)
+        partitions[tp] = s
+    }
+
+    /// Marks the offset finished; returns the next offset to commit when it moved forward.
+    public mutating func finish(_ tp: TopicPartition, _ offset: Int64) -> Int64? {
+        guard var s = partitions[tp], let i = binarySearch(s.inFlight, offset) else { return nil }
+        s.inFlight.remove(at: i)
+        partitions[tp] = s
+        guard i == 0 else { return nil }  // an earlier record is still in flight
+        return s.inFlight.first ?? (s.highestBegun + 1)
+    }
+
+    public func inFlight(_ tp: TopicPartition) -> Int { partitions[tp]?.inFlight.count ?? 0 }
+
+    public var totalInFlight: Int { partitions.values.reduce(0) { $0 + $1.inFlight.count } }
+
+    public mutating func forget(_ tp: TopicPartition) { partitions[tp] = nil }
+
+    private func binarySearch(_ a: [Int64], _ x: Int64) -> Int? {
+        var lo = 0
+        var hi = a.count - 1
+        while lo <= hi {
+            let mid = (lo + hi) / 2
+            if a[mid] == x { return mid }
+            if a[mid] < x { lo = mid + 1 } else { hi = mid - 1 }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,13 @@
+import Kafka
+
+/// What the dispatcher drives: turns one record into the records to send in answer.
+public protocol RecordHandler: Sendable {
+    /// Records with the same lane key are handled one at a time, in offset order.
+    func laneKey(for record: KafkaRecord) -> String
+    /// Handles the record; throws on failure. Must be safe to call again for the same record.
+    func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord]
+    /// The answer for a record whose handling failed for good (a bug, not an outage).
+    func failure(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord]
+    /// Whether retrying can help (database or broker outage) rather than being a bug.
+    func isRetriable(_ error: any Error) -> Bool
+}

@@ -1,0 +1,184 @@
+import Kafka
+import Logging
+import Postgres
+
+/// Runs one consumed record through its stages: decode/validate → idempotency → product lookup
+/// → inventory check → persist, and says what to send. Stages stay free of Kafka offsets,
+/// ordering and retries: the `Dispatcher` owns those.
+public struct RequestPipeline: RecordHandler {
+    public let topics: Topics
+    public let routing: ReplyRouting
+    public let products: ProductLookupStage
+    public let inventory: InventoryCheckStage
+    public let persist: PersistStage
+    public let store: OrderStore
+    /// Called after a transaction wrote outbox records, so they are sent without waiting for a sweep.
+    public let outboxWritten: @Sendable () -> Void
+    public let logger: Logger
+
+    public init(
+        topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, inventory: any InventoryChecker,
+        store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {}, logger: Logger
+    ) {
+        self.topics = topics
+        self.routing = routing
+        self.products = ProductLookupStage(catalog: catalog)
+        self.inventory = InventoryCheckStage(inventory: inventory)
+        self.persist = PersistStage(store: store, topics: topics)
+        self.store = store
+        self.outboxWritten = outboxWritten
+        self.logger = logger
+    }
+
+    // MARK: RecordHandler
+
+    public func laneKey(for record: KafkaRecord) -> String {
+        if let key = record.key { return "k:" + String(decoding: key, as: UTF8.self) }
+        return "p:\(record.topic)/\(record.partition)"
+    }
+
+    public func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
+        if record.topic == topics.deductionResults { return try await handleDeductionResult(record) }
+        guard let kind = topics.requestKind(ofTopic: record.topic) else { return [] }
+        let decoded = DecodeStage(topic: kind).decode(record.value)
+
+        let replyTopic: String
+        switch routing.target(for: record) {
+        case .topic(let t): replyTopic = t
+        case .rejected(let fallback):
+            let (rid, action) = decoded.identity
+            let err = ServiceError(.invalidReplyTo, "reply-to must name a response topic; nothing was changed")
+            return [routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes)]
+        }
+
+        switch decoded {
+        case .rejected(let rid, let action, let error, let deadLetter):
+            var out = [routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, error).bytes)]
+            if deadLetter { out.append(routing.deadLetter(record, error: error.message)) }
+            return out
+        case .request(let request):
+            let key = idempotencyKey(request, kind: kind, record: record)
+            if let stored = try await store.storedReply(key: key) {
+                return [routing.reply(to: record, topic: replyTopic, value: stored)]
+            }
+            let reply = try await execute(request, key: key)
+            return [routing.reply(to: record, topic: replyTopic, value: reply)]
+        }
+    }
+
+    public func failure(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] {
+        logger.error("internal error on \(record.topic)[\(record.partition)]@\(record.offset): \(String(describing: error))")
+        if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: "internal error: \(error)")] }
+        let (rid, action) = topics.requestKind(ofTopic: record.topic).map { DecodeStage(topic: $0).decode(record.value).identity } ?? (nil, nil)
+        let replyTopic: String
+        switch routing.target(for: record) {
+        case .topic(let t): replyTopic = t
+        case .rejected(let fallback): replyTopic = fallback
+        }
+        let err = ServiceError(.internalError, "the request could not be processed; it was recorded for the operators")
+        return [
+            routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, err).bytes),
+            routing.deadLetter(record, error: "internal error: \(error)"),
+        ]
+    }
+
+    public func isRetriable(_ error: any Error) -> Bool {
+        if let e = error as? PostgresError { return e.isRetriable }
+        if let e = error as? KafkaError { return e.isRetriable }
+        return false
+    }
+
+    // MARK: Actions
+
+    /// Idempotency key: request_id (scoped by request topic and user), else the record's position.
+    func idempotencyKey(_ request: Request, kind: RequestTopicKind, record: KafkaRecord) -> String {
+        if let rid = request.requestId { return "\(kind.rawValue)/\(request.command.userId ?? 0)/\(rid)" }
+        return "offset/\(record.topic)/\(record.partition)/\(record.offset)"
+    }
+
+    func execute(_ request: Request, key: String) async throws -> [UInt8] {
+        let rid = request.requestId
+        let action = request.command.action
+        func fail(_ e: ServiceError) async throws -> [UInt8] {
+            let bytes = Reply.error(requestId: rid, action: action, e).bytes
+            // Transient failures are not remembered: a retry with the same request_id tries again.
+            if !e.code.isTransient { _ = try await store.db.withConnection { try await store.storeReply($0, key: key, reply: bytes) } }
+            return bytes
+        }
+        func ok(_ body: [(String, JSON)]) async throws -> [UInt8] {
+            let bytes = Reply.ok(requestId: rid, action: action, body: body).bytes
+            _ = try await store.db.withConnection { try await store.storeReply($0, key: key, reply: bytes) }
+            return bytes
+        }
+        func finish(_ result: PersistStage.Result) async throws -> [UInt8] {
+            switch result {
+            case .committed(let reply, let outbox):
+                if outbox { outboxWritten() }
+                return reply.bytes
+            case .rejected(let e): return try await fail(e)
+            case .alreadyProcessed(let stored): return stored
+            }
+        }
+
+        switch request.command {
+        case .getCart(let user):
+            return try await ok([("cart", try await store.cart(userId: user).json)])
+        case .addItem(let user, let productId, let quantity):
+            switch await products.run([productId]) {
+            case .failure(let e): return try await fail(e)
+            case .success(let found):
+                guard let product = found[productId] else {
+                    return try await fail(ServiceError(.productNotFound, "unknown product id(s): \(productId)", details: [("product_ids", [.int(productId)])]))
+                }
+                return try await finish(await persist.addItem(key: key, requestId: rid, userId: user, product: product, quantity: quantity))
+            }
+        case .updateItem(let user, let productId, let quantity):
+            return try await finish(await persist.setItem(key: key, requestId: rid, action: action, userId: user, productId: productId, quantity: quantity))
+        case .removeItem(let user, let productId):
+            return try await finish(await persist.setItem(key: key, requestId: rid, action: action, userId: user, productId: productId, quantity: 0))
+        case .createOrder(let user):
+            let cart = try await store.cart(userId: user)
+            guard !cart.items.isEmpty else { return try await fail(ServiceError(.cartEmpty, "the cart is empty")) }
+            let found: [Int64: Product]
+            switch await products.run(cart.items.map(\.productId)) {
+            case .failure(let e): return try await fail(e)
+            case .success(let p): found = p
+            }
+            if case .failure(let e) = await inventory.run(cart.items.map { ($0.productId, $0.quantity) }) { return try await fail(e) }
+            return try await finish(await persist.createOrder(key: key, requestId: rid, userId: user, products: found))
+        case .listOrders(let user):
+            return try await ok([("orders", .array(try await store.orders(userId: user).map(\.json)))])
+        case .getOrder(let user, let orderId):
+            guard let order = try await store.order(orderId: orderId, userId: user) else {
+                return try await fail(ServiceError(.orderNotFound, "order \(orderId) was not found"))
+            }
+            return try await ok([("order", order.json)])
+        case .listCarts(let limit, let after):
+            let page = try await store.carts(limit: limit, afterCartId: after)
+            let next: JSON = page.more ? .optional(page.carts.last?.cartId) : .null
+            return try await ok([("carts", .array(page.carts.map(\.json))), ("next_after_cart_id", next)])
+        }
+    }
+
+    /// `inventory_deduction_results`: moves the order to confirmed/rejected. Nothing is replied;
+    /// a result that breaks the contract goes to the dead-letter topic.
+    func handleDeductionResult(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
+        guard let value = record.value, let json = try? JSON.parse(value), case .int(let orderId)? = json["order_id"],
+            case .string(let status)? = json["status"], status == "deducted" || status == "insufficient"
+        else { return [routing.deadLetter(record, error: "not a deduction result: needs order_id and status deducted|insufficient")] }
+        if try await persist.finishOrder(orderId: orderId, status: status == "deducted" ? .confirmed : .rejected) {
+            outboxWritten()
+        }
+        return []
+    }
+}
+
+extension DecodeStage.Outcome {
+    /// request_id and action as far as they could be read, for error replies.
+    var identity: (String?, String?) {
+        switch self {
+        case .request(let r): (r.requestId, r.command.action)
+        case .rejected(let rid, let action, _, _): (rid, action)
+        }
+    }
+}

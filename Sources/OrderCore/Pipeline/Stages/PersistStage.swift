@@ -1,0 +1,134 @@
+import Kafka
+import Postgres
+
+/// Stage 4: one PostgreSQL transaction per request that changes state. The reply is stored in
+/// the same transaction under the idempotency key, and records to send afterwards (deduction
+/// request, notifications) are written to the outbox in it too: all or nothing.
+public struct PersistStage: Sendable {
+    public let store: OrderStore
+    public let topics: Topics
+
+    public init(store: OrderStore, topics: Topics) {
+        self.store = store
+        self.topics = topics
+    }
+
+    /// What a state-changing transaction produced.
+    public enum Result: Sendable, Equatable {
+        /// Committed; this reply was stored with it.
+        case committed(reply: JSON, wroteOutbox: Bool)
+        /// Rolled back: the request is refused and nothing changed.
+        case rejected(ServiceError)
+        /// Another delivery of the same request committed first; its stored reply is the answer.
+        case alreadyProcessed(reply: [UInt8])
+    }
+
+    struct Rejection: Error { let error: ServiceError }
+    struct Duplicate: Error {}
+
+    func transaction(key: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> (JSON, Bool)) async throws -> Result {
+        do {
+            return try await store.db.transaction { conn in
+                let (reply, outbox) = try await body(conn)
+                guard try await store.storeReply(conn, key: key, reply: reply.bytes) else { throw Duplicate() }
+                return .committed(reply: reply, wroteOutbox: outbox)
+            }
+        } catch let r as Rejection {
+            return .rejected(r.error)
+        } catch is Duplicate {
+            guard let stored = try await store.storedReply(key: key) else { throw PersistFailure.unexpected("stored reply vanished") }
+            return .alreadyProcessed(reply: stored)
+        }
+    }
+
+    public func addItem(key: String, requestId: String?, userId: Int64, product: Product, quantity: Int) async throws -> Result {
+        try await transaction(key: key) { conn in
+            let cart = try await store.lockCart(userId: userId, on: conn)
+            switch try await store.addLine(cartId: cart.cartId, product: product, quantity: quantity, on: conn) {
+            case .added: break
+            case .tooMany(let current):
+                throw Rejection(error: .invalid(
+                    "a line's quantity may not exceed \(Limits.maxQuantity) (the cart holds \(current) of product \(product.productId))"))
+            case .cartFull:
+                throw Rejection(error: ServiceError(.cartFull, "a cart holds at most \(Limits.maxCartLines) lines"))
+            }
+            let full = try await store.cart(userId: userId, on: conn)
+            return (Reply.ok(requestId: requestId, action: "add_item", body: [("cart", full.json)]), false)
+        }
+    }
+
+    /// update_item and remove_item (quantity 0).
+    public func setItem(key: String, requestId: String?, action: String, userId: Int64, productId: Int64, quantity: Int) async throws -> Result {
+        try await transaction(key: key) { conn in
+            guard let cart = try await store.lockExistingCart(userId: userId, on: conn),
+                try await store.setLine(cartId: cart.cartId, productId: productId, quantity: quantity, on: conn)
+            else { throw Rejection(error: ServiceError(.itemNotFound, "product \(productId) is not in the cart")) }
+            let full = try await store.cart(userId: userId, on: conn)
+            return (Reply.ok(requestId: requestId, action: action, body: [("cart", full.json)]), false)
+        }
+    }
+
+    /// Creates the pending order at current prices, empties the cart, and queues the deduction
+    /// request and the `pending` notification in the outbox.
+    public func createOrder(key: String, requestId: String?, userId: Int64, products: [Int64: Product]) async throws -> Result {
+        try await transaction(key: key) { conn in
+            guard let cart = try await store.lockExistingCart(userId: userId, on: conn) else {
+                throw Rejection(error: ServiceError(.cartEmpty, "the cart is empty"))
+            }
+            let items = try await store.cartItems(cartId: cart.cartId, on: conn)
+            guard !items.isEmpty else { throw Rejection(error: ServiceError(.cartEmpty, "the cart is empty")) }
+            var lines: [(product: Product, quantity: Int)] = []
+            for item in items {
+                guard let p = products[item.productId] else {
+                    throw Rejection(error: ServiceError(
+                        .productNotFound, "unknown product id(s): \(item.productId)", details: [("product_ids", [.int(item.productId)])]))
+                }
+                lines.append((p, item.quantity))
+            }
+            let order = try await store.insertOrder(userId: userId, lines: lines, on: conn)
+            try await store.emptyCart(cartId: cart.cartId, on: conn)
+            try await store.enqueue(OutgoingMessages.deductionRequest(order, topics: topics), on: conn)
+            try await store.enqueue(OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics), on: conn)
+            return (Reply.ok(requestId: requestId, action: "create_order", body: [("order", order.json)]), true)
+        }
+    }
+
+    /// Applies a deduction result; a repeated or late result changes nothing. True when the
+    /// order moved (and its notification was queued).
+    public func finishOrder(orderId: Int64, status: OrderStatus) async throws -> Bool {
+        try await store.db.transaction { conn in
+            guard let done = try await store.finishOrder(orderId: orderId, status: status, on: conn) else { return false }
+            try await store.enqueue(
+                OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics),
+                on: conn)
+            return true
+        }
+    }
+}
+
+/// Records the service sends besides replies.
+enum OutgoingMessages {
+    static func deductionRequest(_ order: Order, topics: Topics) -> KafkaOutgoingRecord {
+        let id = "deduct-\(order.orderId)"
+        let body = JSON.object([
+            ("request_id", .string(id)), ("order_id", .int(order.orderId)),
+            ("items", .array(order.items.map { .object([("product_id", .int($0.productId)), ("quantity", .int(Int64($0.quantity)))]) })),
+        ])
+        return KafkaOutgoingRecord(
+            topic: topics.deductionRequests, key: Array(String(order.orderId).utf8), value: body.bytes,
+            headers: [
+                KafkaHeader("reply-to", topics.deductionResults), KafkaHeader("correlation-id", id),
+                KafkaHeader("content-type", "application/json"),
+            ])
+    }
+
+    static func notification(order: Int64, user: Int64, status: OrderStatus, total: Money, at: String, topics: Topics) -> KafkaOutgoingRecord {
+        let body = JSON.object([
+            ("event", "order_status_changed"), ("order_id", .int(order)), ("user_id", .int(user)),
+            ("status", .string(status.rawValue)), ("total_price", total.json), ("at", .string(at)),
+        ])
+        return KafkaOutgoingRecord(
+            topic: topics.notifications, key: Array(String(user).utf8), value: body.bytes,
+            headers: [KafkaHeader("content-type", "application/json")])
+    }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import Kafka
+import Logging
+import Postgres
+import ServiceLifecycle
+import Synchronization
+
+/// The order service: wires the Kafka clients, PostgreSQL, the pipeline and the dispatcher, and
+/// runs until a graceful shutdown (SIGTERM/SIGINT through ServiceLifecycle), which drains: stop
+/// fetching, finish in-flight records, reply, commit, leave the group, send the outbox, flush.
+public final class OrderService: Service, Sendable {
+    public let config: ServiceConfiguration
+    private let logger: Logger
+
+    public init(configuration: ServiceConfiguration, logger: Logger) {
+        self.config = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let topics = try Topics.load(path: config.topicsFile)
+        let base = config.kafkaBase
+        logger.info("starting", metadata: [
+            "kafka": "\(config.bootstrapServers)", "database": "\(config.postgres.redactedURL)",
+            "group": "\(config.groupId)", "instance": "\(config.instanceId)", "librdkafka": "\(LibRdKafka.versionString)",
+        ])
+
+        if config.createTopics { try await TopicManager(configuration: base, logger: logger).ensure(topics) }
+
+        let db = PostgresClient(configuration: config.postgres, logger: logger)
+        try await retrying("database migration") {
+            _ = try await MigrationRunner(client: db, logger: self.logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
+        }
+        let store = OrderStore(db: db)
+        let producer = try KafkaProducer(configuration: base, logger: logger)
+        let upstream = try UpstreamClient(
+            producer: producer, consumerConfiguration: base,
+            replyTopics: [topics.productReplies, topics.inventoryCheckReplies],
+            instanceId: config.instanceId, timeout: config.upstreamTimeout, logger: logger)
+        try await retrying("upstream reply consumer") { try await upstream.start() }
+        let relay = OutboxRelay(store: store, producer: producer, logger: logger)
+        let pipeline = RequestPipeline(
+            topics: topics, routing: ReplyRouting(topics: topics, allowList: config.replyToAllowList),
+            catalog: KafkaProductCatalog(client: upstream, topics: topics),
+            inventory: KafkaInventoryChecker(client: upstream, topics: topics),
+            store: store, outboxWritten: { relay.notify() }, logger: logger)
+
+        let consumerRef = Mutex<KafkaConsumer?>(nil)
+        var dispatcherConfig = Dispatcher.Configuration()
+        dispatcherConfig.maxInFlight = config.maxInFlight
+        let logger = self.logger
+        let dispatcher = Dispatcher(
+            handler: pipeline,
+            effects: Dispatcher.Effects(
+                send: { records in _ = try await producer.sendAll(records) },
+                storeOffset: { tp, next in
+                    do { try consumerRef.withLock { $0 }?.store(tp, nextOffset: next) } catch {
+                        logger.warning("offset store failed: \(error)")
+                    }
+                },
+                setPaused: { pause in
+                    guard let c = consumerRef.withLock({ $0 }) else { return }
+                    let tps = Array(c.assignment)
+                    logger.info(pause ? "backlog high: pausing fetch" : "backlog drained: resuming fetch")
+                    try? pause ? c.pause(tps) : c.resume(tps)
+                }),
+            configuration: dispatcherConfig, logger: logger)
+
+        var consumerConfig = base
+        consumerConfig["group.id"] = config.groupId
+        let consumer = try KafkaConsumer(
+            configuration: consumerConfig,
+            rebalance: KafkaConsumer.Rebalance(
+                onAssigned: { dispatcher.partitionsAssigned($0) },
+                onRevoking: { dispatcher.partitionsRevoking($0) }),
+            logger: logger)
+        consumerRef.withLock { $0 = consumer }
+        try consumer.subscribe([topics.cartRequests, topics.orderRequests, topics.adminRequests, topics.deductionResults])
+        logger.info("consuming", metadata: ["topics": "\([topics.cartRequests, topics.orderRequests, topics.adminRequests, topics.deductionResults])"])
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await relay.run() }
+                group.addTask { [config] in
+                    try await cancelWhenGracefulShutdown {
+                        while !Task.isCancelled {
+                            if let n = try? await store.expireReplies(olderThanSeconds: config.idempotencyRetentionHours * 3600), n > 0 {
+                                logger.info("expired \(n) idempotency entries")
+                            }
+                            try await Task.sleep(for: .seconds(600))
+                        }
+                    }
+                }
+                for await record in consumer.records where dispatcher.isOwned(record.topicPartition) {
+                    await dispatcher.submit(record)
+                }
+            }
+        } onGracefulShutdown: {
+            logger.info("shutting down: draining in-flight records")
+            Task {
+                await dispatcher.drain()
+                await consumer.close()  // commits stored offsets, leaves the group, ends `records`
+            }
+        }
+        // The consumer is closed here (records ended); send what is left, then release everything.
+        await dispatcher.drain()
+        await consumer.close()
+        await relay.relayAll()
+        await upstream.close()
+        await producer.close()
+        await db.close()
+        logger.info("stopped")
+    }
+
+    /// Retries start-up steps while the broker or database is not reachable yet.
+    private func retrying(_ what: String, _ body: () async throws -> Void) async throws {
+        var delay: Duration = .milliseconds(200)
+        while true {
+            do { return try await body() } catch {
+                if Task.isCancelled { throw error }
+                logger.warning("\(what) failed, retrying in \(delay): \(error)")
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+}
+
+/// Creates the topics of topics.yaml that the cluster lacks, and reports differences.
+public struct TopicManager: Sendable {
+    let configuration: KafkaConfiguration
+    let logger: Logger
+
+    public init(configuration: KafkaConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public struct Report: Sendable {
+        public var missing: [String] = []
+        public var created: [String] = []
+        public var partitionMismatch: [(topic: String, declared: Int32, actual: Int32)] = []
+    }
+
+    public func check(_ topics: Topics) async throws -> Report {
+        let admin = try KafkaAdmin(configuration: configuration, logger: logger)
+        let existing = try await admin.topicPartitionCounts()
+        var report = Report()
+        for spec in topics.specs {
+            if let n = existing[spec.name] {
+                if n != spec.partitions { report.partitionMismatch.append((spec.name, spec.partitions, n)) }
+            } else {
+                report.missing.append(spec.name)
+            }
+        }
+        return report
+    }
+
+    @discardableResult
+    public func ensure(_ topics: Topics) async throws -> Report {
+        var delay: Duration = .milliseconds(200)
+        while true {
+            do {
+                var report = try await check(topics)
+                let admin = try KafkaAdmin(configuration: configuration, logger: logger)
+                let outcome = try await admin.createTopics(topics.specs.filter { report.missing.contains($0.name) })
+                for (name, result) in outcome.sorted(by: { $0.key < $1.key }) {
+                    switch result {
+                    case .created: report.created.append(name); logger.info("created topic \(name)")
+                    case .alreadyExisted: break
+                    case .failed(let e): throw e
+                    }
+                }
+                for m in report.partitionMismatch {
+                    logger.warning("topic \(m.topic) has \(m.actual) partitions, topics.yaml declares \(m.declared)")
+                }
+                return report
+            } catch {
+                if Task.isCancelled { throw error }
+                logger.warning("topic set-up failed, retrying in \(delay): \(error)")
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import Kafka
+import Logging
+import Postgres
+import ServiceLifecycle
+import Synchronization
+
+/// Sends what transactions left in the outbox (deduction requests, notifications), then deletes
+/// it. Rows are locked while sent, so several instances never send the same row at once, and a
+/// crash between send and delete only means the row is sent again (consumers dedupe by
+/// order_id and status). Woken right after a commit, and sweeps every `interval` for leftovers
+/// of a crashed instance.
+public final class OutboxRelay: Service, Sendable {
+    private let store: OrderStore
+    private let producer: KafkaProducer
+    private let interval: Duration
+    private let logger: Logger
+    private let wake: AsyncStream<Void>.Continuation
+    private let wakes: AsyncStream<Void>
+
+    public init(store: OrderStore, producer: KafkaProducer, interval: Duration = .seconds(1), logger: Logger) {
+        self.store = store
+        self.producer = producer
+        self.interval = interval
+        self.logger = logger
+        (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public func notify() { wake.yield() }
+
+    public func run() async throws {
+        let ticker = Task { [wake, interval] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                wake.yield()
+            }
+        }
+        defer { ticker.cancel() }
+        await withGracefulShutdownHandler {
+            for await _ in wakes {
+                await relayAll()
+            }
+        } onGracefulShutdown: { [wake] in
+            wake.finish()
+        }
+        await relayAll()  // what the last transactions left
+    }
+
+    /// Sends batches until the outbox is empty or an error stops this round.
+    public func relayAll() async {
+        do {
+            while try await relayBatch() > 0 {}
+        } catch {
+            logger.warning("outbox relay: \(error); will retry")
+        }
+    }
+
+    func relayBatch(limit: Int = 200) async throws -> Int {
+        try await store.db.transaction { conn in
+            let entries = try await store.lockOutbox(limit: limit, on: conn)
+            guard !entries.isEmpty else { return 0 }
+            _ = try await producer.sendAll(entries.map(\.record))
+            try await store.deleteOutbox(ids: entries.map(\.id), on: conn)
+            return entries.count
+        }
+    }
+}

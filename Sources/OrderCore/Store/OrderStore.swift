@@ -1,0 +1,271 @@
+import Foundation
+import Kafka
+import Postgres
+
+/// All SQL of the order domain. Every value is a bound parameter.
+public struct OrderStore: Sendable {
+    public let db: PostgresClient
+
+    public init(db: PostgresClient) { self.db = db }
+
+    // MARK: Idempotency
+
+    public func storedReply(key: String) async throws -> [UInt8]? {
+        let r = try await db.query("SELECT reply FROM processed_requests WHERE idempotency_key = $1", [key])
+        return try r.rows.first?.decode(0, as: [UInt8].self)
+    }
+
+    /// Remembers a reply; false when the key was stored meanwhile (by a concurrent redelivery).
+    @discardableResult
+    public func storeReply(_ conn: PostgresConnection, key: String, reply: [UInt8]) async throws -> Bool {
+        let r = try await conn.query(
+            "INSERT INTO processed_requests (idempotency_key, reply) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [key, reply])
+        return r.affectedRows == 1
+    }
+
+    /// Deletes idempotency entries older than `olderThanSeconds`; returns how many.
+    public func expireReplies(olderThanSeconds: Int) async throws -> Int {
+        let r = try await db.query(
+            "DELETE FROM processed_requests WHERE created_at < now() - make_interval(secs => $1)", [olderThanSeconds])
+        return r.affectedRows
+    }
+
+    // MARK: Carts
+
+    public func cart(userId: Int64, on conn: PostgresConnection? = nil) async throws -> Cart {
+        let sql = "SELECT cart_id, \(timestampSQL("created_at")) FROM carts WHERE user_id = $1"
+        let rows = try await run(conn, sql, [userId]).rows
+        guard let row = rows.first else { return .empty(userId: userId) }
+        let cartId: Int64 = try row.decode(0)
+        return Cart(cartId: cartId, userId: userId, createdAt: try row.decode(1), items: try await cartItems(cartId: cartId, on: conn))
+    }
+
+    func cartItems(cartId: Int64, on conn: PostgresConnection?) async throws -> [CartItem] {
+        let rows = try await run(
+            conn,
+            "SELECT cart_item_id, product_id, product_name, unit_price::text, quantity FROM cart_items WHERE cart_id = $1 ORDER BY cart_item_id",
+            [cartId]
+        ).rows
+        return try rows.map { row in
+            CartItem(
+                cartItemId: try row.decode(0), productId: try row.decode(1), productName: try row.decode(2),
+                unitPrice: try money(row, 3), quantity: try row.decode(4))
+        }
+    }
+
+    /// The user's cart row, created if missing, and locked for the rest of the transaction.
+    func lockCart(userId: Int64, on conn: PostgresConnection) async throws -> (cartId: Int64, createdAt: String) {
+        let r = try await conn.query(
+            """
+            INSERT INTO carts (user_id) VALUES ($1)
+            ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id
+            RETURNING cart_id, \(timestampSQL("created_at"))
+            """, [userId])
+        guard let row = r.rows.first else { throw PersistFailure.unexpected("cart upsert returned nothing") }
+        return (try row.decode(0), try row.decode(1))
+    }
+
+    /// The existing cart row locked, or nil when the user has none.
+    func lockExistingCart(userId: Int64, on conn: PostgresConnection) async throws -> (cartId: Int64, createdAt: String)? {
+        let r = try await conn.query(
+            "SELECT cart_id, \(timestampSQL("created_at")) FROM carts WHERE user_id = $1 FOR UPDATE", [userId])
+        guard let row = r.rows.first else { return nil }
+        return (try row.decode(0), try row.decode(1))
+    }
+
+    func addLine(cartId: Int64, product: Product, quantity: Int, on conn: PostgresConnection) async throws -> AddLineResult {
+        let existing = try await conn.query(
+            "SELECT quantity FROM cart_items WHERE cart_id = $1 AND product_id = $2 FOR UPDATE", [cartId, product.productId])
+        if let row = existing.rows.first {
+            let current: Int = try row.decode(0)
+            guard current + quantity <= Limits.maxQuantity else { return .tooMany(current: current) }
+            _ = try await conn.query(
+                "UPDATE cart_items SET quantity = $3, product_name = $4, unit_price = $5::numeric WHERE cart_id = $1 AND product_id = $2",
+                [cartId, product.productId, current + quantity, product.name, product.price.description])
+            return .added
+        }
+        let count: Int = try await conn.query("SELECT count(*)::int FROM cart_items WHERE cart_id = $1", [cartId])
+            .rows[0].decode(0)
+        guard count < Limits.maxCartLines else { return .cartFull }
+        _ = try await conn.query(
+            "INSERT INTO cart_items (cart_id, product_id, product_name, unit_price, quantity) VALUES ($1, $2, $3, $4::numeric, $5)",
+            [cartId, product.productId, product.name, product.price.description, quantity])
+        return .added
+    }
+
+    enum AddLineResult { case added, tooMany(current: Int), cartFull }
+
+    /// Sets a line's quantity (0 deletes it); false when the cart has no such line.
+    func setLine(cartId: Int64, productId: Int64, quantity: Int, on conn: PostgresConnection) async throws -> Bool {
+        let r = quantity == 0
+            ? try await conn.query("DELETE FROM cart_items WHERE cart_id = $1 AND product_id = $2", [cartId, productId])
+            : try await conn.query(
+                "UPDATE cart_items SET quantity = $3 WHERE cart_id = $1 AND product_id = $2", [cartId, productId, quantity])
+        return r.affectedRows == 1
+    }
+
+    func emptyCart(cartId: Int64, on conn: PostgresConnection) async throws {
+        _ = try await conn.query("DELETE FROM cart_items WHERE cart_id = $1", [cartId])
+    }
+
+    /// Carts by cart_id ascending after `afterCartId`, at most `limit`, and whether more follow.
+    public func carts(limit: Int, afterCartId: Int64?) async throws -> (carts: [Cart], more: Bool) {
+        try await db.withConnection { conn in
+            let rows = try await conn.query(
+                "SELECT cart_id, user_id, \(timestampSQL("created_at")) FROM carts WHERE cart_id > $1 ORDER BY cart_id LIMIT $2",
+                [afterCartId ?? 0, limit + 1]
+            ).rows
+            var carts: [Cart] = []
+            for row in rows.prefix(limit) {
+                let id: Int64 = try row.decode(0)
+                carts.append(Cart(cartId: id, userId: try row.decode(1), createdAt: try row.decode(2), items: try await cartItems(cartId: id, on: conn)))
+            }
+            return (carts, rows.count > limit)
+        }
+    }
+
+    // MARK: Orders
+
+    func insertOrder(userId: Int64, lines: [(product: Product, quantity: Int)], on conn: PostgresConnection) async throws -> Order {
+        let total = lines.reduce(Money.zero) { $0 + $1.product.price * $1.quantity }
+        let head = try await conn.query(
+            "INSERT INTO orders (user_id, status, total_price) VALUES ($1, 'pending', $2::numeric) RETURNING order_id, \(timestampSQL("created_at"))",
+            [userId, total.description]
+        ).rows[0]
+        let orderId: Int64 = try head.decode(0)
+        var items: [OrderItem] = []
+        for line in lines {
+            let id: Int64 = try await conn.query(
+                "INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity) VALUES ($1, $2, $3, $4::numeric, $5) RETURNING order_item_id",
+                [orderId, line.product.productId, line.product.name, line.product.price.description, line.quantity]
+            ).rows[0].decode(0)
+            items.append(OrderItem(orderItemId: id, productId: line.product.productId, productName: line.product.name, unitPrice: line.product.price, quantity: line.quantity))
+        }
+        return Order(orderId: orderId, userId: userId, status: .pending, totalPrice: total, createdAt: try head.decode(1), items: items)
+    }
+
+    public func orders(userId: Int64) async throws -> [Order] {
+        try await db.withConnection { conn in
+            let rows = try await conn.query(
+                "SELECT order_id, status, total_price::text, \(timestampSQL("created_at")) FROM orders WHERE user_id = $1 ORDER BY order_id DESC",
+                [userId]
+            ).rows
+            let ids: [Int64] = try rows.map { try $0.decode(0) }
+            let items = try await orderItems(orderIds: ids, on: conn)
+            return try rows.map { row in
+                let id: Int64 = try row.decode(0)
+                return Order(
+                    orderId: id, userId: userId, status: OrderStatus(rawValue: try row.decode(1)) ?? .pending,
+                    totalPrice: try money(row, 2), createdAt: try row.decode(3), items: items[id] ?? [])
+            }
+        }
+    }
+
+    public func order(orderId: Int64, userId: Int64) async throws -> Order? {
+        try await db.withConnection { conn in
+            let rows = try await conn.query(
+                "SELECT status, total_price::text, \(timestampSQL("created_at")) FROM orders WHERE order_id = $1 AND user_id = $2",
+                [orderId, userId]
+            ).rows
+            guard let row = rows.first else { return nil }
+            let items = try await orderItems(orderIds: [orderId], on: conn)
+            return Order(
+                orderId: orderId, userId: userId, status: OrderStatus(rawValue: try row.decode(0)) ?? .pending,
+                totalPrice: try money(row, 1), createdAt: try row.decode(2), items: items[orderId] ?? [])
+        }
+    }
+
+    func orderItems(orderIds: [Int64], on conn: PostgresConnection) async throws -> [Int64: [OrderItem]] {
+        guard !orderIds.isEmpty else { return [:] }
+        // One query for all orders (no N+1); the id list is a bound array parameter.
+        let list = "{" + orderIds.map(String.init).joined(separator: ",") + "}"
+        let rows = try await conn.query(
+            "SELECT order_id, order_item_id, product_id, product_name, unit_price::text, quantity FROM order_items WHERE order_id = ANY($1::bigint[]) ORDER BY order_item_id",
+            [list]
+        ).rows
+        var out: [Int64: [OrderItem]] = [:]
+        for row in rows {
+            out[try row.decode(0), default: []].append(
+                OrderItem(
+                    orderItemId: try row.decode(1), productId: try row.decode(2), productName: try row.decode(3),
+                    unitPrice: try money(row, 4), quantity: try row.decode(5)))
+        }
+        return out
+    }
+
+    /// Moves a pending order to its final status; nil when it is not pending (repeat or late result).
+    func finishOrder(orderId: Int64, status: OrderStatus, on conn: PostgresConnection) async throws -> (userId: Int64, total: Money, at: String)? {
+        let rows = try await conn.query(
+            "UPDATE orders SET status = $2 WHERE order_id = $1 AND status = 'pending' RETURNING user_id, total_price::text, \(timestampSQL("now()"))",
+            [orderId, status.rawValue]
+        ).rows
+        guard let row = rows.first else { return nil }
+        return (try row.decode(0), try money(row, 1), try row.decode(2))
+    }
+
+    // MARK: Outbox
+
+    func enqueue(_ record: KafkaOutgoingRecord, on conn: PostgresConnection) async throws {
+        let headers = JSON.array(record.headers.map { h in
+            .object([("k", .string(h.key)), ("v", h.value.map { .string(Data($0).base64EncodedString()) } ?? .null)])
+        }).bytes
+        _ = try await conn.query(
+            "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
+            [record.topic, record.key, record.value ?? [], headers])
+    }
+
+    public struct OutboxEntry: Sendable {
+        public var id: Int64
+        public var record: KafkaOutgoingRecord
+    }
+
+    /// Oldest unsent outbox records, locked so that another instance skips them.
+    func lockOutbox(limit: Int, on conn: PostgresConnection) async throws -> [OutboxEntry] {
+        let rows = try await conn.query(
+            "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED", [limit]
+        ).rows
+        return try rows.map { row in
+            var headers: [KafkaHeader] = []
+            if case .array(let items)? = try? JSON.parse(try row.decode(4, as: [UInt8].self)) {
+                for item in items {
+                    guard case .string(let k)? = item["k"] else { continue }
+                    var value: [UInt8]?
+                    if case .string(let v)? = item["v"], let d = Data(base64Encoded: v) { value = Array(d) }
+                    headers.append(KafkaHeader(key: k, value: value))
+                }
+            }
+            return OutboxEntry(
+                id: try row.decode(0),
+                record: KafkaOutgoingRecord(
+                    topic: try row.decode(1), key: try row.decode(2, as: [UInt8]?.self), value: try row.decode(3, as: [UInt8].self),
+                    headers: headers))
+        }
+    }
+
+    func deleteOutbox(ids: [Int64], on conn: PostgresConnection) async throws {
+        let list = "{" + ids.map(String.init).joined(separator: ",") + "}"
+        _ = try await conn.query("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [list])
+    }
+
+    // MARK: helpers
+
+    private func run(_ conn: PostgresConnection?, _ sql: String, _ params: [any PostgresBindable]) async throws -> PostgresQueryResult {
+        if let conn { return try await conn.query(sql, params) }
+        return try await db.query(sql, params)
+    }
+
+    private func money(_ row: PostgresRow, _ index: Int) throws -> Money {
+        let text: String = try row.decode(index)
+        guard let m = Money(text) else { throw PersistFailure.unexpected("bad money value in column \(index)") }
+        return m
+    }
+}
+
+/// A failure inside the persistence layer that is not the client's fault.
+enum PersistFailure: Error, CustomStringConvertible {
+    case unexpected(String)
+    var description: String {
+        switch self { case .unexpected(let s): s }
+    }
+}

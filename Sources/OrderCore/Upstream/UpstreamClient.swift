@@ -1,0 +1,115 @@
+import Foundation
+import Kafka
+import Logging
+import Synchronization
+
+public enum UpstreamFailure: Error, Sendable, Equatable {
+    /// No reply within the configured timeout.
+    case timeout(service: String)
+    /// The request could not be sent.
+    case unavailable(service: String, reason: String)
+    /// A reply arrived but does not follow the contract.
+    case badReply(service: String, reason: String)
+}
+
+/// Request/reply over Kafka with the Product and Inventory services.
+///
+/// Several instances of the order service share the reply topics. Each instance therefore reads
+/// every partition of the reply topics itself, outside any consumer group, starting at the end,
+/// and keeps only replies whose correlation id it issued; the others belong to other instances.
+public final class UpstreamClient: Sendable {
+    private let producer: KafkaProducer
+    private let consumer: KafkaConsumer
+    private let replyTopics: [String]
+    private let instanceId: String
+    private let timeout: Duration
+    private let logger: Logger
+    private let pending = Mutex<[String: CheckedContinuation<JSON, any Error>]>([:])
+    private let counter = Atomic<Int64>(0)
+    private let reader = Mutex<Task<Void, Never>?>(nil)
+
+    public init(
+        producer: KafkaProducer, consumerConfiguration: KafkaConfiguration, replyTopics: [String],
+        instanceId: String, timeout: Duration, logger: Logger
+    ) throws {
+        var config = consumerConfiguration
+        config["group.id"] = nil  // group-less: assign() only, nothing committed
+        config["enable.auto.commit"] = "false"
+        self.consumer = try KafkaConsumer(configuration: config, logger: logger)
+        self.producer = producer
+        self.replyTopics = replyTopics
+        self.instanceId = instanceId
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    /// Positions on the current end of every reply partition (so no reply to a request sent after
+    /// this returns can be missed) and starts reading.
+    public func start() async throws {
+        let counts = try await consumer.topicPartitionCounts()
+        var start: [TopicPartition: Int64] = [:]
+        for topic in replyTopics {
+            guard let n = counts[topic] else { throw KafkaError.configuration("reply topic \(topic) does not exist") }
+            for p in 0..<n {
+                let tp = TopicPartition(topic, p)
+                start[tp] = try await consumer.watermarks(tp).high
+            }
+        }
+        try consumer.assign(start)
+        let task = Task { [self] in
+            for await record in consumer.records { deliver(record) }
+        }
+        reader.withLock { $0 = task }
+    }
+
+    private func deliver(_ record: KafkaRecord) {
+        guard let value = record.value, let json = try? JSON.parse(value) else { return }
+        var correlation = record.header("correlation-id")?.stringValue
+        if correlation == nil, case .string(let id)? = json["request_id"] { correlation = id }
+        guard let correlation, let cont = pending.withLock({ $0.removeValue(forKey: correlation) }) else { return }
+        cont.resume(returning: json)
+    }
+
+    /// Sends `body(requestId)` to `topic` with reply-to/correlation-id headers and waits for the
+    /// reply on `replyTopic`.
+    public func request(service: String, topic: String, replyTopic: String, body: (String) -> JSON) async throws(UpstreamFailure) -> JSON {
+        let id = "\(instanceId)-\(counter.add(1, ordering: .relaxed).newValue)"
+        let record = KafkaOutgoingRecord(
+            topic: topic, key: Array(id.utf8), value: body(id).bytes,
+            headers: [KafkaHeader("reply-to", replyTopic), KafkaHeader("correlation-id", id), KafkaHeader("content-type", "application/json")])
+        let timeout = self.timeout
+        do {
+            return try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSON, any Error>) in
+                pending.withLock { $0[id] = cont }
+                Task {
+                    do {
+                        _ = try await producer.send(record)
+                    } catch {
+                        if let c = pending.withLock({ $0.removeValue(forKey: id) }) {
+                            c.resume(throwing: UpstreamFailure.unavailable(service: service, reason: "\(error)"))
+                        }
+                        return
+                    }
+                    try? await Task.sleep(for: timeout)
+                    if let c = pending.withLock({ $0.removeValue(forKey: id) }) {
+                        c.resume(throwing: UpstreamFailure.timeout(service: service))
+                    }
+                }
+            }
+        } catch let failure as UpstreamFailure {
+            throw failure
+        } catch {
+            throw .unavailable(service: service, reason: "\(error)")
+        }
+    }
+
+    public func close() async {
+        await consumer.close()
+        await reader.withLock { $0 }?.value
+        let waiting = pending.withLock { p -> [CheckedContinuation<JSON, any Error>] in
+            defer { p.removeAll() }
+            return Array(p.values)
+        }
+        waiting.forEach { $0.resume(throwing: UpstreamFailure.unavailable(service: "upstream", reason: "shutting down")) }
+    }
+}

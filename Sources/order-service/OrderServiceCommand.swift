@@ -1,0 +1,132 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import Logging
+import OrderCore
+import Postgres
+import ServiceLifecycle
+
+@main
+struct OrderServiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "order-service",
+        abstract: "Kafka-native order service: carts and orders over Kafka request/reply, stored in PostgreSQL.",
+        discussion: """
+            With no subcommand it runs the service: creates missing topics from topics.yaml, migrates
+            the database, joins the consumer group and answers requests until SIGTERM/SIGINT, which
+            drains in-flight work, commits, leaves the group and exits.
+
+            Environment variables (flags override them):
+              KAFKA_BOOTSTRAP_SERVERS                   broker list (default localhost:9092)
+              DATABASE_URL                              postgresql://user:pass@host:port/db?sslmode=…
+                                                        (default postgresql://orders:orders@127.0.0.1:5432/orders)
+              ORDER_SERVICE_TOPICS_FILE                 topics file (default ./topics.yaml)
+              ORDER_SERVICE_GROUP_ID                    consumer group (default order-service)
+              ORDER_SERVICE_INSTANCE_ID                 this instance's id (default random)
+              ORDER_SERVICE_UPSTREAM_TIMEOUT_MS         Product/Inventory timeout (default 5000)
+              ORDER_SERVICE_REPLY_TO_ALLOW              extra reply-to topics, comma separated, `prefix*` allowed
+              ORDER_SERVICE_MAX_IN_FLIGHT               records in progress before fetching pauses (default 2000)
+              ORDER_SERVICE_DB_POOL_SIZE                PostgreSQL connections (default 8)
+              ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS how long replies are kept for replays (default 168)
+              ORDER_SERVICE_CREATE_TOPICS               create missing topics at start (default true)
+              LOG_LEVEL                                 trace|debug|info|notice|warning|error (default info)
+              KAFKA_<PROPERTY>                          any librdkafka property, `_` → `.`, e.g.
+                                                        KAFKA_SECURITY_PROTOCOL=SASL_SSL, KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+            """,
+        subcommands: [Run.self, Migrate.self, TopicsCommand.self],
+        defaultSubcommand: Run.self)
+}
+
+struct CommonOptions: ParsableArguments {
+    @Option(help: "Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS).")
+    var bootstrapServers: String?
+
+    @Option(help: "PostgreSQL URL (env DATABASE_URL).")
+    var databaseURL: String?
+
+    @Option(help: "Path of topics.yaml (env ORDER_SERVICE_TOPICS_FILE).")
+    var topicsFile: String?
+
+    @Option(help: "Consumer group id (env ORDER_SERVICE_GROUP_ID).")
+    var groupId: String?
+
+    @Option(name: .customLong("kafka-property"), help: "A librdkafka property name=value; repeatable.")
+    var kafkaProperties: [String] = []
+
+    @Option(help: "Log level (env LOG_LEVEL).")
+    var logLevel: String?
+
+    func configuration() throws -> ServiceConfiguration {
+        var c = try ServiceConfiguration.fromEnvironment()
+        if let v = bootstrapServers { c.bootstrapServers = v }
+        if let v = databaseURL { c.databaseURL = v }
+        if let v = topicsFile { c.topicsFile = v }
+        if let v = groupId { c.groupId = v }
+        c.kafka = c.kafka.merging(try KafkaConfiguration.parsing(kafkaProperties))
+        return c
+    }
+
+    func makeLogger(_ label: String) -> Logger {
+        let level = Logger.Level(rawValue: (logLevel ?? ProcessInfo.processInfo.environment["LOG_LEVEL"] ?? "info").lowercased()) ?? .info
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: label)
+        logger.logLevel = level
+        return logger
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the service (the default).")
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let logger = options.makeLogger("order-service")
+        let config = try options.configuration()
+        try LibRdKafka.requireSupportedVersion()
+        let service = OrderService(configuration: config, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply pending database migrations and exit.")
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let logger = options.makeLogger("order-service")
+        let config = try options.configuration()
+        let db = PostgresClient(configuration: config.postgres, logger: logger)
+        let applied = try await MigrationRunner(client: db, logger: logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
+        await db.close()
+        print(applied.isEmpty ? "database is up to date" : "applied migrations: \(applied.map(String.init).joined(separator: ", "))")
+    }
+}
+
+struct TopicsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "topics", abstract: "Compare topics.yaml with the cluster (check) or create what is missing (apply).")
+    @Argument(help: "check | apply") var mode: String
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let logger = options.makeLogger("order-service")
+        let config = try options.configuration()
+        try LibRdKafka.requireSupportedVersion()
+        let topics = try Topics.load(path: config.topicsFile)
+        let manager = TopicManager(configuration: config.kafkaBase, logger: logger)
+        switch mode {
+        case "check":
+            let r = try await manager.check(topics)
+            for t in r.missing { print("missing: \(t)") }
+            for m in r.partitionMismatch { print("partitions differ: \(m.topic) declared \(m.declared), cluster has \(m.actual)") }
+            if r.missing.isEmpty && r.partitionMismatch.isEmpty { print("all \(topics.specs.count) topics match") } else { throw ExitCode(1) }
+        case "apply":
+            let r = try await manager.ensure(topics)
+            print(r.created.isEmpty ? "nothing to create" : "created: \(r.created.joined(separator: ", "))")
+        default:
+            throw ValidationError("mode must be check or apply")
+        }
+    }
+}
