@@ -33,7 +33,8 @@ public final class UpstreamClient: Sendable {
         instanceId: String, timeout: Duration, logger: Logger
     ) throws {
         var config = consumerConfiguration
-        config["group.id"] = nil  // group-less: assign() only, nothing committed
+        // assign() only: never joins or commits, but librdkafka wants a group id for assign().
+        config["group.id"] = "order-service-replies-\(instanceId)"
         config["enable.auto.commit"] = "false"
         self.consumer = try KafkaConsumer(configuration: config, logger: logger)
         self.producer = producer
