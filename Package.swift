@@ -42,7 +42,10 @@ let package = Package(
             ]),
         .target(
             name: "ReferenceServices",
-            dependencies: ["OrderCore", "Kafka", "Postgres"]),
+            dependencies: [
+                "OrderCore", "Kafka", "Postgres",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         .executableTarget(
             name: "order-service",
             dependencies: [

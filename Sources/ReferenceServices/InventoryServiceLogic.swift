@@ -1,0 +1,70 @@
+import OrderCore
+import Postgres
+
+/// CONTRACT section 5, `inventory_check` and `inventory_deduction`.
+public struct InventoryServiceLogic: Sendable {
+    let db: PostgresClient
+    public init(db: PostgresClient) { self.db = db }
+
+    static func lines(_ request: JSON) -> [(productId: Int64, quantity: Int)] {
+        guard case .array(let items)? = request["items"] else { return [] }
+        return items.compactMap { item in
+            guard let p = item["product_id"]?.int64, let q = item["quantity"]?.int64 else { return nil }
+            return (p, Int(clamping: q))
+        }
+    }
+
+    public func check(_ request: JSON) async throws -> JSON {
+        let lines = Self.lines(request)
+        let stock = try await available(lines.map(\.productId))
+        return .object([
+            ("request_id", request["request_id"] ?? .null),
+            ("items", .array(lines.map { StockLine(productId: $0.productId, requested: $0.quantity, available: stock[$0.productId] ?? 0).json })),
+        ])
+    }
+
+    /// Deducts all lines or none. Each line is a conditional row update, so two orders racing
+    /// for the last unit get one `deducted` and one `insufficient`. A repeated request for the
+    /// same order gets the first answer again and deducts nothing.
+    public func deduct(_ request: JSON) async throws -> JSON? {
+        guard let orderId = request["order_id"]?.int64 else { return nil }
+        let requestId = request["request_id"] ?? .null
+        if let stored = try await db.query("SELECT reply FROM ref_deductions WHERE order_id = $1", [orderId]).rows.first {
+            return try JSON.parse(try stored.decode(0, as: [UInt8].self))
+        }
+        let lines = Self.lines(request)
+        struct Short: Error {}
+        do {
+            return try await db.transaction { conn in
+                for line in lines {
+                    let r = try await conn.query(
+                        "UPDATE ref_stock SET available = available - $2 WHERE product_id = $1 AND available >= $2",
+                        [line.productId, line.quantity])
+                    if r.affectedRows != 1 { throw Short() }
+                }
+                let reply = JSON.object([("request_id", requestId), ("order_id", .int(orderId)), ("status", "deducted")])
+                _ = try await conn.query("INSERT INTO ref_deductions (order_id, reply) VALUES ($1, $2)", [orderId, reply.bytes])
+                return reply
+            }
+        } catch is Short {
+            let stock = try await available(lines.map(\.productId))
+            let short = lines.filter { (stock[$0.productId] ?? 0) < $0.quantity }
+            let reply = JSON.object([
+                ("request_id", requestId), ("order_id", .int(orderId)), ("status", "insufficient"),
+                ("items", .array(short.map { StockLine(productId: $0.productId, requested: $0.quantity, available: stock[$0.productId] ?? 0).json })),
+            ])
+            _ = try await db.query("INSERT INTO ref_deductions (order_id, reply) VALUES ($1, $2) ON CONFLICT DO NOTHING", [orderId, reply.bytes])
+            return reply
+        }
+    }
+
+    func available(_ ids: [Int64]) async throws -> [Int64: Int] {
+        guard !ids.isEmpty else { return [:] }
+        let list = "{" + ids.map(String.init).joined(separator: ",") + "}"
+        var out: [Int64: Int] = [:]
+        for row in try await db.query("SELECT product_id, available FROM ref_stock WHERE product_id = ANY($1::bigint[])", [list]).rows {
+            out[try row.decode(0)] = try row.decode(1)
+        }
+        return out
+    }
+}

@@ -1,0 +1,73 @@
+import Kafka
+import Logging
+import OrderCore
+import ServiceLifecycle
+
+/// The request/reply loop shared by the reference services: consume in a group, compute the
+/// reply, send it to the `reply-to` topic (or the default reply topic) with the request's key
+/// and `correlation-id`, and only then mark the offset done.
+public struct Responder: Service {
+    public let name: String
+    public let kafka: KafkaConfiguration
+    public let groupId: String
+    public let routes: [String: String]  // request topic → default reply topic
+    public let logger: Logger
+    public let handle: @Sendable (KafkaRecord, JSON) async throws -> JSON?
+
+    public init(
+        name: String, kafka: KafkaConfiguration, groupId: String, routes: [String: String], logger: Logger,
+        handle: @escaping @Sendable (KafkaRecord, JSON) async throws -> JSON?
+    ) {
+        self.name = name
+        self.kafka = kafka
+        self.groupId = groupId
+        self.routes = routes
+        self.logger = logger
+        self.handle = handle
+    }
+
+    public func run() async throws {
+        let producer = try KafkaProducer(configuration: kafka, logger: logger)
+        var config = kafka
+        config["group.id"] = groupId
+        let consumer = try KafkaConsumer(configuration: config, logger: logger)
+        try consumer.subscribe(Array(routes.keys))
+        logger.info("\(name) serving \(routes.keys.sorted())")
+        await withGracefulShutdownHandler {
+            for await record in consumer.records {
+                await serve(record, producer: producer)
+                try? consumer.store(record.topicPartition, nextOffset: record.offset + 1)
+            }
+        } onGracefulShutdown: {
+            Task { await consumer.close() }
+        }
+        await consumer.close()
+        await producer.close()
+    }
+
+    private func serve(_ record: KafkaRecord, producer: KafkaProducer) async {
+        guard let value = record.value, let request = try? JSON.parse(value), case .object = request else {
+            logger.warning("\(name): ignoring a record that is not a JSON object at \(record.topic)[\(record.partition)]@\(record.offset)")
+            return
+        }
+        var delay: Duration = .milliseconds(100)
+        while true {
+            do {
+                guard let reply = try await handle(record, request) else { return }
+                let topic = record.header("reply-to")?.stringValue ?? routes[record.topic] ?? ""
+                var headers = [KafkaHeader("content-type", "application/json")]
+                if let c = record.header("correlation-id") { headers.append(c) }
+                _ = try await producer.send(KafkaOutgoingRecord(topic: topic, key: record.key, value: reply.bytes, headers: headers))
+                return
+            } catch {
+                logger.warning("\(name): \(error); retrying in \(delay)")
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+}
+
+extension JSON {
+    var int64: Int64? { if case .int(let v) = self { v } else { nil } }
+}
