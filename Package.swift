@@ -66,7 +66,7 @@ let package = Package(
             ]),
         .target(
             name: "TestSupport",
-            dependencies: ["Kafka", "Postgres", "OrderCore"],
+            dependencies: ["Kafka", "Postgres", "OrderCore", "ReferenceServices"],
             path: "Tests/TestSupport"),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "TestSupport"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),

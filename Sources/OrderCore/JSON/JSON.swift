@@ -327,3 +327,8 @@ extension JSON {
     public static func optional(_ s: String?) -> JSON { s.map { .string($0) } ?? .null }
     public static func optional(_ v: Int64?) -> JSON { v.map { .int($0) } ?? .null }
 }
+
+extension JSON: ExpressibleByDictionaryLiteral {
+    /// Keeps the literal's key order.
+    public init(dictionaryLiteral elements: (String, JSON)...) { self = .object(elements) }
+}

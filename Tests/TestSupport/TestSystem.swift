@@ -1,0 +1,248 @@
+import Foundation
+import Kafka
+import Logging
+import OrderCore
+import Postgres
+import ReferenceServices
+import Synchronization
+
+/// One of the project's executables, started as a child process with its output in a log file.
+public final class ChildProcess: Sendable {
+    public let name: String
+    public let logPath: String
+    private let process: Process
+
+    public init(name: String, executable: String, arguments: [String] = [], environment: [String: String]) throws {
+        self.name = name
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("order-service-tests", isDirectory: true)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        logPath = dir.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(8)).log").path
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let log = FileHandle(forWritingAtPath: logPath)
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        process = p
+    }
+
+    public var isRunning: Bool { process.isRunning }
+    public var pid: Int32 { process.processIdentifier }
+
+    public func signal(_ sig: Int32) { if process.isRunning { kill(process.processIdentifier, sig) } }
+
+    /// Waits for the process to exit; returns its status, or nil if it is still running at the deadline.
+    public func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return process.terminationStatus
+    }
+
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    public func stop() async {
+        signal(SIGTERM)
+        if await waitForExit(timeout: .seconds(15)) == nil { signal(SIGKILL); _ = await waitForExit(timeout: .seconds(5)) }
+    }
+}
+
+public struct TestSystemError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The whole system for end-to-end tests: the real `order-service`, `product-service` and
+/// `inventory-service` executables on topics and a consumer group of their own (a topics.yaml
+/// with prefixed names), against the local broker and database. Tests talk to it only over Kafka.
+public final class TestSystem: Sendable {
+    public let prefix: String
+    public let topics: Topics
+    public let topicsFile: String
+    public let groupId: String
+    public let producer: KafkaProducer
+    private let listener: KafkaConsumer
+    private let seen = SeenRecords()
+    private let processes = Mutex<[String: ChildProcess]>([:])
+    private let extraEnvironment: [String: String]
+    public let logger: Logger
+
+    /// Directory of the built executables: ORDER_SERVICE_BIN_DIR, else .build/debug.
+    public static var binDir: String {
+        if let d = ProcessInfo.processInfo.environment["ORDER_SERVICE_BIN_DIR"], !d.isEmpty { return d }
+        return repoRoot + "/.build/debug"
+    }
+
+    public static var repoRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    /// Starts a system. `product`/`inventory` false leaves that upstream silent.
+    public static func start(
+        _ name: String, product: Bool = true, inventory: Bool = true, environment: [String: String] = [:]
+    ) async throws -> TestSystem {
+        let system = try await TestSystem(name: name, environment: environment)
+        if product { try system.startProcess("product-service") }
+        if inventory { try system.startProcess("inventory-service") }
+        try system.startProcess("order-service")
+        try await system.waitUntilServing()
+        return system
+    }
+
+    private init(name: String, environment: [String: String]) async throws {
+        prefix = "e2e_\(name)_\(UUID().uuidString.prefix(8).lowercased())"
+        var yaml = try String(contentsOfFile: Self.repoRoot + "/topics.yaml", encoding: .utf8)
+        for logical in Topics.requiredLogicalNames.keys {
+            yaml = yaml.replacingOccurrences(of: "    name: \(logical)\n", with: "    name: \(prefix)_\(logical)\n")
+        }
+        topics = try Topics.parse(yaml: yaml)
+        topicsFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-topics.yaml").path
+        try yaml.write(toFile: topicsFile, atomically: true, encoding: .utf8)
+        groupId = "\(prefix)_group"
+        extraEnvironment = environment
+        var logger = Logger(label: "e2e")
+        logger.logLevel = .warning
+        self.logger = logger
+        try await TestKafka.requireBroker()
+        let kafka = KafkaConfiguration(["bootstrap.servers": TestKafka.bootstrapServers])
+        try await TopicManager(configuration: kafka, logger: logger).ensure(topics)
+        producer = try KafkaProducer(configuration: kafka, logger: logger)
+        var listen = kafka
+        listen["group.id"] = "\(prefix)_listener"
+        listen["enable.auto.commit"] = "false"
+        listener = try KafkaConsumer(configuration: listen, logger: logger)
+        var start: [TopicPartition: Int64] = [:]
+        for e in topics.entries.values where [.response, .event, .deadLetter, .upstreamRequest].contains(e.role) {
+            for p in 0..<e.spec.partitions { start[TopicPartition(e.name, p)] = -2 }  // -2: beginning
+        }
+        try listener.assign(start)
+        let consumer = listener
+        let seen = self.seen
+        Task { for await r in consumer.records { seen.records.withLock { $0.append(r) } } }
+        let db = TestDatabase.client(poolSize: 1)
+        try await ReferenceSchema.migrate(db, logger: logger)
+        _ = try await MigrationRunner(client: db, logger: logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
+        await db.close()
+    }
+
+    public func environment(for executable: String) -> [String: String] {
+        [
+            "KAFKA_BOOTSTRAP_SERVERS": TestKafka.bootstrapServers, "DATABASE_URL": TestDatabase.url,
+            "ORDER_SERVICE_TOPICS_FILE": topicsFile, "ORDER_SERVICE_GROUP_ID": groupId, "LOG_LEVEL": "info",
+        ].merging(extraEnvironment) { _, new in new }
+    }
+
+    /// Starts (or restarts) one of the executables.
+    @discardableResult
+    public func startProcess(_ executable: String, as name: String? = nil) throws -> ChildProcess {
+        let path = Self.binDir + "/" + executable
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestSystemError("\(path) is missing: run `swift build` first (deploy/local/test.sh does)")
+        }
+        let args = executable == "order-service" ? [] : ["--group-id", "\(prefix)_\(executable)"]
+        let p = try ChildProcess(name: name ?? executable, executable: path, arguments: args, environment: environment(for: executable))
+        processes.withLock { $0[name ?? executable] = p }
+        return p
+    }
+
+    public func process(_ name: String) -> ChildProcess? { processes.withLock { $0[name] } }
+
+    /// Waits until the order service answers a get_cart.
+    public func waitUntilServing(timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let p = process("order-service"), !p.isRunning {
+                throw TestSystemError("order-service exited:\n\(p.log.suffix(3000))")
+            }
+            if (try? await request("cart_requests", ["action": "get_cart", "user_id": 1], timeout: .seconds(3))) != nil { return }
+        }
+        throw TestSystemError("order-service did not answer within \(timeout):\n\(process("order-service")?.log.suffix(3000) ?? "")")
+    }
+
+    // MARK: Talking to it
+
+    /// Produces a raw record to a topic given by logical name.
+    public func send(
+        _ logical: String, value: [UInt8]?, key: String? = nil, headers: [KafkaHeader] = []
+    ) async throws {
+        _ = try await producer.send(
+            KafkaOutgoingRecord(topic: topics.name(logical), key: key.map { Array($0.utf8) }, value: value, headers: headers))
+    }
+
+    /// Sends a request with a fresh correlation-id and returns the reply record.
+    public func requestRecord(
+        _ logical: String, value: [UInt8]?, key: String? = nil, headers: [KafkaHeader] = [], timeout: Duration = .seconds(20)
+    ) async throws -> KafkaRecord {
+        let correlation = UUID().uuidString
+        let all = headers.contains { $0.key == "correlation-id" } ? headers : headers + [KafkaHeader("correlation-id", correlation)]
+        let wanted = all.first { $0.key == "correlation-id" }!.value
+        try await send(logical, value: value, key: key, headers: all)
+        return try await waitFor(timeout: timeout) { r in
+            r.header("correlation-id")?.value == wanted && self.topics.entries.values.contains { $0.name == r.topic && $0.role == .response }
+        }
+    }
+
+    /// Sends a JSON request keyed by its user_id and returns the parsed reply.
+    public func request(_ logical: String, _ body: JSON, headers: [KafkaHeader] = [], timeout: Duration = .seconds(20)) async throws -> JSON {
+        var key: String?
+        if case .int(let u)? = body["user_id"] { key = String(u) }
+        let r = try await requestRecord(logical, value: body.bytes, key: key, headers: headers, timeout: timeout)
+        return try JSON.parse(r.value ?? [])
+    }
+
+    /// Waits for the first record seen (on response, event, dead-letter and upstream topics) that matches.
+    public func waitFor(timeout: Duration = .seconds(20), _ match: @escaping @Sendable (KafkaRecord) -> Bool) async throws -> KafkaRecord {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let r = seen.records.withLock({ $0.first(where: match) }) { return r }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw TestSystemError("no matching record within \(timeout)")
+    }
+
+    /// Every record seen so far on a topic (logical name).
+    public func records(on logical: String) -> [KafkaRecord] {
+        let name = topics.name(logical)
+        return seen.records.withLock { $0.filter { $0.topic == name } }
+    }
+
+    public func stop() async {
+        for p in processes.withLock({ Array($0.values) }) { await p.stop() }
+        await listener.close()
+        await producer.close()
+        try? FileManager.default.removeItem(atPath: topicsFile)
+    }
+}
+
+/// Products in the reference services' tables, with ids no other test uses.
+public enum TestCatalog {
+    public static func uniqueProductId() -> Int64 { Int64.random(in: 1_000_000_000...9_000_000_000_000) }
+    public static func uniqueUserId() -> Int64 { Int64.random(in: 1_000_000_000...9_000_000_000_000) }
+
+    public static func add(_ id: Int64, name: String = "Test product", price: String = "19.99", stock: Int = 1_000) async throws {
+        try await TestDatabase.withClient { db in
+            try await ReferenceSchema.migrate(db, logger: TestDatabase.logger)
+            _ = try await db.query(
+                "INSERT INTO ref_products (product_id, name, price) VALUES ($1, $2, $3::numeric) ON CONFLICT (product_id) DO UPDATE SET name = EXCLUDED.name, price = EXCLUDED.price",
+                [id, name, price])
+            _ = try await db.query(
+                "INSERT INTO ref_stock (product_id, available) VALUES ($1, $2) ON CONFLICT (product_id) DO UPDATE SET available = EXCLUDED.available",
+                [id, stock])
+        }
+    }
+
+    public static func stock(_ id: Int64) async throws -> Int {
+        try await TestDatabase.withClient { db in
+            try await db.query("SELECT available FROM ref_stock WHERE product_id = $1", [id]).rows[0].decode(0)
+        }
+    }
+}
+
+final class SeenRecords: Sendable {
+    let records = Mutex<[KafkaRecord]>([])
+}
