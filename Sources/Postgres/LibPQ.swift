@@ -1,0 +1,270 @@
+internal import CLibPQ
+import Foundation
+import Logging
+
+// The only file that touches libpq pointers. Each handle class owns exactly one C object and frees it
+// in deinit, so every error path releases it. Handles are not thread-safe: a connection's handle is
+// used only on that connection's serial queue.
+
+/// Owns a `PGconn` (PQfinish in deinit).
+final class PGConnectionHandle {
+    private let conn: OpaquePointer
+    /// Retained here because libpq calls back into it with an unretained pointer until PQfinish.
+    private let notices: NoticeSink
+    /// Set when the protocol state is unknown (e.g. a COPY we cannot drive), so the pool drops it.
+    private(set) var poisoned = false
+
+    private init(conn: OpaquePointer, notices: NoticeSink) {
+        self.conn = conn
+        self.notices = notices
+    }
+
+    deinit { PQfinish(conn) }
+
+    /// Blocking connect + session setup. Throws a retriable `.connection` error whose text never
+    /// contains the password.
+    static func open(_ config: PostgresConfiguration, logger: Logger) throws -> PGConnectionHandle {
+        // Keywords before `dbname` are defaults the URL may override; those after it are forced.
+        let keywords = ["connect_timeout", "application_name", "dbname", "client_encoding"]
+        let values = [String(config.connectTimeoutSeconds), config.applicationName, config.url, "UTF8"]
+        let raw = withCStringArray(keywords) { k in
+            withCStringArray(values) { v in PQconnectdbParams(k, v, 1) }
+        }
+        guard let raw else {
+            throw PostgresError(kind: .connection, message: "libpq could not allocate a connection")
+        }
+        let handle = PGConnectionHandle(conn: raw, notices: NoticeSink(logger: logger))
+        guard PQstatus(raw) == CONNECTION_OK else {
+            let reason = ConnectionString.scrub(handle.errorMessage, conninfo: config.url)
+            throw PostgresError(
+                kind: .connection, message: "could not connect to \(config.redactedURL): \(reason)")
+        }
+        PQsetNoticeReceiver(
+            raw,
+            { arg, result in
+                guard let arg, let result else { return }
+                Unmanaged<NoticeSink>.fromOpaque(arg).takeUnretainedValue().receive(result)
+            }, Unmanaged.passUnretained(handle.notices).toOpaque())
+        // Decoders rely on these output formats; set after connect so a URL `options=` cannot undo them.
+        do {
+            _ = try handle.exec("SET TIME ZONE 'UTC'; SET DateStyle TO 'ISO, MDY'; SET bytea_output TO 'hex'")
+        } catch let error as PostgresError {
+            throw PostgresError(
+                kind: .connection, sqlState: error.sqlState,
+                message: "session setup failed on \(config.redactedURL): \(error.message)")
+        }
+        return handle
+    }
+
+    /// Connected and in a known protocol state.
+    var isUsable: Bool { !poisoned && PQstatus(conn) == CONNECTION_OK }
+
+    var backendPID: Int32 { PQbackendPID(conn) }
+
+    var transactionStatus: PGTransactionStatusType { PQtransactionStatus(conn) }
+
+    var errorMessage: String {
+        guard let message = PQerrorMessage(conn) else { return "unknown error" }
+        let text = String(cString: message).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? "unknown error" : text
+    }
+
+    func makeCancelHandle() -> PGCancelHandle? {
+        PQgetCancel(conn).map(PGCancelHandle.init)
+    }
+
+    /// Simple-query protocol: several statements allowed, no parameters. Returns the last result.
+    func exec(_ sql: String) throws -> PostgresQueryResult {
+        try Self.checkSQL(sql)
+        return try interpret(PQexec(conn, sql))
+    }
+
+    private static func checkSQL(_ sql: String) throws {
+        // Passed as a C string: a NUL would silently cut the statement short.
+        guard !sql.utf8.contains(0) else {
+            throw PostgresError(kind: .query, message: "SQL text contains a NUL character")
+        }
+    }
+
+    /// Extended protocol: exactly one statement, values bound out of band (never spliced into SQL).
+    func execParams(_ sql: String, _ params: [PostgresParameter]) throws -> PostgresQueryResult {
+        try Self.checkSQL(sql)
+        guard params.count <= 65535 else {  // the protocol sends the count as UInt16
+            throw PostgresError(kind: .query, message: "too many parameters (\(params.count)); the limit is 65535")
+        }
+        // All values in one buffer; it starts with a byte so an empty bytea still gets a non-NULL pointer.
+        var buffer: [UInt8] = [0]
+        var offsets: [Int?] = []
+        var lengths: [Int32] = []
+        var formats: [Int32] = []
+        var types: [Oid] = []
+        for (position, param) in params.enumerated() {
+            switch param {
+            case .null:
+                offsets.append(nil)
+                lengths.append(0)
+                formats.append(0)
+                types.append(0)
+            case .text(let text):
+                // libpq reads text parameters as C strings: a NUL would silently truncate the value.
+                guard !text.utf8.contains(0) else {
+                    throw PostgresError(
+                        kind: .query,
+                        message: "parameter $\(position + 1) contains a NUL character, which text values cannot hold")
+                }
+                offsets.append(buffer.count)
+                buffer.append(contentsOf: text.utf8)
+                buffer.append(0)
+                lengths.append(0)
+                formats.append(0)
+                types.append(0)  // let the server infer the type from context
+            case .bytea(let bytes):
+                guard bytes.count <= Int(Int32.max) else {
+                    throw PostgresError(kind: .query, message: "parameter $\(position + 1) is too large")
+                }
+                offsets.append(buffer.count)
+                buffer.append(contentsOf: bytes)
+                lengths.append(Int32(bytes.count))
+                formats.append(1)
+                types.append(17)  // bytea
+            }
+        }
+        let raw = buffer.withUnsafeBufferPointer { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { chars in
+                let base = chars.baseAddress!
+                let values: [UnsafePointer<CChar>?] = offsets.map { $0.map { base + $0 } }
+                return PQexecParams(conn, sql, Int32(params.count), types, values, lengths, formats, 0)
+            }
+        }
+        return try interpret(raw)
+    }
+
+    private func interpret(_ raw: OpaquePointer?) throws -> PostgresQueryResult {
+        guard let raw else {  // out of memory or connection trouble before a result existed
+            throw PostgresError(kind: isUsable ? .query : .connection, message: errorMessage)
+        }
+        let result = PGResultHandle(raw)
+        switch result.status {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            return result.copyOut()
+        case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR:
+            throw result.error(connectionLost: !isUsable)
+        case PGRES_COPY_IN, PGRES_COPY_OUT, PGRES_COPY_BOTH:
+            poisoned = true
+            throw PostgresError(kind: .query, message: "COPY is not supported; the connection will be discarded")
+        default:
+            poisoned = true
+            throw PostgresError(
+                kind: .connection, message: "unexpected libpq result status \(result.statusName)")
+        }
+    }
+}
+
+/// Owns a `PGresult` (PQclear in deinit). Everything is copied into Swift values before it goes away.
+final class PGResultHandle {
+    private let result: OpaquePointer
+
+    init(_ result: OpaquePointer) { self.result = result }
+
+    deinit { PQclear(result) }
+
+    var status: ExecStatusType { PQresultStatus(result) }
+
+    var statusName: String { PQresStatus(status).map { String(cString: $0) } ?? "\(status.rawValue)" }
+
+    func field(_ code: Character) -> String? {
+        PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
+    }
+
+    func error(connectionLost: Bool) -> PostgresError {
+        let fallback = PQresultErrorMessage(result).map { String(cString: $0) }?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        var message = field("M") ?? fallback ?? ""
+        if message.isEmpty { message = connectionLost ? "connection lost" : "unknown error" }
+        return PostgresError(
+            kind: connectionLost ? .connection : .query, sqlState: field("C"), message: message,
+            detail: field("D"), constraint: field("n"))
+    }
+
+    func copyOut() -> PostgresQueryResult {
+        let rowCount = PQntuples(result)
+        let columnCount = PQnfields(result)
+        let columns = (0..<columnCount).map { PQfname(result, $0).map { String(cString: $0) } ?? "" }
+        var index: [String: Int] = [:]
+        for (position, name) in columns.enumerated() where index[name] == nil { index[name] = position }
+        var rows: [PostgresRow] = []
+        rows.reserveCapacity(Int(rowCount))
+        for row in 0..<rowCount {
+            var values: [String?] = []
+            values.reserveCapacity(Int(columnCount))
+            for column in 0..<columnCount {
+                // Text format: NUL-terminated, UTF-8 (client_encoding is forced to UTF8).
+                if PQgetisnull(result, row, column) != 0 {
+                    values.append(nil)
+                } else {
+                    values.append(PQgetvalue(result, row, column).map { String(cString: $0) } ?? "")
+                }
+            }
+            rows.append(PostgresRow(columns: columns, columnIndex: index, values: values))
+        }
+        let tag = PQcmdStatus(result).map { String(cString: $0) } ?? ""
+        let affected = PQcmdTuples(result).flatMap { Int(String(cString: $0)) } ?? 0
+        return PostgresQueryResult(rows: rows, affectedRows: affected, commandTag: tag)
+    }
+}
+
+/// Owns a `PGcancel` (PQfreeCancel in deinit). PQcancel is documented as safe to call from any thread
+/// while another thread uses the connection.
+final class PGCancelHandle: @unchecked Sendable {
+    private let cancel: OpaquePointer
+
+    init(_ cancel: OpaquePointer) { self.cancel = cancel }
+
+    deinit { PQfreeCancel(cancel) }
+
+    /// Asks the server to cancel whatever the connection is running. Blocks briefly (opens a socket).
+    @discardableResult
+    func send() -> Bool {
+        var errorBuffer = [CChar](repeating: 0, count: 256)
+        return PQcancel(cancel, &errorBuffer, Int32(errorBuffer.count)) == 1
+    }
+}
+
+/// Routes server NOTICE/WARNING messages to the logger instead of libpq's default of stderr.
+final class NoticeSink: Sendable {
+    let logger: Logger
+
+    init(logger: Logger) { self.logger = logger }
+
+    func receive(_ result: OpaquePointer) {
+        func field(_ code: Character) -> String? {
+            PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
+        }
+        let severity = field("V") ?? "NOTICE"
+        let level: Logger.Level = severity == "WARNING" ? .warning : .debug
+        logger.log(
+            level: level, "postgres \(severity.lowercased()): \(field("M") ?? "")",
+            metadata: ["sqlstate": .string(field("C") ?? "")])
+    }
+}
+
+/// NUL-terminated copies of `strings` plus a terminating NULL, as libpq's keyword arrays expect.
+private func withCStringArray<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let copies = strings.map { strdup($0) }
+    defer { for copy in copies { free(copy) } }
+    return body(copies.map { $0.map { UnsafePointer($0) } } + [nil])
+}
+
+/// A value guarded by a lock; for state touched from several threads.
+final class Locked<State>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var state: State
+
+    init(_ state: State) { self.state = state }
+
+    func withLock<R>(_ body: (inout State) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&state)
+    }
+}

@@ -1,0 +1,230 @@
+internal import CLibPQ
+import Dispatch
+import Logging
+
+/// One libpq connection. Every libpq call runs on the connection's own serial queue, so blocking
+/// network I/O never occupies Swift's cooperative thread pool; async methods hop there and back.
+/// Calls from several tasks are safe and run one at a time.
+public final class PostgresConnection: @unchecked Sendable {
+    // `handle` is touched only on `queue`; `flags` is lock-protected. That is what makes the
+    // @unchecked Sendable sound.
+    private var handle: PGConnectionHandle?
+    private let queue: DispatchQueue
+    private let cancelHandle: PGCancelHandle?
+    private let flags = Locked(Flags())
+    private let logger: Logger
+    /// Server process id, for logs and `pg_terminate_backend`.
+    public let backendPID: Int32
+
+    private struct Flags {
+        var broken = false
+        var closed = false
+        var nextOperation: UInt64 = 0
+        var running: UInt64?  // operation currently inside libpq, the only one a cancel may hit
+        var cancelRequested: UInt64?  // latest operation whose task was cancelled
+        var inTransaction = false  // as of the last operation; lets the pool skip a queue hop on release
+    }
+
+    private init(handle: PGConnectionHandle, queue: DispatchQueue, logger: Logger) {
+        self.handle = handle
+        self.queue = queue
+        self.cancelHandle = handle.makeCancelHandle()
+        self.backendPID = handle.backendPID
+        var logger = logger
+        logger[metadataKey: "db.pid"] = "\(backendPID)"
+        self.logger = logger
+    }
+
+    deinit {
+        // PQfinish writes to the socket: release the handle on the queue, not on whatever thread runs deinit.
+        guard let handle else { return }
+        let box = UncheckedSendableBox(handle)
+        queue.async { withExtendedLifetime(box) {} }
+    }
+
+    /// Opens a connection. A failure is a retriable `.connection` error without the password in it.
+    public static func connect(_ config: PostgresConfiguration, logger: Logger) async throws -> PostgresConnection {
+        let queue = DispatchQueue(label: "postgres.connection")
+        let connection: PostgresConnection = try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(
+                    with: Result {
+                        PostgresConnection(
+                            handle: try PGConnectionHandle.open(config, logger: logger), queue: queue, logger: logger)
+                    })
+            }
+        }
+        connection.logger.debug("connected", metadata: ["db.url": "\(config.redactedURL)"])
+        return connection
+    }
+
+    /// One statement with `$1…$n` placeholders bound to `params` (pass `Optional` values for NULL).
+    /// In a cancelled task it throws `CancellationError` if it has not started yet; a running statement
+    /// is cancelled on the server and throws `PostgresError` with SQLSTATE 57014.
+    public func query(_ sql: String, _ params: [any PostgresBindable] = []) async throws -> PostgresQueryResult {
+        let parameters = params.map(\.postgresParameter)
+        return try await perform { try $0.execParams(sql, parameters) }
+    }
+
+    /// Simple-query protocol: `sql` may hold several statements (migrations). No parameters, so never
+    /// build `sql` from values.
+    public func execute(_ sql: String) async throws {
+        _ = try await perform { try $0.exec(sql) }
+    }
+
+    /// Connection lost, closed, or left in an unknown state: do not reuse it.
+    public var isBroken: Bool { flags.withLock { $0.broken || $0.closed } }
+
+    /// Closes the connection; later calls throw a `.closed` error. Idempotent.
+    public func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.async {
+                if self.handle != nil { self.logger.debug("closing connection") }
+                self.handle = nil  // PQfinish, here on the queue
+                self.flags.withLock { $0.closed = true }
+                continuation.resume()
+            }
+        }
+    }
+
+    // MARK: - Module internals
+
+    func markBroken() { flags.withLock { $0.broken = true } }
+
+    /// Simple query returning its result (the command tag matters for COMMIT).
+    func executeReturningResult(_ sql: String) async throws -> PostgresQueryResult {
+        try await perform { try $0.exec(sql) }
+    }
+
+    /// `query` that runs even in a cancelled task: for clean-up such as releasing locks.
+    func queryUncancellable(_ sql: String, _ params: [any PostgresBindable]) async throws -> PostgresQueryResult {
+        let parameters = params.map(\.postgresParameter)
+        return try await perform(cancellable: false) { try $0.execParams(sql, parameters) }
+    }
+
+    /// BEGIN … COMMIT around `body`; ROLLBACK when it throws, and the connection is marked broken
+    /// (so the pool drops it) if even that fails. A cancelled task does not reach COMMIT; the pool rolls
+    /// the open transaction back when the connection is handed back.
+    func withTransaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await execute("BEGIN")
+        let value: T
+        do {
+            value = try await body(self)
+        } catch {
+            do {
+                _ = try await perform(cancellable: false) { try $0.exec("ROLLBACK") }
+            } catch let rollbackError {
+                logger.warning("ROLLBACK failed; discarding the connection", metadata: ["error": "\(rollbackError)"])
+                markBroken()
+            }
+            throw error
+        }
+        // A transaction whose statement failed (and whose error `body` swallowed) answers COMMIT with
+        // ROLLBACK instead of an error; report it rather than pretend the work was saved.
+        let commit = try await executeReturningResult("COMMIT")
+        guard commit.commandTag != "ROLLBACK" else {
+            throw PostgresError(
+                kind: .query,
+                message: "the transaction was rolled back: a statement in it failed and its error was caught")
+        }
+        return value
+    }
+
+    /// Before going back to a pool: true when the connection is healthy and outside any transaction,
+    /// rolling back one the user left open.
+    func prepareForReuse() async -> Bool {
+        let (broken, inTransaction) = flags.withLock { ($0.broken || $0.closed, $0.inTransaction) }
+        if broken { return false }
+        if !inTransaction { return true }
+        logger.notice("rolling back a transaction left open on a pooled connection")
+        do {
+            return try await perform(cancellable: false) { handle in
+                switch handle.transactionStatus {
+                case PQTRANS_IDLE:
+                    return true
+                case PQTRANS_INTRANS, PQTRANS_INERROR:
+                    _ = try handle.exec("ROLLBACK")
+                    return handle.isUsable
+                default:
+                    return false
+                }
+            }
+        } catch {
+            return false
+        }
+    }
+
+    /// Runs `operation` on the queue; the handle is only ever used inside such operations.
+    /// Cancellable operations of a cancelled task: one not yet started throws `CancellationError`; one
+    /// inside libpq gets a server-side cancel (and fails with SQLSTATE 57014). Clean-up statements
+    /// (ROLLBACK, unlocks) pass `cancellable: false` so a cancelled task still leaves things tidy.
+    private func perform<T: Sendable>(
+        cancellable: Bool = true, _ operation: @escaping @Sendable (PGConnectionHandle) throws -> T
+    ) async throws -> T {
+        guard cancellable else {
+            return try await withCheckedThrowingContinuation { continuation in
+                queue.async { continuation.resume(with: Result { try self.runOnQueue(nil, operation) }) }
+            }
+        }
+        let id = flags.withLock { flags in
+            flags.nextOperation &+= 1
+            return flags.nextOperation
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                queue.async { continuation.resume(with: Result { try self.runOnQueue(id, operation) }) }
+            }
+        } onCancel: {
+            self.cancel(id)
+        }
+    }
+
+    private func runOnQueue<T>(_ id: UInt64?, _ operation: (PGConnectionHandle) throws -> T) throws -> T {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard let handle else { throw PostgresError.closed() }
+        // Under the same lock as `cancel`: either it sees us running, or we see its request here.
+        let cancelledBeforeStart = flags.withLock { flags in
+            if let id, flags.cancelRequested == id { return true }
+            flags.running = id
+            return false
+        }
+        if cancelledBeforeStart { throw CancellationError() }
+        defer {
+            let usable = handle.isUsable
+            let inTransaction = handle.transactionStatus != PQTRANS_IDLE
+            let newlyBroken = flags.withLock { flags in
+                flags.running = nil
+                flags.inTransaction = inTransaction
+                defer { if !usable { flags.broken = true } }
+                return !usable && !flags.broken
+            }
+            if newlyBroken { logger.warning("connection lost", metadata: ["error": "\(handle.errorMessage)"]) }
+        }
+        return try operation(handle)
+    }
+
+    /// PQcancel blocks (it opens a socket), so it runs on a global queue, never on the cancelling task's
+    /// thread. Holding the lock while sending keeps the operation from finishing and being followed by
+    /// the next one in between, so a cancel never hits a statement it was not meant for.
+    private func cancel(_ id: UInt64) {
+        let running = flags.withLock { flags in
+            flags.cancelRequested = id
+            return flags.running == id
+        }
+        guard running, let cancelHandle else { return }
+        DispatchQueue.global().async {
+            self.flags.withLock { flags in
+                guard flags.running == id else { return }
+                self.logger.debug("cancelling the running statement")
+                cancelHandle.send()
+            }
+        }
+    }
+}
+
+/// Moves a non-Sendable value to another thread when the caller guarantees exclusive use.
+struct UncheckedSendableBox<Value>: @unchecked Sendable {
+    let value: Value
+
+    init(_ value: Value) { self.value = value }
+}
