@@ -82,7 +82,8 @@ public final class OrderService: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await relay.run() }
                 group.addTask { [config] in
-                    try await cancelWhenGracefulShutdown {
+                    // Ends (by cancellation) when the graceful shutdown begins.
+                    try? await cancelWhenGracefulShutdown {
                         while !Task.isCancelled {
                             if let n = try? await store.expireReplies(olderThanSeconds: config.idempotencyRetentionHours * 3600), n > 0 {
                                 logger.info("expired \(n) idempotency entries")
