@@ -47,8 +47,10 @@ public actor Dispatcher {
     private var paused = false
     private var stopping = false
     private var idleWaiters: [(Set<TopicPartition>?, CheckedContinuation<Void, Never>)] = []
-    /// Partitions currently owned; records of others are dropped (their new owner handles them).
-    private let owned = Mutex<Set<TopicPartition>>([])
+    /// Partitions currently owned, and those being given up. Records of partitions not owned or
+    /// being revoked are not accepted (their next owner handles them); offsets of owned ones
+    /// (also while revoking) are stored.
+    private let ownership = Mutex<(owned: Set<TopicPartition>, revoking: Set<TopicPartition>)>(([], []))
 
     public init(handler: any RecordHandler, effects: Effects, configuration: Configuration = Configuration(), logger: Logger) {
         self.handler = handler
@@ -60,14 +62,14 @@ public actor Dispatcher {
     // MARK: Rebalance hooks (called from the consumer's poll thread)
 
     public nonisolated func partitionsAssigned(_ tps: [TopicPartition]) {
-        owned.withLock { $0.formUnion(tps) }
+        ownership.withLock { $0.owned.formUnion(tps) }
     }
 
     /// Blocks the calling (poll) thread until records of these partitions that already started
     /// have finished, so their offsets are stored before the partitions move. Records not yet
     /// started are dropped: the next owner gets them from the committed offset.
     public nonisolated func partitionsRevoking(_ tps: [TopicPartition], timeout: Duration = .seconds(30)) {
-        owned.withLock { $0.subtract(tps) }
+        ownership.withLock { $0.revoking.formUnion(tps) }
         let done = Semaphore()
         Task {
             await self.dropQueued(Set(tps))
@@ -75,9 +77,18 @@ public actor Dispatcher {
             done.signal()
         }
         if !done.wait(timeout: timeout) { logger.warning("revoke: in-flight records did not finish in time") }
+        ownership.withLock {
+            $0.owned.subtract(tps)
+            $0.revoking.subtract(tps)
+        }
     }
 
-    public nonisolated func isOwned(_ tp: TopicPartition) -> Bool { owned.withLock { $0.contains(tp) } }
+    /// Whether records of this partition are accepted now (owned and not being revoked).
+    public nonisolated func isOwned(_ tp: TopicPartition) -> Bool {
+        ownership.withLock { $0.owned.contains(tp) && !$0.revoking.contains(tp) }
+    }
+
+    private nonisolated func mayStoreOffset(_ tp: TopicPartition) -> Bool { ownership.withLock { $0.owned.contains(tp) } }
 
     // MARK: Records
 
@@ -147,7 +158,7 @@ public actor Dispatcher {
         let tp = record.topicPartition
         active[tp, default: 1] -= 1
         if active[tp] == 0 { active[tp] = nil }
-        if finished, let next = tracker.finish(tp, record.offset), isOwned(tp) {
+        if finished, let next = tracker.finish(tp, record.offset), mayStoreOffset(tp) {
             effects.storeOffset(tp, next)
         }
         if paused, tracker.totalInFlight <= config.maxInFlight / 2 {
