@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "order-service", targets: ["order-service"]),
         .executable(name: "product-service", targets: ["product-service"]),
         .executable(name: "inventory-service", targets: ["inventory-service"]),
+        .executable(name: "order-bench", targets: ["order-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -62,6 +63,12 @@ let package = Package(
             name: "inventory-service",
             dependencies: [
                 "ReferenceServices",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "order-bench",
+            dependencies: [
+                "OrderCore", "Kafka",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(

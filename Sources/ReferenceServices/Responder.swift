@@ -33,10 +33,21 @@ public struct Responder: Service {
         let consumer = try KafkaConsumer(configuration: config, logger: logger)
         try consumer.subscribe(Array(routes.keys))
         logger.info("\(name) serving \(routes.keys.sorted())")
+        let offsets = OffsetBook()
+        let gate = Gate(limit: 256)
         await withGracefulShutdownHandler {
-            for await record in consumer.records {
-                await serve(record, producer: producer)
-                try? consumer.store(record.topicPartition, nextOffset: record.offset + 1)
+            // Records are served concurrently; an offset is stored only when every earlier record
+            // of its partition has been answered.
+            await withDiscardingTaskGroup { group in
+                for await record in consumer.records {
+                    await offsets.begin(record)
+                    await gate.enter()
+                    group.addTask {
+                        await serve(record, producer: producer)
+                        if let next = await offsets.finish(record) { try? consumer.store(record.topicPartition, nextOffset: next) }
+                        await gate.leave()
+                    }
+                }
             }
         } onGracefulShutdown: {
             Task { await consumer.close() }
@@ -70,4 +81,25 @@ public struct Responder: Service {
 
 extension JSON {
     var int64: Int64? { if case .int(let v) = self { v } else { nil } }
+}
+
+actor OffsetBook {
+    private var tracker = OffsetTracker()
+    func begin(_ r: KafkaRecord) { tracker.begin(r.topicPartition, r.offset) }
+    func finish(_ r: KafkaRecord) -> Int64? { tracker.finish(r.topicPartition, r.offset) }
+}
+
+/// Bounds concurrent work: `enter` waits while `limit` tasks are inside.
+actor Gate {
+    private let limit: Int
+    private var inside = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+    init(limit: Int) { self.limit = limit }
+    func enter() async {
+        if inside < limit { inside += 1; return }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+    func leave() {
+        if waiting.isEmpty { inside -= 1 } else { waiting.removeFirst().resume() }
+    }
 }

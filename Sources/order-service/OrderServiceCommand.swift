@@ -28,6 +28,7 @@ struct OrderServiceCommand: AsyncParsableCommand {
               ORDER_SERVICE_MAX_IN_FLIGHT               records in progress before fetching pauses (default 2000)
               ORDER_SERVICE_DB_POOL_SIZE                PostgreSQL connections (default 8)
               ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS how long replies are kept for replays (default 168)
+              ORDER_SERVICE_PRODUCT_CACHE_MS            how old product details add_item may use (default 0: always ask)
               ORDER_SERVICE_CREATE_TOPICS               create missing topics at start (default true)
               LOG_LEVEL                                 trace|debug|info|notice|warning|error (default info)
               KAFKA_<PROPERTY>                          any librdkafka property, `_` → `.`, e.g.

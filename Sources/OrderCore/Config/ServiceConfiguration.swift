@@ -26,6 +26,9 @@ public struct ServiceConfiguration: Sendable {
     public var databasePoolSize = 8
     /// ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS, default 168 (7 days, the request topics' retention).
     public var idempotencyRetentionHours = 168
+    /// ORDER_SERVICE_PRODUCT_CACHE_MS, default 0 (off): how old product details add_item may use.
+    /// create_order always asks the Product Service.
+    public var productCacheStaleness: Duration = .zero
     /// ORDER_SERVICE_CREATE_TOPICS, default true: create missing topics of topics.yaml at start.
     public var createTopics = true
     /// Any `KAFKA_*` variable (e.g. KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
@@ -51,6 +54,9 @@ public struct ServiceConfiguration: Sendable {
         if let v = env["ORDER_SERVICE_DB_POOL_SIZE"] { c.databasePoolSize = try int(v, "ORDER_SERVICE_DB_POOL_SIZE", min: 1) }
         if let v = env["ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS"] {
             c.idempotencyRetentionHours = try int(v, "ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS", min: 1)
+        }
+        if let v = env["ORDER_SERVICE_PRODUCT_CACHE_MS"] {
+            c.productCacheStaleness = .milliseconds(try int(v, "ORDER_SERVICE_PRODUCT_CACHE_MS", min: 0))
         }
         if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = !["0", "false", "no"].contains(v.lowercased()) }
         return c

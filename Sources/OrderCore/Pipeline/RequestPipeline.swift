@@ -9,6 +9,8 @@ public struct RequestPipeline: RecordHandler {
     public let topics: Topics
     public let routing: ReplyRouting
     public let products: ProductLookupStage
+    /// For add_item: may answer from recently fetched details (bounded staleness, off by default).
+    public let recentProducts: ProductLookupStage
     public let inventory: InventoryCheckStage
     public let persist: PersistStage
     public let store: OrderStore
@@ -17,12 +19,13 @@ public struct RequestPipeline: RecordHandler {
     public let logger: Logger
 
     public init(
-        topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, inventory: any InventoryChecker,
-        store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {}, logger: Logger
+        topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, addItemCatalog: (any ProductCatalog)? = nil,
+        inventory: any InventoryChecker, store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {}, logger: Logger
     ) {
         self.topics = topics
         self.routing = routing
         self.products = ProductLookupStage(catalog: catalog)
+        self.recentProducts = ProductLookupStage(catalog: addItemCatalog ?? catalog)
         self.inventory = InventoryCheckStage(inventory: inventory)
         self.persist = PersistStage(store: store, topics: topics)
         self.store = store
@@ -124,7 +127,7 @@ public struct RequestPipeline: RecordHandler {
         case .getCart(let user):
             return try await ok([("cart", try await store.cart(userId: user).json)])
         case .addItem(let user, let productId, let quantity):
-            switch await products.run([productId]) {
+            switch await recentProducts.run([productId]) {
             case .failure(let e): return try await fail(e)
             case .success(let found):
                 guard let product = found[productId] else {

@@ -38,10 +38,12 @@ public final class OrderService: Service, Sendable {
             replyTopics: [topics.productReplies, topics.inventoryCheckReplies],
             instanceId: config.instanceId, timeout: config.upstreamTimeout, logger: logger)
         try await retrying("upstream reply consumer") { try await upstream.start() }
+        let catalog = CoalescingProductCatalog(
+            upstream: KafkaProductCatalog(client: upstream, topics: topics), maxStaleness: config.productCacheStaleness)
         let relay = OutboxRelay(store: store, producer: producer, logger: logger)
         let pipeline = RequestPipeline(
             topics: topics, routing: ReplyRouting(topics: topics, allowList: config.replyToAllowList),
-            catalog: KafkaProductCatalog(client: upstream, topics: topics),
+            catalog: catalog, addItemCatalog: RecentProductCatalog(catalog),
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
             store: store, outboxWritten: { relay.notify() }, logger: logger)
 
