@@ -37,8 +37,12 @@ public struct ServiceConfiguration: Sendable {
 
     public init() {}
 
-    /// Variables of ours that start with KAFKA_ but are not librdkafka properties.
-    static let ownKafkaVariables: Set<String> = []
+    /// KAFKA_* variables that are not librdkafka properties: ours (the bootstrap list is read
+    /// explicitly so that the flag can override it) and common ones of other Kafka tools.
+    static let ownKafkaVariables: Set<String> = [
+        "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_PORT", "KAFKA_HOME", "KAFKA_OPTS", "KAFKA_HEAP_OPTS", "KAFKA_JMX_OPTS",
+        "KAFKA_LOG4J_OPTS",
+    ]
 
     public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> ServiceConfiguration {
         var c = ServiceConfiguration()
