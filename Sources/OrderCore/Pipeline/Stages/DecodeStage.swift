@@ -24,7 +24,9 @@ public struct DecodeStage: Sendable {
         switch json["request_id"] {
         case nil, .null?: requestId = nil
         case .string(let s)?:
-            guard s.count <= Limits.maxRequestIdLength else {
+            // Counted in Unicode scalars (code points): grapheme clusters have no size bound
+            // ("a" plus any number of combining marks is one Character).
+            guard s.unicodeScalars.count <= Limits.maxRequestIdLength else {
                 return malformed("request_id must be at most \(Limits.maxRequestIdLength) characters")
             }
             requestId = s
@@ -48,7 +50,7 @@ public struct DecodeStage: Sendable {
             let known = RequestTopicKind.allCases.contains { $0.actions.contains(action) }
             let message = known
                 ? "action \(action) is not served on the \(topic.rawValue) request topic"
-                : "unknown action '\(action.prefix(64))'"
+                : "unknown action '\(Substring(action.unicodeScalars.prefix(64)))'"
             return .rejected(requestId: requestId, action: action, error: ServiceError(.unknownAction, message), deadLetter: false)
         }
 
