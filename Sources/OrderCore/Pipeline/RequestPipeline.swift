@@ -60,10 +60,9 @@ public struct RequestPipeline: RecordHandler {
             if deadLetter { out.append(routing.deadLetter(record, error: error.message)) }
             return out
         case .request(let request):
+            // No look-up first: every outcome is stored with INSERT … ON CONFLICT DO NOTHING, and
+            // a conflict means the key was processed before, so its stored reply is sent instead.
             let key = idempotencyKey(request, kind: kind, record: record)
-            if let stored = try await store.storedReply(key: key) {
-                return [routing.reply(to: record, topic: replyTopic, value: stored)]
-            }
             let reply = try await execute(request, key: key)
             return [routing.reply(to: record, topic: replyTopic, value: reply)]
         }
@@ -102,16 +101,20 @@ public struct RequestPipeline: RecordHandler {
     func execute(_ request: Request, key: String) async throws -> [UInt8] {
         let rid = request.requestId
         let action = request.command.action
+        /// Stores the reply unless the key has one already; returns the reply that stands.
+        func remember(_ bytes: [UInt8]) async throws -> [UInt8] {
+            if try await store.db.withConnection({ try await store.storeReply($0, key: key, reply: bytes) }) { return bytes }
+            return try await store.storedReply(key: key) ?? bytes
+        }
         func fail(_ e: ServiceError) async throws -> [UInt8] {
             let bytes = Reply.error(requestId: rid, action: action, e).bytes
-            // Transient failures are not remembered: a retry with the same request_id tries again.
-            if !e.code.isTransient { _ = try await store.db.withConnection { try await store.storeReply($0, key: key, reply: bytes) } }
-            return bytes
+            // Transient failures are not remembered, so a retry with the same request_id tries
+            // again; but a repeat of a request that succeeded earlier still gets that reply.
+            if e.code.isTransient { return try await store.storedReply(key: key) ?? bytes }
+            return try await remember(bytes)
         }
         func ok(_ body: [(String, JSON)]) async throws -> [UInt8] {
-            let bytes = Reply.ok(requestId: rid, action: action, body: body).bytes
-            _ = try await store.db.withConnection { try await store.storeReply($0, key: key, reply: bytes) }
-            return bytes
+            try await remember(Reply.ok(requestId: rid, action: action, body: body).bytes)
         }
         func finish(_ result: PersistStage.Result) async throws -> [UInt8] {
             switch result {

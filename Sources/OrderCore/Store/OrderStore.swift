@@ -33,12 +33,61 @@ public struct OrderStore: Sendable {
 
     // MARK: Carts
 
+    /// The user's cart with its lines, in one query.
     public func cart(userId: Int64, on conn: PostgresConnection? = nil) async throws -> Cart {
-        let sql = "SELECT cart_id, \(timestampSQL("created_at")) FROM carts WHERE user_id = $1"
-        let rows = try await run(conn, sql, [userId]).rows
-        guard let row = rows.first else { return .empty(userId: userId) }
-        let cartId: Int64 = try row.decode(0)
-        return Cart(cartId: cartId, userId: userId, createdAt: try row.decode(1), items: try await cartItems(cartId: cartId, on: conn))
+        let rows = try await run(
+            conn,
+            """
+            SELECT c.cart_id, \(timestampSQL("c.created_at")), i.cart_item_id, i.product_id, i.product_name, i.unit_price::text, i.quantity
+            FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.cart_id WHERE c.user_id = $1 ORDER BY i.cart_item_id
+            """, [userId]
+        ).rows
+        return try cart(userId: userId, rows: rows, offset: 0) ?? .empty(userId: userId)
+    }
+
+    /// Builds a cart from rows shaped (cart_id, created_at, cart_item_id, product_id, product_name,
+    /// unit_price, quantity) starting at column `offset`; nil when there are no rows.
+    func cart(userId: Int64, rows: [PostgresRow], offset o: Int) throws -> Cart? {
+        guard let first = rows.first, !first.isNull(o) else { return nil }
+        var items: [CartItem] = []
+        for row in rows where !row.isNull(o + 2) {
+            items.append(CartItem(
+                cartItemId: try row.decode(o + 2), productId: try row.decode(o + 3), productName: try row.decode(o + 4),
+                unitPrice: try money(row, o + 5), quantity: try row.decode(o + 6)))
+        }
+        return Cart(cartId: try first.decode(o), userId: userId, createdAt: try first.decode(o + 1), items: items)
+    }
+
+    public enum CartChange: Sendable, Equatable {
+        case changed(Cart)
+        case tooMany(current: Int)
+        case cartFull
+        case notFound
+    }
+
+    /// add_item in one round trip: merge or insert the line within the limits.
+    func addItem(userId: Int64, product: Product, quantity: Int, on conn: PostgresConnection) async throws -> CartChange {
+        let rows = try await conn.query(
+            "SELECT * FROM order_service_add_item($1, $2, $3, $4::numeric, $5, $6, $7)",
+            [userId, product.productId, product.name, product.price.description, quantity, Limits.maxQuantity, Limits.maxCartLines]
+        ).rows
+        return try cartChange(userId: userId, rows: rows)
+    }
+
+    /// update_item / remove_item (quantity 0) in one round trip.
+    func setItem(userId: Int64, productId: Int64, quantity: Int, on conn: PostgresConnection) async throws -> CartChange {
+        let rows = try await conn.query("SELECT * FROM order_service_set_item($1, $2, $3)", [userId, productId, quantity]).rows
+        return try cartChange(userId: userId, rows: rows)
+    }
+
+    private func cartChange(userId: Int64, rows: [PostgresRow]) throws -> CartChange {
+        guard let first = rows.first else { throw PersistFailure.unexpected("cart function returned nothing") }
+        switch try first.decode(0, as: String.self) {
+        case "ok": return .changed(try cart(userId: userId, rows: rows, offset: 2) ?? .empty(userId: userId))
+        case "too_many": return .tooMany(current: try first.decode(1))
+        case "cart_full": return .cartFull
+        default: return .notFound
+        }
     }
 
     func cartItems(cartId: Int64, on conn: PostgresConnection?) async throws -> [CartItem] {
@@ -54,55 +103,12 @@ public struct OrderStore: Sendable {
         }
     }
 
-    /// The user's cart row, created if missing, and locked for the rest of the transaction.
-    func lockCart(userId: Int64, on conn: PostgresConnection) async throws -> (cartId: Int64, createdAt: String) {
-        let r = try await conn.query(
-            """
-            INSERT INTO carts (user_id) VALUES ($1)
-            ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id
-            RETURNING cart_id, \(timestampSQL("created_at"))
-            """, [userId])
-        guard let row = r.rows.first else { throw PersistFailure.unexpected("cart upsert returned nothing") }
-        return (try row.decode(0), try row.decode(1))
-    }
-
     /// The existing cart row locked, or nil when the user has none.
     func lockExistingCart(userId: Int64, on conn: PostgresConnection) async throws -> (cartId: Int64, createdAt: String)? {
         let r = try await conn.query(
             "SELECT cart_id, \(timestampSQL("created_at")) FROM carts WHERE user_id = $1 FOR UPDATE", [userId])
         guard let row = r.rows.first else { return nil }
         return (try row.decode(0), try row.decode(1))
-    }
-
-    func addLine(cartId: Int64, product: Product, quantity: Int, on conn: PostgresConnection) async throws -> AddLineResult {
-        let existing = try await conn.query(
-            "SELECT quantity FROM cart_items WHERE cart_id = $1 AND product_id = $2 FOR UPDATE", [cartId, product.productId])
-        if let row = existing.rows.first {
-            let current: Int = try row.decode(0)
-            guard current + quantity <= Limits.maxQuantity else { return .tooMany(current: current) }
-            _ = try await conn.query(
-                "UPDATE cart_items SET quantity = $3, product_name = $4, unit_price = $5::numeric WHERE cart_id = $1 AND product_id = $2",
-                [cartId, product.productId, current + quantity, product.name, product.price.description])
-            return .added
-        }
-        let count: Int = try await conn.query("SELECT count(*)::int FROM cart_items WHERE cart_id = $1", [cartId])
-            .rows[0].decode(0)
-        guard count < Limits.maxCartLines else { return .cartFull }
-        _ = try await conn.query(
-            "INSERT INTO cart_items (cart_id, product_id, product_name, unit_price, quantity) VALUES ($1, $2, $3, $4::numeric, $5)",
-            [cartId, product.productId, product.name, product.price.description, quantity])
-        return .added
-    }
-
-    enum AddLineResult { case added, tooMany(current: Int), cartFull }
-
-    /// Sets a line's quantity (0 deletes it); false when the cart has no such line.
-    func setLine(cartId: Int64, productId: Int64, quantity: Int, on conn: PostgresConnection) async throws -> Bool {
-        let r = quantity == 0
-            ? try await conn.query("DELETE FROM cart_items WHERE cart_id = $1 AND product_id = $2", [cartId, productId])
-            : try await conn.query(
-                "UPDATE cart_items SET quantity = $3 WHERE cart_id = $1 AND product_id = $2", [cartId, productId, quantity])
-        return r.affectedRows == 1
     }
 
     func emptyCart(cartId: Int64, on conn: PostgresConnection) async throws {

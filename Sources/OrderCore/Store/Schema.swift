@@ -63,6 +63,72 @@ public enum OrderSchema {
                     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
                 );
                 """),
+        Migration(
+            version: 4, name: "cart mutations as functions: one round trip per change",
+            sql: """
+                -- Both return the cart after the change (one row per line, ordered by
+                -- cart_item_id; one row with null line columns for an empty cart), or one row
+                -- whose outcome says why nothing changed.
+                CREATE FUNCTION order_service_add_item(
+                    p_user BIGINT, p_product BIGINT, p_name TEXT, p_price NUMERIC, p_quantity INTEGER,
+                    p_max_quantity INTEGER, p_max_lines INTEGER)
+                RETURNS TABLE (outcome TEXT, current_quantity INTEGER, r_cart_id BIGINT, r_created_at TEXT,
+                               r_cart_item_id BIGINT, r_product_id BIGINT, r_product_name TEXT, r_unit_price TEXT, r_quantity INTEGER)
+                LANGUAGE plpgsql AS $fn$
+                DECLARE v_cart BIGINT; v_quantity INTEGER; v_lines INTEGER;
+                BEGIN
+                    INSERT INTO carts AS c (user_id) VALUES (p_user)
+                        ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING c.cart_id INTO v_cart;
+                    SELECT i.quantity INTO v_quantity FROM cart_items i WHERE i.cart_id = v_cart AND i.product_id = p_product FOR UPDATE;
+                    IF FOUND THEN
+                        IF v_quantity + p_quantity > p_max_quantity THEN
+                            RETURN QUERY SELECT 'too_many'::TEXT, v_quantity, NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER;
+                            RETURN;
+                        END IF;
+                        UPDATE cart_items i SET quantity = v_quantity + p_quantity, product_name = p_name, unit_price = p_price
+                            WHERE i.cart_id = v_cart AND i.product_id = p_product;
+                    ELSE
+                        SELECT count(*) INTO v_lines FROM cart_items i WHERE i.cart_id = v_cart;
+                        IF v_lines >= p_max_lines THEN
+                            RETURN QUERY SELECT 'cart_full'::TEXT, 0, NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER;
+                            RETURN;
+                        END IF;
+                        INSERT INTO cart_items (cart_id, product_id, product_name, unit_price, quantity)
+                            VALUES (v_cart, p_product, p_name, p_price, p_quantity);
+                    END IF;
+                    RETURN QUERY SELECT 'ok'::TEXT, 0, c.cart_id, to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                            i.cart_item_id, i.product_id, i.product_name, i.unit_price::TEXT, i.quantity
+                        FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.cart_id WHERE c.cart_id = v_cart ORDER BY i.cart_item_id;
+                END $fn$;
+
+                -- Sets a line's quantity (0 removes the line); outcome 'not_found' when the cart
+                -- has no such line.
+                CREATE FUNCTION order_service_set_item(p_user BIGINT, p_product BIGINT, p_quantity INTEGER)
+                RETURNS TABLE (outcome TEXT, current_quantity INTEGER, r_cart_id BIGINT, r_created_at TEXT,
+                               r_cart_item_id BIGINT, r_product_id BIGINT, r_product_name TEXT, r_unit_price TEXT, r_quantity INTEGER)
+                LANGUAGE plpgsql AS $fn$
+                DECLARE v_cart BIGINT; v_rows INTEGER;
+                BEGIN
+                    SELECT c.cart_id INTO v_cart FROM carts c WHERE c.user_id = p_user FOR UPDATE;
+                    IF NOT FOUND THEN
+                        RETURN QUERY SELECT 'not_found'::TEXT, 0, NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER;
+                        RETURN;
+                    END IF;
+                    IF p_quantity = 0 THEN
+                        DELETE FROM cart_items i WHERE i.cart_id = v_cart AND i.product_id = p_product;
+                    ELSE
+                        UPDATE cart_items i SET quantity = p_quantity WHERE i.cart_id = v_cart AND i.product_id = p_product;
+                    END IF;
+                    GET DIAGNOSTICS v_rows = ROW_COUNT;
+                    IF v_rows = 0 THEN
+                        RETURN QUERY SELECT 'not_found'::TEXT, 0, NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER;
+                        RETURN;
+                    END IF;
+                    RETURN QUERY SELECT 'ok'::TEXT, 0, c.cart_id, to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                            i.cart_item_id, i.product_id, i.product_name, i.unit_price::TEXT, i.quantity
+                        FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.cart_id WHERE c.cart_id = v_cart ORDER BY i.cart_item_id;
+                END $fn$;
+                """),
     ]
 }
 

@@ -43,28 +43,27 @@ public struct PersistStage: Sendable {
 
     public func addItem(key: String, requestId: String?, userId: Int64, product: Product, quantity: Int) async throws -> Result {
         try await transaction(key: key) { conn in
-            let cart = try await store.lockCart(userId: userId, on: conn)
-            switch try await store.addLine(cartId: cart.cartId, product: product, quantity: quantity, on: conn) {
-            case .added: break
+            switch try await store.addItem(userId: userId, product: product, quantity: quantity, on: conn) {
+            case .changed(let cart):
+                return (Reply.ok(requestId: requestId, action: "add_item", body: [("cart", cart.json)]), false)
             case .tooMany(let current):
                 throw Rejection(error: .invalid(
                     "a line's quantity may not exceed \(Limits.maxQuantity) (the cart holds \(current) of product \(product.productId))"))
             case .cartFull:
                 throw Rejection(error: ServiceError(.cartFull, "a cart holds at most \(Limits.maxCartLines) lines"))
+            case .notFound:
+                throw PersistFailure.unexpected("add_item reported not_found")
             }
-            let full = try await store.cart(userId: userId, on: conn)
-            return (Reply.ok(requestId: requestId, action: "add_item", body: [("cart", full.json)]), false)
         }
     }
 
     /// update_item and remove_item (quantity 0).
     public func setItem(key: String, requestId: String?, action: String, userId: Int64, productId: Int64, quantity: Int) async throws -> Result {
         try await transaction(key: key) { conn in
-            guard let cart = try await store.lockExistingCart(userId: userId, on: conn),
-                try await store.setLine(cartId: cart.cartId, productId: productId, quantity: quantity, on: conn)
-            else { throw Rejection(error: ServiceError(.itemNotFound, "product \(productId) is not in the cart")) }
-            let full = try await store.cart(userId: userId, on: conn)
-            return (Reply.ok(requestId: requestId, action: action, body: [("cart", full.json)]), false)
+            guard case .changed(let cart) = try await store.setItem(userId: userId, productId: productId, quantity: quantity, on: conn) else {
+                throw Rejection(error: ServiceError(.itemNotFound, "product \(productId) is not in the cart"))
+            }
+            return (Reply.ok(requestId: requestId, action: action, body: [("cart", cart.json)]), false)
         }
     }
 
