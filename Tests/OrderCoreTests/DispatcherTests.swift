@@ -466,8 +466,8 @@ struct DispatcherTests {
         }
         thread.start()
         #expect(await eventually("ownership given up") { !d.isOwned(p0) && !d.isOwned(p9) })
-        // p9 had only a queued record: dropping it forgets the partition.
-        await eventually("queued records dropped") { await d.inFlightCount == 2 }
+        // Queued records are dropped: only the running one is still in flight.
+        await eventually("queued records dropped") { await d.inFlightCount == 1 }
         #expect(!revoked.isSet)
 
         await gates.open("in/0@0")
@@ -480,10 +480,7 @@ struct DispatcherTests {
         #expect(effects.stored(p0) == [1])
         #expect(!d.isOwned(p0))
 
-        let leaked = await d.inFlightCount
-        withKnownIssue("Dispatcher: a record dropped on revoke stays in the OffsetTracker when another record of its partition was running") {
-            #expect(leaked == 0)
-        }
+        #expect(await d.inFlightCount == 0)
 
         // The partition comes back later, at an offset another consumer committed meanwhile.
         d.partitionsAssigned([p0])
@@ -491,10 +488,7 @@ struct DispatcherTests {
         await d.submit(rec(p0, 500, key: "b"))
         await d.waitIdle()
         #expect(effects.sent.all.last == "ok in/0@500")
-        let stored = effects.stored(p0)
-        withKnownIssue("Dispatcher: the stale offset left by the revoke blocks every later commit of the partition") {
-            #expect(stored == [1, 501])
-        }
+        #expect(effects.stored(p0) == [1, 501])
     }
 
     @Test func aRevokeDuringBackpressureDoesNotLeaveFetchingPaused() async {
@@ -513,7 +507,7 @@ struct DispatcherTests {
             d.partitionsRevoking([p0, p9], timeout: .seconds(60))
             revoked.set()
         }.start()
-        await eventually("queued records dropped") { await d.inFlightCount == 4 }  // p9 forgotten
+        await eventually("queued records dropped") { await d.inFlightCount == 1 }  // only the running one
         await gates.open("in/0@0")
         await eventually("revoke returned") { revoked.isSet }
         await d.waitIdle()
@@ -523,9 +517,7 @@ struct DispatcherTests {
         // Nothing is in flight any more, so fetching must not stay paused.
         let paused = effects.paused.all
         let inFlight = await d.inFlightCount
-        withKnownIssue("Dispatcher: records dropped on revoke still count as in flight, so fetching stays paused for good") {
-            #expect(inFlight == 0)
-            #expect(paused.last == false)
-        }
+        #expect(inFlight == 0)
+        #expect(paused.last == false)
     }
 }

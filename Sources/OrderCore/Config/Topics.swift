@@ -86,6 +86,10 @@ public struct Topics: Sendable, Equatable {
             guard let roleText = t["role"] as? String, let role = Role(rawValue: roleText) else {
                 throw ConfigurationError("topic \(logical) needs a role (request, response, upstream_request, upstream_reply, event, dead_letter)")
             }
+            if let raw = t["name"], !(raw is String) { throw ConfigurationError("topic \(logical): name must be a string") }
+            for field in ["partitions", "replication_factor"] {
+                if let raw = t[field], !(raw is Int) { throw ConfigurationError("topic \(logical): \(field) must be an integer") }
+            }
             let name = (t["name"] as? String) ?? logical
             guard !name.isEmpty, name.count <= 249,
                 name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") })

@@ -5,6 +5,8 @@ public struct Money: Sendable, Hashable, Comparable, CustomStringConvertible {
     public init(cents: Int64) { self.cents = cents }
 
     public static let zero = Money(cents: 0)
+    /// The largest unit price accepted from the Product Service: 999,999,999,999.99.
+    public static let maxPrice = Money(cents: 99_999_999_999_999)
 
     /// Parses "19.99", "19.9", "19" (and "-1.50"); at most two decimals, no exponent, no spaces.
     public init?(_ text: String) {

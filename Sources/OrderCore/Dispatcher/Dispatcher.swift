@@ -74,6 +74,7 @@ public actor Dispatcher {
         Task {
             await self.dropQueued(Set(tps))
             await self.waitIdle(Set(tps))
+            await self.forget(Set(tps))
             done.signal()
         }
         if !done.wait(timeout: timeout) { logger.warning("revoke: in-flight records did not finish in time") }
@@ -132,6 +133,7 @@ public actor Dispatcher {
     private nonisolated func process(_ record: KafkaRecord) async -> Bool {
         var backoff = config.initialBackoff
         var outputs: [KafkaOutgoingRecord]?
+        var fellBack = false
         while true {
             do {
                 if outputs == nil {
@@ -141,7 +143,17 @@ public actor Dispatcher {
                         outputs = handler.failure(record, error: error)
                     }
                 }
-                try await effects.send(outputs!)
+                do {
+                    try await effects.send(outputs!)
+                } catch where !handler.isRetriable(error) && !fellBack {
+                    // E.g. a reply too large for the broker: answer with the failure reply instead.
+                    fellBack = true
+                    outputs = handler.failure(record, error: error)
+                    try await effects.send(outputs!)
+                }
+                return true
+            } catch where fellBack && !handler.isRetriable(error) {
+                logger.error("giving up on \(record.topic)[\(record.partition)]@\(record.offset): \(error)")
                 return true
             } catch {
                 if await isStopping { return false }
@@ -160,20 +172,38 @@ public actor Dispatcher {
         if active[tp] == 0 { active[tp] = nil }
         if finished, let next = tracker.finish(tp, record.offset), mayStoreOffset(tp) {
             effects.storeOffset(tp, next)
+        } else if !finished {
+            tracker.discard(tp, record.offset)
         }
-        if paused, tracker.totalInFlight <= config.maxInFlight / 2 {
-            paused = false
-            effects.setPaused(false)
-        }
+        // The last running record of a partition given up: nothing of it is tracked any more.
+        if active[tp] == nil, !mayStoreOffset(tp) { tracker.forget(tp) }
+        resumeIfDrained()
         notifyIdle()
     }
 
     private func dropQueued(_ tps: Set<TopicPartition>) {
         for (lane, queue) in lanes {
-            let keep = queue.filter { !tps.contains($0.topicPartition) }
+            var keep: [KafkaRecord] = []
+            for r in queue {
+                if tps.contains(r.topicPartition) { tracker.discard(r.topicPartition, r.offset) } else { keep.append(r) }
+            }
             lanes[lane] = keep
         }
         for tp in tps where active[tp] == nil { tracker.forget(tp) }
+        resumeIfDrained()
+    }
+
+    /// Partitions given up: their offsets start afresh if they come back.
+    private func forget(_ tps: Set<TopicPartition>) {
+        for tp in tps where active[tp] == nil { tracker.forget(tp) }
+        resumeIfDrained()
+    }
+
+    private func resumeIfDrained() {
+        if paused, tracker.totalInFlight <= config.maxInFlight / 2 {
+            paused = false
+            effects.setPaused(false)
+        }
     }
 
     /// Waits until no record of these partitions (all when nil) is running.

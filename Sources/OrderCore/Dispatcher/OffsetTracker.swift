@@ -7,6 +7,8 @@ public struct OffsetTracker: Sendable {
         /// Offsets begun and not finished, ascending (records arrive in offset order).
         var inFlight: [Int64] = []
         var highestBegun: Int64 = -1
+        /// Lowest offset dropped unprocessed: nothing at or past it may be committed.
+        var ceiling: Int64?
     }
 
     private var partitions: [TopicPartition: PartitionState] = [:]
@@ -32,7 +34,16 @@ public struct OffsetTracker: Sendable {
         s.inFlight.remove(at: i)
         partitions[tp] = s
         guard i == 0 else { return nil }  // an earlier record is still in flight
-        return s.inFlight.first ?? (s.highestBegun + 1)
+        let next = s.inFlight.first ?? (s.highestBegun + 1)
+        return s.ceiling.map { min($0, next) } ?? next
+    }
+
+    /// Forgets one offset without making anything committable (a record dropped unprocessed).
+    public mutating func discard(_ tp: TopicPartition, _ offset: Int64) {
+        guard var s = partitions[tp], let i = binarySearch(s.inFlight, offset) else { return }
+        s.inFlight.remove(at: i)
+        s.ceiling = min(s.ceiling ?? offset, offset)
+        partitions[tp] = s
     }
 
     public func inFlight(_ tp: TopicPartition) -> Int { partitions[tp]?.inFlight.count ?? 0 }

@@ -50,11 +50,14 @@ extension ProductLookup {
             let price: Money?
             switch entry["price"] {
             case .string(let s)?: price = Money(s)
-            case .int(let v)?: price = Money(cents: v * 100)
+            case .int(let v)?:
+                let (cents, overflow) = v.multipliedReportingOverflow(by: 100)
+                price = overflow ? nil : Money(cents: cents)
             case .number(let s)?: price = Money(s)
             default: price = nil
             }
-            guard let price, price.cents >= 0 else { continue }
+            // Prices must fit the database (NUMERIC(14,2)) and leave room for line totals.
+            guard let price, price.cents >= 0, price.cents <= Money.maxPrice.cents else { continue }
             products[id] = Product(productId: id, name: name, price: price)
         }
         var seen = Set<Int64>()

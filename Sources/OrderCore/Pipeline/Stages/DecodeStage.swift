@@ -51,7 +51,9 @@ public struct DecodeStage: Sendable {
             let message = known
                 ? "action \(action) is not served on the \(topic.rawValue) request topic"
                 : "unknown action '\(Substring(action.unicodeScalars.prefix(64)))'"
-            return .rejected(requestId: requestId, action: action, error: ServiceError(.unknownAction, message), deadLetter: false)
+            // An absurdly long action is not echoed back (it could make the reply too large to send).
+            let echoed = action.unicodeScalars.count <= Limits.maxRequestIdLength ? action : nil
+            return .rejected(requestId: requestId, action: echoed, error: ServiceError(.unknownAction, message), deadLetter: false)
         }
 
         do {
