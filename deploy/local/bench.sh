@@ -22,7 +22,7 @@ trap cleanup EXIT
 "$bin/inventory-service" --catalog "$here/catalog.json" >"$LOG_DIR/bench-inventory.log" 2>&1 & pids+=($!)
 service_pids=()
 for i in $(seq 1 "$instances"); do
-  ORDER_SERVICE_INSTANCE_ID="bench-$i" LOG_LEVEL=warning "$bin/order-service" >"$LOG_DIR/bench-order-$i.log" 2>&1 &
+  ORDER_SERVICE_GROUP_ID=order-service-bench ORDER_SERVICE_INSTANCE_ID="bench-$i" LOG_LEVEL=warning "$bin/order-service" >"$LOG_DIR/bench-order-$i.log" 2>&1 &
   pids+=($!); service_pids+=($!)
 done
 # Warm-up: also waits until every instance has joined the group and is answering.
