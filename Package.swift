@@ -79,5 +79,8 @@ let package = Package(
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
         .testTarget(name: "OrderCoreTests", dependencies: ["OrderCore", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["OrderCore", "Kafka", "TestSupport"]),
+        // Crashes, outages, hostile input and backlogs; run on their own by deploy/local/test.sh
+        // because they stop and start processes under load.
+        .testTarget(name: "ReliabilityTests", dependencies: ["OrderCore", "Kafka", "TestSupport"]),
     ]
 )

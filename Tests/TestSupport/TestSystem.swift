@@ -70,6 +70,7 @@ public final class TestSystem: Sendable {
     private let seen = SeenRecords()
     private let processes = Mutex<[String: ChildProcess]>([:])
     private let extraEnvironment: [String: String]
+    private let orderServiceEnvironment: [String: String]
     public let logger: Logger
 
     /// Directory of the built executables: ORDER_SERVICE_BIN_DIR, else .build/debug.
@@ -83,10 +84,12 @@ public final class TestSystem: Sendable {
     }
 
     /// Starts a system. `product`/`inventory` false leaves that upstream silent.
+    /// `environment` goes to every executable, `serviceEnvironment` to the order service only.
     public static func start(
-        _ name: String, product: Bool = true, inventory: Bool = true, environment: [String: String] = [:]
+        _ name: String, product: Bool = true, inventory: Bool = true, environment: [String: String] = [:],
+        serviceEnvironment: [String: String] = [:]
     ) async throws -> TestSystem {
-        let system = try await TestSystem(name: name, environment: environment)
+        let system = try await TestSystem(name: name, environment: environment, serviceEnvironment: serviceEnvironment)
         if product { try system.startProcess("product-service") }
         if inventory { try system.startProcess("inventory-service") }
         try system.startProcess("order-service")
@@ -94,7 +97,7 @@ public final class TestSystem: Sendable {
         return system
     }
 
-    private init(name: String, environment: [String: String]) async throws {
+    private init(name: String, environment: [String: String], serviceEnvironment: [String: String]) async throws {
         prefix = "e2e_\(name)_\(UUID().uuidString.prefix(8).lowercased())"
         var yaml = try String(contentsOfFile: Self.repoRoot + "/topics.yaml", encoding: .utf8)
         for logical in Topics.requiredLogicalNames.keys {
@@ -105,6 +108,7 @@ public final class TestSystem: Sendable {
         try yaml.write(toFile: topicsFile, atomically: true, encoding: .utf8)
         groupId = "\(prefix)_group"
         extraEnvironment = environment
+        orderServiceEnvironment = serviceEnvironment
         var logger = Logger(label: "e2e")
         logger.logLevel = .warning
         self.logger = logger
@@ -135,6 +139,7 @@ public final class TestSystem: Sendable {
             "KAFKA_BOOTSTRAP_SERVERS": TestKafka.bootstrapServers, "DATABASE_URL": TestDatabase.url,
             "ORDER_SERVICE_TOPICS_FILE": topicsFile, "ORDER_SERVICE_GROUP_ID": groupId, "LOG_LEVEL": "info",
         ].merging(extraEnvironment) { _, new in new }
+            .merging(executable == "order-service" ? orderServiceEnvironment : [:]) { _, new in new }
     }
 
     /// Starts (or restarts) one of the executables.

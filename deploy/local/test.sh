@@ -12,4 +12,11 @@ cd "$REPO_ROOT"
 swift build --build-tests
 # The end-to-end tests start these executables.
 export ORDER_SERVICE_BIN_DIR="$(swift build --show-bin-path)"
-swift test --skip-build "$@"
+if [ $# -gt 0 ]; then
+  swift test --skip-build "$@"
+else
+  # Unit, Kafka, PostgreSQL and end-to-end tiers together; then the reliability tier on its own,
+  # because it kills and restarts processes and cuts connections under load.
+  swift test --skip-build --skip ReliabilityTests
+  swift test --skip-build --filter ReliabilityTests
+fi
