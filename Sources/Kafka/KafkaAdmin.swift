@@ -19,11 +19,19 @@ public struct TopicSpec: Sendable, Equatable {
 /// Topic administration over the Admin API.
 public final class KafkaAdmin: Sendable {
     private let client: RdKafkaClient
+    /// Serves the handle's main queue (error callbacks), which would otherwise grow unbounded.
+    private let poller: PollThread
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
-        client = try RdKafkaClient(
+        let client = try RdKafkaClient(
             kind: RD_KAFKA_PRODUCER, configuration: configuration, callbacks: RdKafkaCallbacks(logger: logger))
+        self.client = client
+        poller = PollThread(name: "kafka-admin-poll") { thread in
+            while !thread.isStopRequested { rd_kafka_poll(client.handle, 100) }
+        }
     }
+
+    deinit { poller.requestStop() }
 
     /// Topic name → partition count, as the cluster reports them.
     public func topicPartitionCounts(timeoutMs: Int32 = 10_000) async throws -> [String: Int32] {
@@ -47,7 +55,7 @@ public final class KafkaAdmin: Sendable {
             defer { newTopics.forEach { rd_kafka_NewTopic_destroy($0) } }
             for spec in specs {
                 guard let nt = rd_kafka_NewTopic_new(spec.name, spec.partitions, spec.replicationFactor, &errstr, errstr.count)
-                else { throw KafkaError.configuration("topic \(spec.name): \(String(cString: errstr))") }
+                else { throw KafkaError.configuration("topic \(spec.name): \(string(fromBuffer: errstr))") }
                 newTopics.append(nt)
                 for (k, v) in spec.configs.sorted(by: { $0.key < $1.key }) {
                     let err = rd_kafka_NewTopic_set_config(nt, k, v)

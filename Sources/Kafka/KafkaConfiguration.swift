@@ -16,18 +16,23 @@ public struct KafkaConfiguration: Sendable, Equatable {
     }
 
     /// Properties from the environment: `KAFKA_SASL_MECHANISM=SCRAM-SHA-512` becomes
-    /// `sasl.mechanism`. Names are lower-cased and `_` becomes `.` (librdkafka names use dots only).
+    /// `sasl.mechanism`. Names are lower-cased and `_` becomes `.`, except for the few librdkafka
+    /// names spelled with `_` (`KAFKA_LOG_LEVEL` → `log_level`, `enabled_events`).
     /// Variables listed in `excluding` are the application's own and are left alone.
     public static func fromEnvironment(
         _ environment: [String: String], prefix: String = "KAFKA_", excluding: Set<String> = []
     ) -> KafkaConfiguration {
         var props: [String: String] = [:]
         for (name, value) in environment where name.hasPrefix(prefix) && !excluding.contains(name) {
-            let key = name.dropFirst(prefix.count).lowercased().replacingOccurrences(of: "_", with: ".")
+            var key = name.dropFirst(prefix.count).lowercased().replacingOccurrences(of: "_", with: ".")
+            key = underscoredNames[key] ?? key
             if !key.isEmpty { props[key] = value }
         }
         return KafkaConfiguration(props)
     }
+
+    /// librdkafka properties (settable as strings) whose names contain `_`.
+    private static let underscoredNames = ["log.level": "log_level", "enabled.events": "enabled_events"]
 
     /// Parses `name=value` pairs (from repeated `--kafka-property` flags).
     public static func parsing(_ pairs: [String]) throws -> KafkaConfiguration {
@@ -70,10 +75,11 @@ public struct KafkaConfiguration: Sendable, Equatable {
 
     /// Values whose names suggest secrets are masked, for logging a configuration.
     public var redacted: [String: String] {
-        properties.mapValues { $0 }.reduce(into: [:]) { out, kv in
+        properties.reduce(into: [:]) { out, kv in
             let k = kv.key.lowercased()
-            out[kv.key] = (k.contains("password") || k.contains("secret") || k.contains("jaas")
-                || k.hasSuffix(".key") || k.contains("token")) ? "***" : kv.value
+            let secret = ["password", "secret", "jaas", "token", "ssl.key", "ssl_key", "oauthbearer.config", "credential"]
+                .contains { k.contains($0) } || k.hasSuffix(".key")
+            out[kv.key] = secret ? "***" : kv.value
         }
     }
 }

@@ -1,21 +1,48 @@
 import CRdKafka
 import Logging
+import Synchronization
 
-/// Carries one in-flight record's continuation through librdkafka as the message opaque.
-private final class DeliveryBox {
+/// One record's delivery result, carried through librdkafka as the message opaque (retained
+/// until its delivery report). Completed once; `wait()` may come before or after that.
+private final class DeliveryPromise: Sendable {
     let topic: String
-    let continuation: CheckedContinuation<DeliveryReport, any Error>
-    init(topic: String, continuation: CheckedContinuation<DeliveryReport, any Error>) {
-        self.topic = topic
-        self.continuation = continuation
+    private enum State {
+        case pending(CheckedContinuation<DeliveryReport, any Error>?)
+        case done(Result<DeliveryReport, KafkaError>)
+    }
+    private let state = Mutex(State.pending(nil))
+
+    init(topic: String) { self.topic = topic }
+
+    func complete(_ result: Result<DeliveryReport, KafkaError>) {
+        let waiter = state.withLock { s -> CheckedContinuation<DeliveryReport, any Error>? in
+            guard case .pending(let c) = s else { return nil }
+            s = .done(result)
+            return c
+        }
+        waiter?.resume(with: result.mapError { $0 as any Error })
+    }
+
+    func wait() async throws -> DeliveryReport {
+        try await withCheckedThrowingContinuation { cont in
+            let done = state.withLock { s -> Result<DeliveryReport, KafkaError>? in
+                switch s {
+                case .done(let r): return r
+                case .pending: s = .pending(cont); return nil
+                }
+            }
+            if let done { cont.resume(with: done.mapError { $0 as any Error }) }
+        }
     }
 }
 
 /// An idempotent producer (by default). Each `send` awaits the broker's acknowledgement; a
-/// dedicated thread serves librdkafka's delivery reports.
+/// dedicated thread serves librdkafka's delivery reports. After `close()`, sends throw.
 public final class KafkaProducer: Sendable {
     private let client: RdKafkaClient
     private let poller: PollThread
+    /// True once closing; checked and produced under the lock so close cannot miss a record.
+    private let closed = Mutex(false)
     public let logger: Logger
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
@@ -24,54 +51,79 @@ public final class KafkaProducer: Sendable {
             kind: RD_KAFKA_PRODUCER, configuration: config, callbacks: RdKafkaCallbacks(logger: logger)
         ) { conf in
             rd_kafka_conf_set_dr_msg_cb(conf) { _, message, _ in
-                // Thin: hand the result to the awaiting Swift task and release the box.
+                // Thin: hand the result to the promise and release it.
                 guard let message, let opaque = message.pointee._private else { return }
-                let box = Unmanaged<DeliveryBox>.fromOpaque(opaque).takeRetainedValue()
+                let promise = Unmanaged<DeliveryPromise>.fromOpaque(opaque).takeRetainedValue()
                 let m = message.pointee
                 if m.err == RD_KAFKA_RESP_ERR_NO_ERROR {
-                    box.continuation.resume(returning: DeliveryReport(topic: box.topic, partition: m.partition, offset: m.offset))
+                    promise.complete(.success(DeliveryReport(topic: promise.topic, partition: m.partition, offset: m.offset)))
                 } else {
-                    box.continuation.resume(throwing: KafkaError(m.err, context: "delivery to \(box.topic)"))
+                    promise.complete(.failure(KafkaError(m.err, context: "delivery to \(promise.topic)")))
                 }
             }
         }
         self.client = client
         self.logger = logger
         self.poller = PollThread(name: "kafka-producer-poll") { thread in
-            while !thread.isStopRequested { rd_kafka_poll(client.handle, 50) }
+            let rk = client.handle
+            while !thread.isStopRequested { rd_kafka_poll(rk, 50) }
+            // Whatever is still queued fails now (after close's flush: nothing), so that no
+            // promise outlives the handle; rd_kafka_destroy would drop them silently.
+            rd_kafka_purge(rk, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
+            let deadline = ContinuousClock.now + .seconds(5)
+            repeat { rd_kafka_poll(rk, 10) } while rd_kafka_outq_len(rk) > 0 && ContinuousClock.now < deadline
         }
     }
 
     /// Produces one record and waits for its delivery report. Throws the delivery error (after
     /// librdkafka's own retries, bounded by `message.timeout.ms`).
     public func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport {
-        try await withCheckedThrowingContinuation { cont in
-            let box = Unmanaged.passRetained(DeliveryBox(topic: record.topic, continuation: cont))
-            if let error = enqueue(record, opaque: box.toOpaque()) {
-                box.release()
-                cont.resume(throwing: error)
-            }
-        }
+        let promise = DeliveryPromise(topic: record.topic)
+        try await enqueue(record, promise)
+        return try await promise.wait()
     }
 
-    /// Sends several records at once and waits for all reports (in order of the input).
+    /// Sends several records, enqueued in input order (so records of one partition keep that
+    /// order), and waits for all reports (returned in input order). Throws the first error after
+    /// every enqueued record has its report; on an enqueue error the rest is not sent.
     public func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
-        try await withThrowingTaskGroup(of: (Int, DeliveryReport).self) { group in
-            for (i, r) in records.enumerated() { group.addTask { (i, try await self.send(r)) } }
-            var out = [DeliveryReport?](repeating: nil, count: records.count)
-            for try await (i, report) in group { out[i] = report }
-            return out.map { $0! }
+        var promises: [DeliveryPromise] = []
+        promises.reserveCapacity(records.count)
+        var firstError: (any Error)?
+        for record in records {
+            let promise = DeliveryPromise(topic: record.topic)
+            do {
+                try await enqueue(record, promise)
+            } catch {
+                firstError = error
+                break
+            }
+            promises.append(promise)
         }
+        var reports: [DeliveryReport] = []
+        reports.reserveCapacity(promises.count)
+        for promise in promises {
+            do { reports.append(try await promise.wait()) } catch { firstError = firstError ?? error }
+        }
+        if let firstError { throw firstError }
+        return reports
     }
 
-    /// Enqueues with librdkafka, retrying briefly while its local queue is full.
-    private func enqueue(_ record: KafkaOutgoingRecord, opaque: UnsafeMutableRawPointer) -> KafkaError? {
-        var attempts = 0
+    /// Enqueues with librdkafka; while its local queue is full, waits (without blocking a thread)
+    /// for delivery reports to make room, up to `queueFullTimeout`.
+    private func enqueue(
+        _ record: KafkaOutgoingRecord, _ promise: DeliveryPromise, queueFullTimeout: Duration = .seconds(30)
+    ) async throws {
+        let deadline = ContinuousClock.now + queueFullTimeout
         while true {
-            let error = produceOnce(record, opaque: opaque)
-            guard let error, error.code == RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue, attempts < 200 else { return error }
-            attempts += 1
-            rd_kafka_poll(client.handle, 10)  // make room: serve delivery reports
+            let opaque = Unmanaged.passRetained(promise).toOpaque()
+            let error = closed.withLock { closed in
+                closed ? KafkaError.closed("producer") : produceOnce(record, opaque: opaque)
+            }
+            guard let error else { return }
+            Unmanaged<DeliveryPromise>.fromOpaque(opaque).release()  // not enqueued: no report will come
+            guard error.code == RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue, ContinuousClock.now < deadline else { throw error }
+            try await Task.sleep(for: .milliseconds(5))
         }
     }
 
@@ -80,11 +132,8 @@ public final class KafkaProducer: Sendable {
             return KafkaError.configuration("rd_kafka_headers_new failed")
         }
         for h in record.headers {
-            if let v = h.value {
-                _ = v.withUnsafeBytes { rd_kafka_header_add(headers, h.key, -1, $0.baseAddress, $0.count) }
-            } else {
-                _ = rd_kafka_header_add(headers, h.key, -1, nil, 0)
-            }
+            // A nil pointer means a null value, so an empty value needs a real pointer.
+            _ = withOptionalBytes(h.value) { rd_kafka_header_add(headers, h.key, -1, $0, $1) }
         }
         let key = record.key
         let value = record.value
@@ -125,12 +174,12 @@ public final class KafkaProducer: Sendable {
         return result == RD_KAFKA_RESP_ERR_NO_ERROR
     }
 
-    /// Flushes, then stops the delivery-report thread. Undelivered records fail their `send`.
+    /// Refuses new sends, flushes, then stops the delivery-report thread. Records still
+    /// undelivered after `timeoutMs` fail their `send`. Calling it again is harmless.
     public func close(timeoutMs: Int32 = 10_000) async {
+        closed.withLock { $0 = true }
         if !(await flush(timeoutMs: timeoutMs)) {
             logger.warning("producer closed with undelivered records")
-            rd_kafka_purge(client.handle, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
-            rd_kafka_poll(client.handle, 0)
         }
         await poller.stop()
     }

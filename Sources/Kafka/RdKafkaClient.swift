@@ -4,18 +4,29 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Swift-side state that librdkafka's C callbacks reach through the client's opaque pointer.
-/// Callbacks only copy what C hands them and call these closures; the closures do the rest.
-final class RdKafkaCallbacks: @unchecked Sendable {
-    let logger: Logger
-    /// Called on the consumer's poll thread when partitions are assigned (after assigning them).
-    var onAssigned: (@Sendable ([TopicPartition]) -> Void)?
-    /// Called on the consumer's poll thread before partitions are given up; may block (drain).
-    var onRevoking: (@Sendable ([TopicPartition]) -> Void)?
-    /// Statistics JSON (`statistics.interval.ms`), handed over as a String.
-    var onStatistics: (@Sendable (String) -> Void)?
+/// Serves librdkafka's rebalance callback (consumer groups only).
+protocol RdKafkaRebalanceHandler: AnyObject, Sendable {
+    func rebalance(
+        _ rk: OpaquePointer, _ err: rd_kafka_resp_err_t, _ partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>)
+}
 
-    init(logger: Logger) { self.logger = logger }
+/// Swift-side state that librdkafka's C callbacks reach through the client's opaque pointer.
+/// Everything is fixed before the handle exists, so callbacks on librdkafka's threads read
+/// immutable state only.
+final class RdKafkaCallbacks: Sendable {
+    let logger: Logger
+    let rebalance: (any RdKafkaRebalanceHandler)?
+    /// Statistics JSON (`statistics.interval.ms`), handed over as a String.
+    let onStatistics: (@Sendable (String) -> Void)?
+
+    init(
+        logger: Logger, rebalance: (any RdKafkaRebalanceHandler)? = nil,
+        onStatistics: (@Sendable (String) -> Void)? = nil
+    ) {
+        self.logger = logger
+        self.rebalance = rebalance
+        self.onStatistics = onStatistics
+    }
 }
 
 /// Owns one `rd_kafka_t` and the callbacks object it points at; `deinit` destroys the handle.
@@ -34,7 +45,7 @@ final class RdKafkaClient: @unchecked Sendable {
         for (key, value) in configuration.properties.sorted(by: { $0.key < $1.key }) {
             if rd_kafka_conf_set(conf, key, value, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
                 rd_kafka_conf_destroy(conf)
-                throw KafkaError.configuration("invalid Kafka property \(key): \(String(cString: errstr))")
+                throw KafkaError.configuration("invalid Kafka property \(key): \(string(fromBuffer: errstr))")
             }
         }
         rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(callbacks).toOpaque())
@@ -47,6 +58,13 @@ final class RdKafkaClient: @unchecked Sendable {
         rd_kafka_conf_set_error_cb(conf) { rk, err, reason, _ in
             guard let rk, let opaque = rd_kafka_opaque(rk) else { return }
             let cb = Unmanaged<RdKafkaCallbacks>.fromOpaque(opaque).takeUnretainedValue()
+            if err == RD_KAFKA_RESP_ERR__FATAL.rawValue {
+                // The handle is unusable from now on; name the underlying error.
+                var buf = [CChar](repeating: 0, count: 512)
+                let fatal = rd_kafka_fatal_error(rk, &buf, buf.count)
+                cb.logger.error("librdkafka fatal error: \(String(cString: rd_kafka_err2name(fatal))): \(string(fromBuffer: buf))")
+                return
+            }
             let why = reason.map { String(cString: $0) } ?? ""
             cb.logger.warning("librdkafka: \(String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(err)))): \(why)")
         }
@@ -60,7 +78,7 @@ final class RdKafkaClient: @unchecked Sendable {
         // On success rd_kafka_new owns conf; on failure the caller still does.
         guard let rk = rd_kafka_new(kind, conf, &errstr, errstr.count) else {
             rd_kafka_conf_destroy(conf)
-            throw KafkaError.configuration("cannot create Kafka client: \(String(cString: errstr))")
+            throw KafkaError.configuration("cannot create Kafka client: \(string(fromBuffer: errstr))")
         }
         self.handle = rk
         self.callbacks = callbacks
@@ -83,6 +101,11 @@ final class RdKafkaClient: @unchecked Sendable {
         }
         return out
     }
+}
+
+/// A NUL-terminated C string in a buffer librdkafka filled.
+func string(fromBuffer buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// Runs a blocking C call on a Dispatch thread, never on Swift's cooperative pool.
@@ -138,17 +161,17 @@ extension rd_kafka_topic_partition_list_t {
     }
 }
 
-/// Owns an `rd_kafka_topic_partition_list_t`.
-final class PartitionList {
-    let pointer: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>
-
-    init(_ partitions: [TopicPartition], offsets: [Int64]? = nil) {
-        pointer = rd_kafka_topic_partition_list_new(Int32(max(partitions.count, 1)))
-        for (i, tp) in partitions.enumerated() {
-            let elem = rd_kafka_topic_partition_list_add(pointer, tp.topic, tp.partition)
-            if let offsets { elem?.pointee.offset = offsets[i] }
-        }
+/// Builds an `rd_kafka_topic_partition_list_t` that lives exactly as long as `body` runs.
+/// (An owning object whose `pointer` is read could be freed before the C call that uses it.)
+func withPartitionList<R>(
+    _ partitions: [TopicPartition], offsets: [Int64]? = nil,
+    _ body: (UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) throws -> R
+) rethrows -> R {
+    let list = rd_kafka_topic_partition_list_new(Int32(max(partitions.count, 1)))!
+    defer { rd_kafka_topic_partition_list_destroy(list) }
+    for (i, tp) in partitions.enumerated() {
+        let elem = rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition)
+        if let offsets { elem?.pointee.offset = offsets[i] }
     }
-
-    deinit { rd_kafka_topic_partition_list_destroy(pointer) }
+    return try body(list)
 }

@@ -1,0 +1,125 @@
+import Foundation
+import Kafka
+import Testing
+import TestSupport
+
+/// Fault injection with librdkafka's in-process mock cluster (no real broker involved).
+@Suite("Against the mock cluster", .timeLimit(.minutes(1)))
+struct MockClusterTests {
+    let logger = TestKafka.logger(level: .critical)  // these tests provoke connection failures
+    static let produceApiKey: Int16 = 0
+
+    private func record(_ topic: String, _ value: String) -> KafkaOutgoingRecord {
+        KafkaOutgoingRecord(topic: topic, key: Array("k".utf8), value: Array(value.utf8))
+    }
+
+    private func producer(_ cluster: KafkaMockCluster, _ extra: [String: String] = [:]) throws -> KafkaProducer {
+        let base = ["bootstrap.servers": cluster.bootstrapServers, "retry.backoff.ms": "20", "retry.backoff.max.ms": "100"]
+        return try KafkaProducer(configuration: KafkaConfiguration(base.merging(extra) { _, new in new }), logger: logger)
+    }
+
+    @Test func retriableProduceErrorsAreRetried() async throws {
+        let cluster = try KafkaMockCluster(logger: logger)
+        try cluster.createTopic("orders", partitions: 1)
+        let producer = try producer(cluster)
+        let first = try await producer.send(record("orders", "warm-up"))
+        #expect(first.offset == 0)
+
+        cluster.pushRequestErrors(apiKey: Self.produceApiKey, errors: Array(repeating: KafkaMockCluster.notEnoughReplicas, count: 3))
+        let report = try await TestKafka.within(.seconds(20), "send with retries") {
+            try await producer.send(record("orders", "retried"))
+        }
+        #expect(report.partition == 0)
+        #expect(report.offset == 1, "written once despite three failed attempts")
+        await producer.close()
+    }
+
+    @Test func nonRetriableProduceErrorIsThrownWithItsCode() async throws {
+        let cluster = try KafkaMockCluster(logger: logger)
+        try cluster.createTopic("orders", partitions: 1)
+        let producer = try producer(cluster)
+        _ = try await producer.send(record("orders", "warm-up"))
+
+        cluster.pushRequestErrors(apiKey: Self.produceApiKey, errors: [KafkaMockCluster.topicAuthorizationFailed])
+        let error = await #expect(throws: KafkaError.self) {
+            try await TestKafka.within(.seconds(20), "failing send") { try await producer.send(record("orders", "denied")) }
+        }
+        #expect(error?.code == KafkaMockCluster.topicAuthorizationFailed)
+        #expect(error?.isRetriable == false)
+
+        // librdkafka keeps the topic in error until its next metadata refresh: the next send
+        // succeeds or fails fast with the same error, but does not hang.
+        let after = try await TestKafka.within(.seconds(5), "send after the failure") {
+            await TestKafka.result { try await producer.send(record("orders", "after")) }
+        }
+        if case .failure(let e) = after {
+            #expect((e as? KafkaError)?.code == KafkaMockCluster.topicAuthorizationFailed)
+        }
+        await producer.close()
+    }
+
+    @Test func unreachableBrokerGivesAnErrorNotAHang() async throws {
+        let producer = try KafkaProducer(
+            configuration: KafkaConfiguration(["bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": "1500"]),
+            logger: logger)
+        let start = ContinuousClock.now
+        let error = await #expect(throws: KafkaError.self) {
+            try await TestKafka.within(.seconds(15), "send to an unreachable broker") {
+                try await producer.send(record("orders", "nowhere"))
+            }
+        }
+        #expect(error?.code == KafkaError.messageTimedOutCode)
+        #expect(error?.isRetriable == true)
+        #expect(ContinuousClock.now - start < .seconds(10))
+
+        let batch = await #expect(throws: KafkaError.self) {
+            try await TestKafka.within(.seconds(15), "sendAll to an unreachable broker") {
+                try await producer.sendAll([record("orders", "a"), record("orders", "b")])
+            }
+        }
+        #expect(batch?.code == KafkaError.messageTimedOutCode)
+        try await TestKafka.within(.seconds(10), "close") { await producer.close(timeoutMs: 500) }
+    }
+
+    @Test func sendWhileBrokerIsDownSucceedsWhenItReturns() async throws {
+        let cluster = try KafkaMockCluster(logger: logger)
+        try cluster.createTopic("orders", partitions: 1)
+        let producer = try producer(cluster, ["message.timeout.ms": "15000"])
+        _ = try await producer.send(record("orders", "warm-up"))
+
+        cluster.setBrokerDown(1)
+        let pending = Task { try await producer.send(record("orders", "while down")) }
+        try await Task.sleep(for: .milliseconds(1_500))
+        cluster.setBrokerUp(1)
+        let report = try await TestKafka.within(.seconds(20), "send after the broker returns") { try await pending.value }
+        #expect(report.offset == 1)
+        await producer.close()
+    }
+
+    @Test func slowBrokerStillDelivers() async throws {
+        let cluster = try KafkaMockCluster(logger: logger)
+        try cluster.createTopic("orders", partitions: 2)
+        cluster.setRoundTripTime(broker: 1, milliseconds: 200)
+        let producer = try producer(cluster)
+        let reports = try await producer.sendAll((0..<20).map { record("orders", "\($0)") })
+        #expect(reports.count == 20)
+        await producer.close()
+    }
+
+    @Test func consumerReadsFromTheMockCluster() async throws {
+        let cluster = try KafkaMockCluster(logger: logger)
+        try cluster.createTopic("orders", partitions: 2)
+        let producer = try producer(cluster)
+        _ = try await producer.sendAll((0..<10).map { record("orders", "\($0)") })
+        await producer.close()
+        let consumer = try KafkaConsumer(
+            configuration: KafkaConfiguration([
+                "bootstrap.servers": cluster.bootstrapServers, "group.id": TestKafka.uniqueName("g"),
+                "session.timeout.ms": "6000", "heartbeat.interval.ms": "300",
+            ]), logger: logger)
+        try consumer.subscribe(["orders"])
+        let got = try await TestKafka.collect(consumer, count: 10)
+        #expect(got.count == 10)
+        await consumer.close()
+    }
+}
