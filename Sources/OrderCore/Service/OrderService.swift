@@ -70,6 +70,12 @@ public final class OrderService: Service, Sendable {
 
         var consumerConfig = base
         consumerConfig["group.id"] = config.groupId
+        // The rebalance timeout: how long a rebalance may wait for members. Our poll loop never
+        // stalls longer than a revoke drain (30 s), so a minute bounds a stuck rebalance.
+        if config.kafka["max.poll.interval.ms"] == nil { consumerConfig["max.poll.interval.ms"] = "60000" }
+        // A member that died without leaving holds its partitions this long (6 s is the
+        // broker-side minimum by default).
+        if config.kafka["session.timeout.ms"] == nil { consumerConfig["session.timeout.ms"] = "6000" }
         let consumer = try KafkaConsumer(
             configuration: consumerConfig,
             rebalance: KafkaConsumer.Rebalance(
