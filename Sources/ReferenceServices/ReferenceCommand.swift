@@ -27,7 +27,7 @@ public enum ReferenceService {
     case product, inventory
 
     public func run(_ options: ReferenceOptions) async throws {
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        JSONLogHandler.bootstrap()
         let name = self == .product ? "product-service" : "inventory-service"
         let logger = Logger(label: name)
         try LibRdKafka.requireSupportedVersion()

@@ -30,11 +30,13 @@ struct OrderServiceCommand: AsyncParsableCommand {
               ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS how long replies are kept for replays (default 168)
               ORDER_SERVICE_PRODUCT_CACHE_MS            how old product details add_item may use (default 0: always ask)
               ORDER_SERVICE_CREATE_TOPICS               create missing topics at start (default true)
+              ORDER_SERVICE_HEALTH_FILE                 heartbeat file for `health` (default /tmp/order-service.alive; empty: off)
+              LOG_FORMAT                                json (default) or text
               LOG_LEVEL                                 trace|debug|info|notice|warning|error (default info)
               KAFKA_<PROPERTY>                          any librdkafka property, `_` → `.`, e.g.
                                                         KAFKA_SECURITY_PROTOCOL=SASL_SSL, KAFKA_SASL_MECHANISM=SCRAM-SHA-512
             """,
-        subcommands: [Run.self, Migrate.self, TopicsCommand.self],
+        subcommands: [Run.self, Migrate.self, TopicsCommand.self, Health.self, ReplayDLQ.self],
         defaultSubcommand: Run.self)
 }
 
@@ -69,7 +71,7 @@ struct CommonOptions: ParsableArguments {
 
     func makeLogger(_ label: String) -> Logger {
         let level = Logger.Level(rawValue: (logLevel ?? ProcessInfo.processInfo.environment["LOG_LEVEL"] ?? "info").lowercased()) ?? .info
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        JSONLogHandler.bootstrap()
         var logger = Logger(label: label)
         logger.logLevel = level
         return logger
@@ -129,5 +131,44 @@ struct TopicsCommand: AsyncParsableCommand {
         default:
             throw ValidationError("mode must be check or apply")
         }
+    }
+}
+
+struct Health: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Exit 0 when the running service's heartbeat file is fresh (for exec probes; no HTTP).")
+    @Option(help: "Heartbeat file (env ORDER_SERVICE_HEALTH_FILE).") var file: String?
+    @Option(help: "Maximum age in seconds.") var maxAge = 20
+
+    func run() async throws {
+        let path = file ?? ProcessInfo.processInfo.environment["ORDER_SERVICE_HEALTH_FILE"] ?? "/tmp/order-service.alive"
+        guard Heartbeat.isFresh(path: path, maxAge: .seconds(maxAge)) else {
+            print("unhealthy: \(path) missing or older than \(maxAge) s")
+            throw ExitCode(1)
+        }
+        print("healthy")
+    }
+}
+
+struct ReplayDLQ: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay-dlq",
+        abstract: "Re-submit dead letters to the topic they came from (after a fix); --dry-run lists them.")
+    @Flag(help: "Only list what would be replayed.") var dryRun = false
+    @Option(help: "At most this many records.") var limit = Int.max
+    @Option(help: "Only dead letters from this source topic.") var sourceTopic: String?
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let logger = options.makeLogger("order-service")
+        let config = try options.configuration()
+        try LibRdKafka.requireSupportedVersion()
+        let topics = try Topics.load(path: config.topicsFile)
+        let entries = try await DeadLetterReplayer(configuration: config.kafkaBase, topics: topics, logger: logger)
+            .run(dryRun: dryRun, limit: limit, only: sourceTopic)
+        for e in entries {
+            print("\(dryRun ? "would replay" : "replayed") \(topics.deadLetters)[\(e.partition)]@\(e.offset) → \(e.sourceTopic ?? "?"): \(e.error ?? "")")
+        }
+        print("\(entries.count) dead letter(s) \(dryRun ? "to replay" : "replayed")")
     }
 }

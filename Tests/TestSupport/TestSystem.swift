@@ -138,6 +138,7 @@ public final class TestSystem: Sendable {
         [
             "KAFKA_BOOTSTRAP_SERVERS": TestKafka.bootstrapServers, "DATABASE_URL": TestDatabase.url,
             "ORDER_SERVICE_TOPICS_FILE": topicsFile, "ORDER_SERVICE_GROUP_ID": groupId, "LOG_LEVEL": "info",
+            "ORDER_SERVICE_HEALTH_FILE": healthFile,
         ].merging(extraEnvironment) { _, new in new }
             .merging(executable == "order-service" ? orderServiceEnvironment : [:]) { _, new in new }
     }
@@ -156,6 +157,21 @@ public final class TestSystem: Sendable {
     }
 
     public func process(_ name: String) -> ChildProcess? { processes.withLock { $0[name] } }
+
+    /// This system's heartbeat file (each system has its own).
+    public var healthFile: String { FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix).alive").path }
+
+    /// Runs `order-service <arguments>` with this system's environment; returns exit status and output.
+    public func runCommand(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
+        let p = try ChildProcess(
+            name: "order-service-\(arguments.first ?? "cmd")", executable: Self.binDir + "/order-service", arguments: arguments,
+            environment: environment(for: "order-service"))
+        guard let status = await p.waitForExit(timeout: timeout) else {
+            p.signal(SIGKILL)
+            throw TestSystemError("order-service \(arguments) did not finish within \(timeout)")
+        }
+        return (status, p.log)
+    }
 
     /// Waits until the order service answers a get_cart.
     public func waitUntilServing(timeout: Duration = .seconds(60)) async throws {

@@ -29,6 +29,9 @@ public struct ServiceConfiguration: Sendable {
     /// ORDER_SERVICE_PRODUCT_CACHE_MS, default 0 (off): how old product details add_item may use.
     /// create_order always asks the Product Service.
     public var productCacheStaleness: Duration = .zero
+    /// ORDER_SERVICE_HEALTH_FILE, default `/tmp/order-service.alive`: touched every 5 s while the
+    /// service consumes; `order-service health` checks it (exec probes need no HTTP). Empty: off.
+    public var healthFile: String? = "/tmp/order-service.alive"
     /// ORDER_SERVICE_CREATE_TOPICS, default true: create missing topics of topics.yaml at start.
     public var createTopics = true
     /// Any `KAFKA_*` variable (e.g. KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
@@ -62,6 +65,7 @@ public struct ServiceConfiguration: Sendable {
         if let v = env["ORDER_SERVICE_PRODUCT_CACHE_MS"] {
             c.productCacheStaleness = .milliseconds(try int(v, "ORDER_SERVICE_PRODUCT_CACHE_MS", min: 0))
         }
+        if let v = env["ORDER_SERVICE_HEALTH_FILE"] { c.healthFile = v.isEmpty ? nil : v }
         if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = !["0", "false", "no"].contains(v.lowercased()) }
         return c
     }

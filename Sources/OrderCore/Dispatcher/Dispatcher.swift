@@ -153,11 +153,11 @@ public actor Dispatcher {
                 }
                 return true
             } catch where fellBack && !handler.isRetriable(error) {
-                logger.error("giving up on \(record.topic)[\(record.partition)]@\(record.offset): \(error)")
+                logger.error("giving up: \(error)", metadata: record.logMetadata)
                 return true
             } catch {
                 if await isStopping { return false }
-                logger.warning("retrying \(record.topic)[\(record.partition)]@\(record.offset) in \(backoff): \(error)")
+                logger.warning("retrying in \(backoff): \(error)", metadata: record.logMetadata)
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, config.maxBackoff)
             }

@@ -69,7 +69,7 @@ public struct RequestPipeline: RecordHandler {
     }
 
     public func failure(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] {
-        logger.error("internal error on \(record.topic)[\(record.partition)]@\(record.offset): \(String(describing: error))")
+        logger.error("internal error: \(String(describing: error))", metadata: record.logMetadata)
         if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: "internal error: \(error)")] }
         let (rid, action) = topics.requestKind(ofTopic: record.topic).map { DecodeStage(topic: $0).decode(record.value).identity } ?? (nil, nil)
         let replyTopic: String

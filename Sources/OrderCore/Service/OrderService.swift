@@ -89,6 +89,7 @@ public final class OrderService: Service, Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await relay.run() }
+                if let path = config.healthFile { group.addTask { await Heartbeat(path: path).run() } }
                 group.addTask { [config] in
                     // Ends (by cancellation) when the graceful shutdown begins.
                     try? await cancelWhenGracefulShutdown {
