@@ -44,7 +44,12 @@ public actor Dispatcher {
     private var running: [String: Task<Void, Never>] = [:]
     /// Records being handled right now, per partition (queued ones excluded).
     private var active: [TopicPartition: Int] = [:]
-    private var paused = false
+    private var paused: Bool {
+        get { pausedFlag.load(ordering: .relaxed) }
+        set { pausedFlag.store(newValue, ordering: .relaxed) }
+    }
+    /// Readable from the poll thread: a rebalance forgets pauses, so new partitions are paused again.
+    private let pausedFlag = Atomic<Bool>(false)
     private var stopping = false
     private var idleWaiters: [(Set<TopicPartition>?, CheckedContinuation<Void, Never>)] = []
     /// Partitions currently owned, and those being given up. Records of partitions not owned or
@@ -63,6 +68,7 @@ public actor Dispatcher {
 
     public nonisolated func partitionsAssigned(_ tps: [TopicPartition]) {
         ownership.withLock { $0.owned.formUnion(tps) }
+        if pausedFlag.load(ordering: .relaxed) { effects.setPaused(true) }
     }
 
     /// Blocks the calling (poll) thread until records of these partitions that already started
