@@ -4,15 +4,16 @@ import OrderCore
 import Testing
 import TestSupport
 
-@Suite("Reliability", .serialized, .timeLimit(.minutes(6)))
+@Suite("Reliability", .serialized, .timeLimit(.minutes(30)))
 struct ReliabilityTests {
     @Test("hard crash under load: SIGKILL one of two instances; every request answered, every effect applied once")
     func crashUnderLoad() async throws {
         try await withSystem("crash") { system in
             try system.startProcess("order-service", as: "order-service-2")
+            if scale > 1 { try system.startProcess("order-service", as: "order-service-2b") }
             let product = TestCatalog.uniqueProductId()
-            try await TestCatalog.add(product, price: "1.00", stock: 100_000)
-            let users = (0..<40).map { _ in TestCatalog.uniqueUserId() }
+            try await TestCatalog.add(product, price: "1.00", stock: 1_000_000)
+            let users = (0..<(40 * scale)).map { _ in TestCatalog.uniqueUserId() }
             var ids: Set<String> = []
             for round in 0..<15 {
                 for u in users {
@@ -23,6 +24,10 @@ struct ReliabilityTests {
                 if round == 5 {
                     system.process("order-service")?.signal(SIGKILL)
                     try system.startProcess("order-service", as: "order-service-3")
+                }
+                if round == 10 && scale > 1 {
+                    system.process("order-service-2")?.signal(SIGKILL)
+                    try system.startProcess("order-service", as: "order-service-4")
                 }
             }
             // One order per user for a third of them, each sent twice.
@@ -35,7 +40,7 @@ struct ReliabilityTests {
                 }
             }
             let orderIds = Set(users.prefix(12).map { "order-\($0)" })
-            let replies = try await collectReplies(system, ids: ids.union(orderIds), timeout: .seconds(150))
+            let replies = try await collectReplies(system, ids: ids.union(orderIds), timeout: .seconds(150 * Double(scale)))
             #expect(replies.count == ids.count + orderIds.count, "unanswered: \(ids.union(orderIds).subtracting(replies.keys).prefix(5))")
             // Repeats (redeliveries, the duplicate create_order) carry identical bytes.
             for (id, values) in replies { #expect(Set(values).count == 1, "different replies for \(id)") }
@@ -152,8 +157,8 @@ struct ReliabilityTests {
             let warm = try await send(0..<300)
             #expect(try await answered(warm, timeout: .seconds(60)).count == warm.count)
             let rssBefore = rssMegabytes(service.pid)
-            let main = try await send(300..<2_100)
-            let got = try await answered(main, timeout: .seconds(120))
+            let main = try await send(300..<(300 + 1_800 * scale))
+            let got = try await answered(main, timeout: .seconds(120 * Double(scale)))
             #expect(got.count == main.count, "unanswered: \(main.subtracting(got).sorted().prefix(10))")
             #expect(service.isRunning)
             let rssAfter = rssMegabytes(service.pid)
@@ -178,7 +183,7 @@ struct ReliabilityTests {
             await service.stop()
             let product = TestCatalog.uniqueProductId()
             try await TestCatalog.add(product, price: "0.50")
-            let users = (0..<300).map { _ in TestCatalog.uniqueUserId() }
+            let users = (0..<(300 * scale)).map { _ in TestCatalog.uniqueUserId() }
             var ids: Set<String> = []
             for u in users { try await system.send("cart_requests", value: add(u, product, 1, id: "b-\(u)-0").bytes, key: String(u)) }
             ids.formUnion(users.map { "b-\($0)-0" })
@@ -193,7 +198,7 @@ struct ReliabilityTests {
                 }
             }
             let restarted = try system.startProcess("order-service", as: "order-service-restarted")
-            let replies = try await collectReplies(system, ids: ids, timeout: .seconds(180))
+            let replies = try await collectReplies(system, ids: ids, timeout: .seconds(180 * Double(scale)))
             #expect(replies.count == ids.count)
             // Per-user order: each update's reply shows its own quantity.
             for u in users.prefix(30) {

@@ -119,3 +119,7 @@ func rssMegabytes(_ pid: Int32) -> Double {
     else { return 0 }
     return (line.split(separator: " ").compactMap { Double($0) }.first ?? 0) / 1024
 }
+
+/// RELIABILITY_SCALE (default 1) multiplies the load of the reliability tests; deploy/local/reliability.sh
+/// runs them bigger (e.g. the crash test with 3 instances and over 10,000 requests).
+let scale = max(1, Int(ProcessInfo.processInfo.environment["RELIABILITY_SCALE"] ?? "") ?? 1)
