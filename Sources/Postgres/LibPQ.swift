@@ -13,10 +13,15 @@ final class PGConnectionHandle {
     private let notices: NoticeSink
     /// Set when the protocol state is unknown (e.g. a COPY we cannot drive), so the pool drops it.
     private(set) var poisoned = false
+    /// nil when prepared statements are turned off.
+    private var statements: StatementCache?
+    /// Evicted or stale statements still to DEALLOCATE.
+    private var pendingDeallocations: [String] = []
 
-    private init(conn: OpaquePointer, notices: NoticeSink) {
+    private init(conn: OpaquePointer, notices: NoticeSink, statementCacheCapacity: Int) {
         self.conn = conn
         self.notices = notices
+        if statementCacheCapacity > 0 { statements = StatementCache(capacity: statementCacheCapacity) }
     }
 
     deinit { PQfinish(conn) }
@@ -33,7 +38,9 @@ final class PGConnectionHandle {
         guard let raw else {
             throw PostgresError(kind: .connection, message: "libpq could not allocate a connection")
         }
-        let handle = PGConnectionHandle(conn: raw, notices: NoticeSink(logger: logger))
+        let handle = PGConnectionHandle(
+            conn: raw, notices: NoticeSink(logger: logger),
+            statementCacheCapacity: config.preparedStatements ? config.statementCacheCapacity : 0)
         guard PQstatus(raw) == CONNECTION_OK else {
             let reason = ConnectionString.scrub(handle.errorMessage, conninfo: config.url)
             throw PostgresError(
@@ -76,6 +83,7 @@ final class PGConnectionHandle {
     /// Simple-query protocol: several statements allowed, no parameters. Returns the last result.
     func exec(_ sql: String) throws -> PostgresQueryResult {
         try Self.checkSQL(sql)
+        try deallocatePending()
         return try interpret(PQexec(conn, sql))
     }
 
@@ -87,59 +95,78 @@ final class PGConnectionHandle {
     }
 
     /// Extended protocol: exactly one statement, values bound out of band (never spliced into SQL).
-    func execParams(_ sql: String, _ params: [PostgresParameter]) throws -> PostgresQueryResult {
+    /// With the statement cache on, each distinct statement is prepared once and then only executed.
+    /// `isCancelled` is checked between preparing and executing.
+    func execParams(
+        _ sql: String, _ params: [PostgresParameter], isCancelled: () -> Bool = { false }
+    ) throws -> PostgresQueryResult {
         try Self.checkSQL(sql)
-        guard params.count <= 65535 else {  // the protocol sends the count as UInt16
-            throw PostgresError(kind: .query, message: "too many parameters (\(params.count)); the limit is 65535")
+        let bound = try BoundParameters(params)
+        guard statements != nil else {
+            let raw = bound.withValues {
+                PQexecParams(conn, sql, bound.count, bound.types, $0, bound.lengths, bound.formats, 0)
+            }
+            return try interpret(raw)
         }
-        // All values in one buffer; it starts with a byte so an empty bytea still gets a non-NULL pointer.
-        var buffer: [UInt8] = [0]
-        var offsets: [Int?] = []
-        var lengths: [Int32] = []
-        var formats: [Int32] = []
-        var types: [Oid] = []
-        for (position, param) in params.enumerated() {
-            switch param {
-            case .null:
-                offsets.append(nil)
-                lengths.append(0)
-                formats.append(0)
-                types.append(0)
-            case .text(let text):
-                // libpq reads text parameters as C strings: a NUL would silently truncate the value.
-                guard !text.utf8.contains(0) else {
-                    throw PostgresError(
-                        kind: .query,
-                        message: "parameter $\(position + 1) contains a NUL character, which text values cannot hold")
+        try deallocatePending()
+        let key = StatementCache.Key(sql: sql, types: bound.types)
+        var retried = false
+        while true {
+            let name = try preparedName(for: key)
+            if isCancelled() { throw CancellationError() }
+            do {
+                return try interpret(
+                    bound.withValues { PQexecPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) },
+                    detectStale: true)
+            } catch let stale as StaleStatement {
+                statements?.remove(key)
+                if stale.error.sqlState != "26000" { pendingDeallocations.append(name) }
+                // Outside a transaction block the failed statement changed nothing: prepare afresh, retry once.
+                // Inside one the transaction is aborted; the caller may retry it.
+                if !retried && transactionStatus == PQTRANS_IDLE {
+                    retried = true
+                    continue
                 }
-                offsets.append(buffer.count)
-                buffer.append(contentsOf: text.utf8)
-                buffer.append(0)
-                lengths.append(0)
-                formats.append(0)
-                types.append(0)  // let the server infer the type from context
-            case .bytea(let bytes):
-                guard bytes.count <= Int(Int32.max) else {
-                    throw PostgresError(kind: .query, message: "parameter $\(position + 1) is too large")
-                }
-                offsets.append(buffer.count)
-                buffer.append(contentsOf: bytes)
-                lengths.append(Int32(bytes.count))
-                formats.append(1)
-                types.append(17)  // bytea
+                var error = stale.error
+                error.isStaleStatement = true
+                throw error
             }
         }
-        let raw = buffer.withUnsafeBufferPointer { bytes in
-            bytes.withMemoryRebound(to: CChar.self) { chars in
-                let base = chars.baseAddress!
-                let values: [UnsafePointer<CChar>?] = offsets.map { $0.map { base + $0 } }
-                return PQexecParams(conn, sql, Int32(params.count), types, values, lengths, formats, 0)
-            }
-        }
-        return try interpret(raw)
     }
 
-    private func interpret(_ raw: OpaquePointer?) throws -> PostgresQueryResult {
+    /// The cached statement for `key`, prepared (and cached) first if need be. A failed PQprepare
+    /// throws and caches nothing.
+    private func preparedName(for key: StatementCache.Key) throws -> String {
+        if let name = statements?.name(for: key) { return name }
+        if statements?.isFull == true, let evicted = statements?.evictLeastRecentlyUsed() {
+            pendingDeallocations.append(evicted)
+            try deallocatePending()
+        }
+        guard let name = statements?.makeName() else { preconditionFailure("the statement cache is off") }
+        _ = try interpret(PQprepare(conn, name, key.sql, Int32(key.types.count), key.types))
+        statements?.insert(key, name: name)
+        return name
+    }
+
+    /// DEALLOCATEs evicted and stale statements, only outside a transaction block: there a failure
+    /// (say the statement is already gone) cannot abort the caller's transaction.
+    private func deallocatePending() throws {
+        guard !pendingDeallocations.isEmpty, transactionStatus == PQTRANS_IDLE else { return }
+        while let name = pendingDeallocations.popLast() {
+            do {
+                _ = try interpret(PQexec(conn, "DEALLOCATE \(name)"))
+            } catch let error as PostgresError where error.kind == .query && error.sqlState != "57014" {
+                continue  // already gone: nothing to free
+            } catch {
+                pendingDeallocations.append(name)  // cancelled or connection trouble: report it
+                throw error
+            }
+        }
+    }
+
+    /// `detectStale`: throw `StaleStatement` for the errors of a cached statement the server no longer
+    /// accepts, so the caller can re-prepare it.
+    private func interpret(_ raw: OpaquePointer?, detectStale: Bool = false) throws -> PostgresQueryResult {
         guard let raw else {  // out of memory or connection trouble before a result existed
             throw PostgresError(kind: isUsable ? .query : .connection, message: errorMessage)
         }
@@ -148,7 +175,9 @@ final class PGConnectionHandle {
         case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
             return result.copyOut()
         case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR:
-            throw result.error(connectionLost: !isUsable)
+            let error = result.error(connectionLost: !isUsable)
+            if detectStale, error.kind == .query, result.isStaleStatementError { throw StaleStatement(error: error) }
+            throw error
         case PGRES_COPY_IN, PGRES_COPY_OUT, PGRES_COPY_BOTH:
             poisoned = true
             throw PostgresError(kind: .query, message: "COPY is not supported; the connection will be discarded")
@@ -186,6 +215,17 @@ final class PGResultHandle {
             detail: field("D"), constraint: field("n"))
     }
 
+    /// A prepared statement's error that re-preparing cures: it was deallocated behind our back (26000,
+    /// e.g. DISCARD ALL) or its result columns changed (0A000 "cached plan must not change result type").
+    var isStaleStatementError: Bool {
+        switch field("C") {
+        case "26000": true
+        case "0A000":
+            field("R") == "RevalidateCachedQuery" || field("M") == "cached plan must not change result type"
+        default: false
+        }
+    }
+
     func copyOut() -> PostgresQueryResult {
         let rowCount = PQntuples(result)
         let columnCount = PQnfields(result)
@@ -210,6 +250,74 @@ final class PGResultHandle {
         let tag = PQcmdStatus(result).map { String(cString: $0) } ?? ""
         let affected = PQcmdTuples(result).flatMap { Int(String(cString: $0)) } ?? 0
         return PostgresQueryResult(rows: rows, affectedRows: affected, commandTag: tag)
+    }
+}
+
+/// Internal to `execParams`: a cached statement must be prepared again.
+private struct StaleStatement: Error {
+    let error: PostgresError
+}
+
+/// Parameter values laid out as libpq's exec functions take them.
+private struct BoundParameters {
+    // All values in one buffer; it starts with a byte so an empty bytea still gets a non-NULL pointer.
+    private var buffer: [UInt8] = [0]
+    private var offsets: [Int?] = []
+    private(set) var lengths: [Int32] = []
+    private(set) var formats: [Int32] = []
+    private(set) var types: [Oid] = []
+
+    var count: Int32 { Int32(types.count) }
+
+    init(_ params: [PostgresParameter]) throws {
+        guard params.count <= 65535 else {  // the protocol sends the count as UInt16
+            throw PostgresError(kind: .query, message: "too many parameters (\(params.count)); the limit is 65535")
+        }
+        offsets.reserveCapacity(params.count)
+        lengths.reserveCapacity(params.count)
+        formats.reserveCapacity(params.count)
+        types.reserveCapacity(params.count)
+        for (position, param) in params.enumerated() {
+            switch param {
+            case .null:
+                offsets.append(nil)
+                lengths.append(0)
+                formats.append(0)
+                types.append(0)
+            case .text(let text):
+                // libpq reads text parameters as C strings: a NUL would silently truncate the value.
+                guard !text.utf8.contains(0) else {
+                    throw PostgresError(
+                        kind: .query,
+                        message: "parameter $\(position + 1) contains a NUL character, which text values cannot hold")
+                }
+                offsets.append(buffer.count)
+                buffer.append(contentsOf: text.utf8)
+                buffer.append(0)
+                lengths.append(0)
+                formats.append(0)
+                types.append(0)  // let the server infer the type from context
+            case .bytea(let bytes):
+                guard bytes.count <= Int(Int32.max) else {
+                    throw PostgresError(kind: .query, message: "parameter $\(position + 1) is too large")
+                }
+                offsets.append(buffer.count)
+                buffer.append(contentsOf: bytes)
+                lengths.append(Int32(bytes.count))
+                formats.append(1)
+                types.append(17)  // bytea
+            }
+        }
+    }
+
+    /// Calls `body` with a pointer per value (NULL for SQL NULL), valid only during the call.
+    func withValues<R>(_ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+        buffer.withUnsafeBufferPointer { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { chars in
+                let base = chars.baseAddress!
+                return body(offsets.map { $0.map { base + $0 } })
+            }
+        }
     }
 }
 

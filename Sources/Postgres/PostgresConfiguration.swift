@@ -9,14 +9,22 @@ public struct PostgresConfiguration: Sendable {
     public var poolSize: Int
     public var connectTimeoutSeconds: Int
     public var applicationName: String
+    /// Prepare each distinct `query` statement once per connection and then only execute it, instead of
+    /// having the server parse and plan it on every call. Turn off for poolers in transaction mode
+    /// (PgBouncer before 1.21), which cannot keep a session's prepared statements.
+    public var preparedStatements: Bool
+    /// Prepared statements kept per connection; the least recently used one is deallocated beyond that.
+    var statementCacheCapacity = 256
 
     public init(
-        url: String, poolSize: Int = 4, connectTimeoutSeconds: Int = 5, applicationName: String = "order-service"
+        url: String, poolSize: Int = 4, connectTimeoutSeconds: Int = 5, applicationName: String = "order-service",
+        preparedStatements: Bool = true
     ) {
         self.url = url
         self.poolSize = poolSize
         self.connectTimeoutSeconds = connectTimeoutSeconds
         self.applicationName = applicationName
+        self.preparedStatements = preparedStatements
     }
 
     /// `url` with every password replaced by `***`; safe to log.

@@ -59,11 +59,12 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// One statement with `$1…$n` placeholders bound to `params` (pass `Optional` values for NULL).
+    /// Each distinct statement is prepared once per connection (see `PostgresConfiguration.preparedStatements`).
     /// In a cancelled task it throws `CancellationError` if it has not started yet; a running statement
     /// is cancelled on the server and throws `PostgresError` with SQLSTATE 57014.
     public func query(_ sql: String, _ params: [any PostgresBindable] = []) async throws -> PostgresQueryResult {
         let parameters = params.map(\.postgresParameter)
-        return try await perform { try $0.execParams(sql, parameters) }
+        return try await perform { try $0.execParams(sql, parameters, isCancelled: { self.cancelRequested }) }
     }
 
     /// Simple-query protocol: `sql` may hold several statements (migrations). No parameters, so never
@@ -90,6 +91,11 @@ public final class PostgresConnection: @unchecked Sendable {
     // MARK: - Module internals
 
     func markBroken() { flags.withLock { $0.broken = true } }
+
+    /// The running operation's task was cancelled; lets a multi-step operation stop between steps.
+    private var cancelRequested: Bool {
+        flags.withLock { $0.running != nil && $0.running == $0.cancelRequested }
+    }
 
     /// Simple query returning its result (the command tag matters for COMMIT).
     func executeReturningResult(_ sql: String) async throws -> PostgresQueryResult {

@@ -23,6 +23,9 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     public let detail: String?
     /// Name of the violated constraint, if any (`PG_DIAG_CONSTRAINT_NAME`).
     public let constraint: String?
+    /// A cached prepared statement went stale inside a transaction (its result columns changed, or it was
+    /// deallocated); it has been dropped, so retrying the transaction succeeds.
+    var isStaleStatement = false
 
     public init(
         kind: Kind, sqlState: String? = nil, message: String, detail: String? = nil, constraint: String? = nil
@@ -36,7 +39,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
 
     /// True when retrying the whole operation (on a fresh connection / new transaction) may succeed.
     public var isRetriable: Bool {
-        if kind == .connection { return true }
+        if kind == .connection || isStaleStatement { return true }
         guard let state = sqlState else { return false }
         if state.hasPrefix("08") { return true }  // connection exception class
         return Self.retriableStates.contains(state)
