@@ -79,6 +79,7 @@ let package = Package(
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
         .testTarget(name: "OrderCoreTests", dependencies: ["OrderCore", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["OrderCore", "Kafka", "TestSupport"]),
+        .testTarget(name: "DeployTests", dependencies: ["OrderCore", .product(name: "Yams", package: "Yams")]),
         // Crashes, outages, hostile input and backlogs; run on their own by deploy/local/test.sh
         // because they stop and start processes under load.
         .testTarget(name: "ReliabilityTests", dependencies: ["OrderCore", "Kafka", "TestSupport"]),
