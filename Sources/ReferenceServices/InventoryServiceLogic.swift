@@ -32,7 +32,10 @@ public struct InventoryServiceLogic: Sendable {
         if let stored = try await db.query("SELECT reply FROM ref_deductions WHERE order_id = $1", [orderId]).rows.first {
             return try JSON.parse(try stored.decode(0, as: [UInt8].self))
         }
-        let lines = Self.lines(request)
+        // One line per product, locked in product order: concurrent deductions never deadlock.
+        var merged: [Int64: Int] = [:]
+        for l in Self.lines(request) { merged[l.productId, default: 0] += l.quantity }
+        let lines = merged.sorted { $0.key < $1.key }.map { (productId: $0.key, quantity: $0.value) }
         struct Short: Error {}
         do {
             return try await db.transaction { conn in

@@ -15,6 +15,9 @@ cd "$REPO_ROOT"
 for p in order-service product-service inventory-service order-bench; do swift build -c release --product "$p" >/dev/null; done
 bin="$(swift build -c release --show-bin-path)"
 
+# Topics as declared (otherwise the first produce may auto-create them with other partition counts).
+"$bin/order-service" topics apply >/dev/null 2>&1
+
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT

@@ -83,6 +83,7 @@ public final class UpstreamClient: Sendable {
             return try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSON, any Error>) in
                 pending.withLock { $0[id] = cont }
                 Task {
+                    let started = ContinuousClock.now
                     do {
                         _ = try await producer.send(record)
                     } catch {
@@ -91,8 +92,12 @@ public final class UpstreamClient: Sendable {
                         }
                         return
                     }
-                    try? await Task.sleep(for: timeout)
+                    let sent = ContinuousClock.now
+                    try? await Task.sleep(until: started + timeout)
                     if let c = pending.withLock({ $0.removeValue(forKey: id) }) {
+                        logger.warning("\(service) request timed out", metadata: [
+                            "correlation_id": "\(id)", "topic": "\(topic)", "send_ms": "\((sent - started).components.attoseconds / 1_000_000_000_000_000 + (sent - started).components.seconds * 1000)",
+                        ])
                         c.resume(throwing: UpstreamFailure.timeout(service: service))
                     }
                 }
