@@ -42,10 +42,17 @@ public final class KafkaConsumer: Sendable {
         /// before `onRevoking`, the commit and giving the partitions up. `.zero` does not wait.
         /// `close()` never waits: stop handling records first.
         public var revokeDrainTimeout: Duration
+        /// librdkafka's statistics JSON, every `statistics.interval.ms` (set that property to
+        /// enable it); called on a librdkafka thread: keep it short.
+        public var onStatistics: (@Sendable (String) -> Void)?
 
-        public init(maxBufferedRecordsPerPartition: Int = 2_000, revokeDrainTimeout: Duration = .seconds(10)) {
+        public init(
+            maxBufferedRecordsPerPartition: Int = 2_000, revokeDrainTimeout: Duration = .seconds(10),
+            onStatistics: (@Sendable (String) -> Void)? = nil
+        ) {
             self.maxBufferedRecordsPerPartition = max(1, maxBufferedRecordsPerPartition)
             self.revokeDrainTimeout = revokeDrainTimeout
+            self.onStatistics = onStatistics
         }
     }
 
@@ -69,7 +76,7 @@ public final class KafkaConsumer: Sendable {
             config["enable.auto.commit"] = "false"
         }
         let core = ConsumerCore(rebalance: rebalance, options: options, grouped: grouped, logger: logger)
-        let callbacks = RdKafkaCallbacks(logger: logger, rebalance: grouped ? core : nil)
+        let callbacks = RdKafkaCallbacks(logger: logger, rebalance: grouped ? core : nil, onStatistics: options.onStatistics)
         client = try RdKafkaClient(kind: RD_KAFKA_CONSUMER, configuration: config, callbacks: callbacks) { conf in
             if grouped { rd_kafka_conf_set_rebalance_cb(conf, kafkaRebalanceCallback) }
         }

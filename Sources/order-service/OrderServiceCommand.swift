@@ -30,6 +30,7 @@ struct OrderServiceCommand: AsyncParsableCommand {
               ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS how long replies are kept for replays (default 168)
               ORDER_SERVICE_PRODUCT_CACHE_MS            how old product details add_item may use (default 0: always ask)
               ORDER_SERVICE_CREATE_TOPICS               create missing topics at start (default true)
+              ORDER_SERVICE_METRICS_INTERVAL_MS         metrics record interval (default 10000), if topics.yaml has a metrics topic
               ORDER_SERVICE_HEALTH_FILE                 heartbeat file for `health` (default /tmp/order-service.alive; empty: off)
               LOG_FORMAT                                json (default) or text
               LOG_LEVEL                                 trace|debug|info|notice|warning|error (default info)

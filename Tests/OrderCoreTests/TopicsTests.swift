@@ -12,8 +12,10 @@ struct TopicsTests {
 
     @Test func theRepositoryFileDeclaresAllFourteenTopicsWithTheirRoles() throws {
         let topics = try Fixture.repoTopics()
-        #expect(topics.entries.count == 14)
-        #expect(Set(topics.entries.keys) == Set(Topics.requiredLogicalNames.keys))
+        // The contract's fourteen, plus the optional metrics topic.
+        #expect(topics.entries.count == 15)
+        #expect(Set(topics.entries.keys) == Set(Topics.requiredLogicalNames.keys).union(["order_service_metrics"]))
+        #expect(topics.metricsTopic == "order_service_metrics")
         for (logical, role) in Topics.requiredLogicalNames {
             #expect(topics.entries[logical]?.role == role, "\(logical)")
             #expect(topics.entries[logical]?.logicalName == logical)
@@ -32,7 +34,7 @@ struct TopicsTests {
         #expect(topics.responseTopicNames == ["cart_responses", "order_responses", "admin_responses"])
         #expect(topics.entries["cart_requests"]?.responseTopic == "cart_responses")
         #expect(topics.entries["admin_requests"]?.responseTopic == "admin_responses")
-        #expect(topics.specs.count == 14)
+        #expect(topics.specs.count == 15)
         #expect(topics.specs.map(\.name) == topics.specs.map(\.name).sorted())
     }
 

@@ -100,7 +100,7 @@ public final class TestSystem: Sendable {
     private init(name: String, environment: [String: String], serviceEnvironment: [String: String]) async throws {
         prefix = "e2e_\(name)_\(UUID().uuidString.prefix(8).lowercased())"
         var yaml = try String(contentsOfFile: Self.repoRoot + "/topics.yaml", encoding: .utf8)
-        for logical in Topics.requiredLogicalNames.keys {
+        for logical in Topics.requiredLogicalNames.keys + ["order_service_metrics"] {
             yaml = yaml.replacingOccurrences(of: "    name: \(logical)\n", with: "    name: \(prefix)_\(logical)\n")
         }
         topics = try Topics.parse(yaml: yaml)
@@ -121,7 +121,7 @@ public final class TestSystem: Sendable {
         listen["enable.auto.commit"] = "false"
         listener = try KafkaConsumer(configuration: listen, logger: logger)
         var start: [TopicPartition: Int64] = [:]
-        for e in topics.entries.values where [.response, .event, .deadLetter, .upstreamRequest].contains(e.role) {
+        for e in topics.entries.values where [.response, .event, .deadLetter, .upstreamRequest, .metrics].contains(e.role) {
             for p in 0..<e.spec.partitions { start[TopicPartition(e.name, p)] = -2 }  // -2: beginning
         }
         try listener.assign(start)

@@ -32,6 +32,9 @@ public struct ServiceConfiguration: Sendable {
     /// ORDER_SERVICE_HEALTH_FILE, default `/tmp/order-service.alive`: touched every 5 s while the
     /// service consumes; `order-service health` checks it (exec probes need no HTTP). Empty: off.
     public var healthFile: String? = "/tmp/order-service.alive"
+    /// ORDER_SERVICE_METRICS_INTERVAL_MS, default 10000: how often a metrics record goes to the
+    /// metrics topic (when topics.yaml declares one).
+    public var metricsInterval: Duration = .seconds(10)
     /// ORDER_SERVICE_CREATE_TOPICS, default true: create missing topics of topics.yaml at start.
     public var createTopics = true
     /// Any `KAFKA_*` variable (e.g. KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
@@ -66,6 +69,9 @@ public struct ServiceConfiguration: Sendable {
             c.productCacheStaleness = .milliseconds(try int(v, "ORDER_SERVICE_PRODUCT_CACHE_MS", min: 0))
         }
         if let v = env["ORDER_SERVICE_HEALTH_FILE"] { c.healthFile = v.isEmpty ? nil : v }
+        if let v = env["ORDER_SERVICE_METRICS_INTERVAL_MS"] {
+            c.metricsInterval = .milliseconds(try int(v, "ORDER_SERVICE_METRICS_INTERVAL_MS", min: 100))
+        }
         if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = !["0", "false", "no"].contains(v.lowercased()) }
         return c
     }

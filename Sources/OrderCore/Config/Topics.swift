@@ -10,6 +10,8 @@ public struct Topics: Sendable, Equatable {
         case upstreamRequest = "upstream_request"
         case upstreamReply = "upstream_reply"
         case deadLetter = "dead_letter"
+        /// Optional: the service's periodic metrics records.
+        case metrics
     }
 
     public struct Entry: Sendable, Equatable {
@@ -47,6 +49,8 @@ public struct Topics: Sendable, Equatable {
     public var deductionResults: String { name("inventory_deduction_results") }
     public var notifications: String { name("order_notification") }
     public var deadLetters: String { name("order_service_dlq") }
+    /// The metrics topic, when topics.yaml declares one (role `metrics`).
+    public var metricsTopic: String? { entries.values.first { $0.role == .metrics }?.name }
 
     /// Real names of every topic declared as a response topic (valid `reply-to` targets).
     public var responseTopicNames: Set<String> { Set(entries.values.filter { $0.role == .response }.map(\.name)) }
@@ -84,7 +88,7 @@ public struct Topics: Sendable, Equatable {
         for (logical, raw) in topics {
             guard let t = raw as? [String: Any] else { throw ConfigurationError("topic \(logical) must be a mapping") }
             guard let roleText = t["role"] as? String, let role = Role(rawValue: roleText) else {
-                throw ConfigurationError("topic \(logical) needs a role (request, response, upstream_request, upstream_reply, event, dead_letter)")
+                throw ConfigurationError("topic \(logical) needs a role (request, response, upstream_request, upstream_reply, event, dead_letter, metrics)")
             }
             if let raw = t["name"], !(raw is String) { throw ConfigurationError("topic \(logical): name must be a string") }
             for field in ["partitions", "replication_factor"] {

@@ -144,7 +144,8 @@ public actor Dispatcher {
             do {
                 if outputs == nil {
                     do {
-                        outputs = try await handler.handle(record)
+                        let parent = record.header("traceparent")?.stringValue
+                        outputs = try await TraceContext.$traceparent.withValue(parent) { try await handler.handle(record) }
                     } catch where !handler.isRetriable(error) {
                         outputs = handler.failure(record, error: error)
                     }

@@ -16,11 +16,13 @@ public struct RequestPipeline: RecordHandler {
     public let store: OrderStore
     /// Called after a transaction wrote outbox records, so they are sent without waiting for a sweep.
     public let outboxWritten: @Sendable () -> Void
+    public let metrics: ServiceMetrics?
     public let logger: Logger
 
     public init(
         topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, addItemCatalog: (any ProductCatalog)? = nil,
-        inventory: any InventoryChecker, store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {}, logger: Logger
+        inventory: any InventoryChecker, store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {},
+        metrics: ServiceMetrics? = nil, logger: Logger
     ) {
         self.topics = topics
         self.routing = routing
@@ -30,6 +32,7 @@ public struct RequestPipeline: RecordHandler {
         self.persist = PersistStage(store: store, topics: topics)
         self.store = store
         self.outboxWritten = outboxWritten
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -41,6 +44,22 @@ public struct RequestPipeline: RecordHandler {
     }
 
     public func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
+        let started = ContinuousClock.now
+        let outputs = try await answer(record)
+        if let metrics {
+            let reply = outputs.first { $0.topic != topics.deadLetters }
+            let action = record.topic == topics.deductionResults
+                ? "deduction_result" : reply.flatMap { $0.value }.map(ServiceMetrics.action(ofReply:)) ?? "malformed"
+            metrics.record(
+                action: action, outcome: reply.flatMap { $0.value }.map(ServiceMetrics.outcome(ofReply:)) ?? "none",
+                latency: ContinuousClock.now - started)
+            let dead = outputs.filter { $0.topic == topics.deadLetters }.count
+            if dead > 0 { metrics.deadLettered(dead) }
+        }
+        return outputs
+    }
+
+    func answer(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
         if record.topic == topics.deductionResults { return try await handleDeductionResult(record) }
         guard let kind = topics.requestKind(ofTopic: record.topic) else { return [] }
         let decoded = DecodeStage(topic: kind).decode(record.value)
@@ -77,6 +96,8 @@ public struct RequestPipeline: RecordHandler {
         case .topic(let t): replyTopic = t
         case .rejected(let fallback): replyTopic = fallback
         }
+        metrics?.record(action: action ?? "malformed", outcome: "internal_error", latency: .zero)
+        metrics?.deadLettered()
         let err = ServiceError(.internalError, "the request could not be processed; it was recorded for the operators")
         return [
             routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, err).bytes),

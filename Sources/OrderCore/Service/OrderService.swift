@@ -38,6 +38,7 @@ public final class OrderService: Service, Sendable {
             replyTopics: [topics.productReplies, topics.inventoryCheckReplies],
             instanceId: config.instanceId, timeout: config.upstreamTimeout, logger: logger)
         try await retrying("upstream reply consumer") { try await upstream.start() }
+        let metrics = ServiceMetrics()
         let catalog = CoalescingProductCatalog(
             upstream: KafkaProductCatalog(client: upstream, topics: topics), maxStaleness: config.productCacheStaleness)
         let relay = OutboxRelay(store: store, producer: producer, logger: logger)
@@ -45,7 +46,7 @@ public final class OrderService: Service, Sendable {
             topics: topics, routing: ReplyRouting(topics: topics, allowList: config.replyToAllowList),
             catalog: catalog, addItemCatalog: RecentProductCatalog(catalog),
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
-            store: store, outboxWritten: { relay.notify() }, logger: logger)
+            store: store, outboxWritten: { relay.notify() }, metrics: metrics, logger: logger)
 
         let consumerRef = Mutex<KafkaConsumer?>(nil)
         var dispatcherConfig = Dispatcher.Configuration()
@@ -76,11 +77,15 @@ public final class OrderService: Service, Sendable {
         // A member that died without leaving holds its partitions this long (6 s is the
         // broker-side minimum by default).
         if config.kafka["session.timeout.ms"] == nil { consumerConfig["session.timeout.ms"] = "6000" }
+        if topics.metricsTopic != nil, config.kafka["statistics.interval.ms"] == nil {
+            consumerConfig["statistics.interval.ms"] = String(max(1_000, config.metricsInterval.components.seconds * 1_000))
+        }
         let consumer = try KafkaConsumer(
             configuration: consumerConfig,
             rebalance: KafkaConsumer.Rebalance(
                 onAssigned: { dispatcher.partitionsAssigned($0) },
                 onRevoking: { dispatcher.partitionsRevoking($0) }),
+            options: KafkaConsumer.Options(onStatistics: { metrics.update(statistics: $0) }),
             logger: logger)
         consumerRef.withLock { $0 = consumer }
         try consumer.subscribe([topics.cartRequests, topics.orderRequests, topics.adminRequests, topics.deductionResults])
@@ -90,6 +95,12 @@ public final class OrderService: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await relay.run() }
                 if let path = config.healthFile { group.addTask { await Heartbeat(path: path).run() } }
+                if let topic = topics.metricsTopic {
+                    let reporter = MetricsReporter(
+                        metrics: metrics, producer: producer, topic: topic, instance: config.instanceId,
+                        interval: config.metricsInterval, inFlight: { await dispatcher.inFlightCount }, logger: logger)
+                    group.addTask { try await reporter.run() }
+                }
                 group.addTask { [config] in
                     // Ends (by cancellation) when the graceful shutdown begins.
                     try? await cancelWhenGracefulShutdown {

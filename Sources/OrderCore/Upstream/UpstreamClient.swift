@@ -77,7 +77,8 @@ public final class UpstreamClient: Sendable {
         let id = "\(instanceId)-\(counter.add(1, ordering: .relaxed).newValue)"
         let record = KafkaOutgoingRecord(
             topic: topic, key: Array(id.utf8), value: body(id).bytes,
-            headers: [KafkaHeader("reply-to", replyTopic), KafkaHeader("correlation-id", id), KafkaHeader("content-type", "application/json")])
+            headers: [KafkaHeader("reply-to", replyTopic), KafkaHeader("correlation-id", id), KafkaHeader("content-type", "application/json")]
+                + TraceContext.outgoingHeaders)
         let timeout = self.timeout
         do {
             return try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSON, any Error>) in

@@ -118,7 +118,7 @@ enum OutgoingMessages {
             headers: [
                 KafkaHeader("reply-to", topics.deductionResults), KafkaHeader("correlation-id", id),
                 KafkaHeader("content-type", "application/json"),
-            ])
+            ] + TraceContext.outgoingHeaders)
     }
 
     static func notification(order: Int64, user: Int64, status: OrderStatus, total: Money, at: String, topics: Topics) -> KafkaOutgoingRecord {
@@ -128,6 +128,6 @@ enum OutgoingMessages {
         ])
         return KafkaOutgoingRecord(
             topic: topics.notifications, key: Array(String(user).utf8), value: body.bytes,
-            headers: [KafkaHeader("content-type", "application/json")])
+            headers: [KafkaHeader("content-type", "application/json")] + TraceContext.outgoingHeaders)
     }
 }
