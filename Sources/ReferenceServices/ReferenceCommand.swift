@@ -32,7 +32,9 @@ public enum ReferenceService {
         let logger = Logger(label: name)
         try LibRdKafka.requireSupportedVersion()
         let topics = try Topics.load(path: options.topicsFile)
+        // KAFKA_* variables (security settings etc.) reach librdkafka as for the order service.
         let kafka = KafkaConfiguration(["bootstrap.servers": options.bootstrapServers, "client.id": name])
+            .merging(ServiceConfiguration.kafkaEnvironment(ProcessInfo.processInfo.environment))
         try await TopicManager(configuration: kafka, logger: logger).ensure(topics)
         let db = PostgresClient(configuration: PostgresConfiguration(url: options.databaseURL, poolSize: 4, applicationName: name), logger: logger)
         try await ReferenceSchema.migrate(db, logger: logger)

@@ -127,7 +127,7 @@ struct TopicsCommand: AsyncParsableCommand {
             for m in r.partitionMismatch { print("partitions differ: \(m.topic) declared \(m.declared), cluster has \(m.actual)") }
             if r.missing.isEmpty && r.partitionMismatch.isEmpty { print("all \(topics.specs.count) topics match") } else { throw ExitCode(1) }
         case "apply":
-            let r = try await manager.ensure(topics)
+            let r = try await manager.ensure(topics, timeout: .seconds(60))
             print(r.created.isEmpty ? "nothing to create" : "created: \(r.created.joined(separator: ", "))")
         default:
             throw ValidationError("mode must be check or apply")

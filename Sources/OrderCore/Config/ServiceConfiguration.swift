@@ -50,9 +50,14 @@ public struct ServiceConfiguration: Sendable {
         "KAFKA_LOG4J_OPTS",
     ]
 
+    /// librdkafka properties from KAFKA_* variables (the bootstrap list and other tools' variables excluded).
+    public static func kafkaEnvironment(_ env: [String: String]) -> KafkaConfiguration {
+        KafkaConfiguration.fromEnvironment(env, excluding: ownKafkaVariables)
+    }
+
     public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> ServiceConfiguration {
         var c = ServiceConfiguration()
-        c.kafka = KafkaConfiguration.fromEnvironment(env, excluding: ownKafkaVariables)
+        c.kafka = kafkaEnvironment(env)
         if let v = env["KAFKA_BOOTSTRAP_SERVERS"], !v.isEmpty { c.bootstrapServers = v }
         if let v = env["DATABASE_URL"], !v.isEmpty { c.databaseURL = v }
         if let v = env["ORDER_SERVICE_TOPICS_FILE"], !v.isEmpty { c.topicsFile = v }

@@ -177,9 +177,12 @@ public struct TopicManager: Sendable {
         return report
     }
 
+    /// Retries while the cluster is unreachable; gives up after `timeout` (nil: never, as the
+    /// service does at start-up; the `topics apply` command gives up so a broken Job fails).
     @discardableResult
-    public func ensure(_ topics: Topics) async throws -> Report {
+    public func ensure(_ topics: Topics, timeout: Duration? = nil) async throws -> Report {
         var delay: Duration = .milliseconds(200)
+        let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             do {
                 var report = try await check(topics)
@@ -198,6 +201,7 @@ public struct TopicManager: Sendable {
                 return report
             } catch {
                 if Task.isCancelled { throw error }
+                if let deadline, ContinuousClock.now + delay > deadline { throw error }
                 logger.warning("topic set-up failed, retrying in \(delay): \(error)")
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(5))
