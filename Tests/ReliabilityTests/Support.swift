@@ -4,20 +4,6 @@ import OrderCore
 import Testing
 import TestSupport
 
-/// Runs `body` against a fresh system and always stops it afterwards.
-func withSystem(
-    _ name: String, environment: [String: String] = [:], _ body: (TestSystem) async throws -> Void
-) async throws {
-    let system = try await TestSystem.start(name, environment: environment)
-    do {
-        try await body(system)
-    } catch {
-        await system.stop()
-        throw error
-    }
-    await system.stop()
-}
-
 /// A TCP proxy in front of PostgreSQL that a test can cut and restore, to simulate a database
 /// outage for the service without disturbing other tests. A small Python program (python3 is a
 /// prerequisite of the local setup); killing it drops every connection.
@@ -82,12 +68,6 @@ final class ProcessBox: @unchecked Sendable {
     private var process: Process?
     func set(_ p: Process) { lock.withLock { process = p } }
     func take() -> Process? { lock.withLock { defer { process = nil }; return process } }
-}
-
-extension JSON {
-    var string: String? { if case .string(let s) = self { s } else { nil } }
-    var int: Int64? { if case .int(let v) = self { v } else { nil } }
-    var array: [JSON]? { if case .array(let a) = self { a } else { nil } }
 }
 
 func add(_ user: Int64, _ product: Int64, _ quantity: Int64, id: String) -> JSON {

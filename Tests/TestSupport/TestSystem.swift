@@ -267,3 +267,25 @@ public enum TestCatalog {
 final class SeenRecords: Sendable {
     let records = Mutex<[KafkaRecord]>([])
 }
+
+/// Runs `body` against a fresh system and always stops it (and its processes) afterwards.
+public func withSystem(
+    _ name: String, product: Bool = true, inventory: Bool = true, environment: [String: String] = [:],
+    _ body: (TestSystem) async throws -> Void
+) async throws {
+    let system = try await TestSystem.start(name, product: product, inventory: inventory, environment: environment)
+    do {
+        try await body(system)
+    } catch {
+        await system.stop()
+        throw error
+    }
+    await system.stop()
+}
+
+extension JSON {
+    public var string: String? { if case .string(let s) = self { s } else { nil } }
+    public var int: Int64? { if case .int(let v) = self { v } else { nil } }
+    public var array: [JSON]? { if case .array(let a) = self { a } else { nil } }
+    public var isNull: Bool { self == .null }
+}

@@ -1,4 +1,12 @@
 /// CONTRACT section 3 objects, and their JSON form.
+
+/// A cart or order line: the two differ only in the name of their id.
+private func lineJSON(idKey: String, id: Int64, productId: Int64, name: String, price: Money, quantity: Int) -> JSON {
+    .object([
+        (idKey, .int(id)), ("product_id", .int(productId)), ("product_name", .string(name)), ("unit_price", price.json),
+        ("quantity", .int(Int64(quantity))), ("line_total", (price * quantity).json),
+    ])
+}
 public struct CartItem: Sendable, Equatable {
     public var cartItemId: Int64
     public var productId: Int64
@@ -17,11 +25,7 @@ public struct CartItem: Sendable, Equatable {
     public var lineTotal: Money { unitPrice * quantity }
 
     public var json: JSON {
-        .object([
-            ("cart_item_id", .int(cartItemId)), ("product_id", .int(productId)),
-            ("product_name", .string(productName)), ("unit_price", unitPrice.json),
-            ("quantity", .int(Int64(quantity))), ("line_total", lineTotal.json),
-        ])
+        lineJSON(idKey: "cart_item_id", id: cartItemId, productId: productId, name: productName, price: unitPrice, quantity: quantity)
     }
 }
 
@@ -74,11 +78,7 @@ public struct OrderItem: Sendable, Equatable {
     public var lineTotal: Money { unitPrice * quantity }
 
     public var json: JSON {
-        .object([
-            ("order_item_id", .int(orderItemId)), ("product_id", .int(productId)),
-            ("product_name", .string(productName)), ("unit_price", unitPrice.json),
-            ("quantity", .int(Int64(quantity))), ("line_total", lineTotal.json),
-        ])
+        lineJSON(idKey: "order_item_id", id: orderItemId, productId: productId, name: productName, price: unitPrice, quantity: quantity)
     }
 }
 
