@@ -136,9 +136,12 @@ public actor Dispatcher {
     }
 
     /// Handles and answers one record, retrying outages. False when it gave up (shutting down).
+    /// Outputs go out one at a time, reply first, and a retry resends only what was not
+    /// acknowledged, so an outage between the reply and its dead-letter copy never doubles the reply.
     private nonisolated func process(_ record: KafkaRecord) async -> Bool {
         var backoff = config.initialBackoff
         var outputs: [KafkaOutgoingRecord]?
+        var sent = 0
         var fellBack = false
         while true {
             do {
@@ -150,17 +153,21 @@ public actor Dispatcher {
                         outputs = handler.failure(record, error: error)
                     }
                 }
-                do {
-                    try await effects.send(outputs!)
-                } catch where !handler.isRetriable(error) && !fellBack {
-                    // E.g. a reply too large for the broker: answer with the failure reply instead.
-                    fellBack = true
-                    outputs = handler.failure(record, error: error)
-                    try await effects.send(outputs!)
+                while let all = outputs, sent < all.count {
+                    do {
+                        try await effects.send([all[sent]])
+                        sent += 1
+                    } catch where !handler.isRetriable(error) {
+                        // The broker refuses this record for good (e.g. too large).
+                        if sent == 0 && !fellBack {
+                            fellBack = true  // the reply itself: answer with the failure reply instead
+                            outputs = handler.failure(record, error: error)
+                        } else {
+                            logger.error("dropping an output the broker refuses: \(error)", metadata: record.logMetadata)
+                            sent += 1
+                        }
+                    }
                 }
-                return true
-            } catch where fellBack && !handler.isRetriable(error) {
-                logger.error("giving up: \(error)", metadata: record.logMetadata)
                 return true
             } catch {
                 if await isStopping { return false }
