@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up this machine if needed, starts the broker and the database, builds, and runs every
-# test tier (unit, Kafka against Tansu and librdkafka's mock cluster, PostgreSQL, end to end).
-# Extra arguments go to `swift test` (e.g. --filter EndToEndTests).
+# test tier: unit, Kafka (Tansu and librdkafka's mock cluster), PostgreSQL, deploy files and end
+# to end together, then the reliability tier on its own. Extra arguments replace both runs with
+# one `swift test` with those arguments (e.g. --filter EndToEndTests).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
