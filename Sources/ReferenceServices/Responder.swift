@@ -27,7 +27,7 @@ public struct Responder: Service {
     }
 
     public func run() async throws {
-        let producer = try KafkaProducer(configuration: kafka, logger: logger)
+        let producer = try RenewingProducer(configuration: kafka, logger: logger)
         var config = kafka
         config["group.id"] = groupId
         let consumer = try KafkaConsumer(configuration: config, logger: logger)
@@ -56,7 +56,7 @@ public struct Responder: Service {
         await producer.close()
     }
 
-    private func serve(_ record: KafkaRecord, producer: KafkaProducer) async {
+    private func serve(_ record: KafkaRecord, producer: RenewingProducer) async {
         guard let value = record.value, let request = try? JSON.parse(value), case .object = request else {
             logger.warning("\(name): ignoring a record that is not a JSON object at \(record.topic)[\(record.partition)]@\(record.offset)")
             return

@@ -89,7 +89,7 @@ public final class ServiceMetrics: Sendable {
 /// Sends a metrics record to the metrics topic every `interval`.
 public struct MetricsReporter: Service {
     public init(
-        metrics: ServiceMetrics, producer: KafkaProducer, topic: String, instance: String, interval: Duration,
+        metrics: ServiceMetrics, producer: any RecordSender, topic: String, instance: String, interval: Duration,
         inFlight: @escaping @Sendable () async -> Int, logger: Logger
     ) {
         self.metrics = metrics
@@ -102,7 +102,7 @@ public struct MetricsReporter: Service {
     }
 
     let metrics: ServiceMetrics
-    let producer: KafkaProducer
+    let producer: any RecordSender
     let topic: String
     let instance: String
     let interval: Duration

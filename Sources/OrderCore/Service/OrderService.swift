@@ -32,7 +32,7 @@ public final class OrderService: Service, Sendable {
             _ = try await MigrationRunner(client: db, logger: self.logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
         }
         let store = OrderStore(db: db)
-        let producer = try KafkaProducer(configuration: base, logger: logger)
+        let producer = try RenewingProducer(configuration: base, logger: logger)
         let upstream = try UpstreamClient(
             producer: producer, consumerConfiguration: base,
             replyTopics: [topics.productReplies, topics.inventoryCheckReplies],
@@ -95,6 +95,18 @@ public final class OrderService: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await relay.run() }
                 if let path = config.healthFile { group.addTask { await Heartbeat(path: path).run() } }
+                if config.createTopics {
+                    // Topics that vanish (a broker that lost its data, a deleted topic) come back.
+                    let manager = TopicManager(configuration: base, logger: logger)
+                    group.addTask {
+                        try? await cancelWhenGracefulShutdown {
+                            while !Task.isCancelled {
+                                try await Task.sleep(for: .seconds(10))
+                                _ = try? await manager.ensure(topics, timeout: .seconds(5), warnMismatches: false)
+                            }
+                        }
+                    }
+                }
                 if let topic = topics.metricsTopic {
                     let reporter = MetricsReporter(
                         metrics: metrics, producer: producer, topic: topic, instance: config.instanceId,
@@ -148,13 +160,25 @@ public final class OrderService: Service, Sendable {
 }
 
 /// Creates the topics of topics.yaml that the cluster lacks, and reports differences.
-public struct TopicManager: Sendable {
+public final class TopicManager: Sendable {
     let configuration: KafkaConfiguration
     let logger: Logger
+
+    /// One admin client for the manager's lifetime (the service checks every 10 s).
+    private let adminClient = Mutex<KafkaAdmin?>(nil)
 
     public init(configuration: KafkaConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+    }
+
+    private func admin() throws -> KafkaAdmin {
+        try adminClient.withLock { a in
+            if let a { return a }
+            let made = try KafkaAdmin(configuration: configuration, logger: logger)
+            a = made
+            return made
+        }
     }
 
     public struct Report: Sendable {
@@ -164,8 +188,7 @@ public struct TopicManager: Sendable {
     }
 
     public func check(_ topics: Topics) async throws -> Report {
-        let admin = try KafkaAdmin(configuration: configuration, logger: logger)
-        let existing = try await admin.topicPartitionCounts()
+        let existing = try await admin().topicPartitionCounts()
         var report = Report()
         for spec in topics.specs {
             if let n = existing[spec.name] {
@@ -180,14 +203,13 @@ public struct TopicManager: Sendable {
     /// Retries while the cluster is unreachable; gives up after `timeout` (nil: never, as the
     /// service does at start-up; the `topics apply` command gives up so a broken Job fails).
     @discardableResult
-    public func ensure(_ topics: Topics, timeout: Duration? = nil) async throws -> Report {
+    public func ensure(_ topics: Topics, timeout: Duration? = nil, warnMismatches: Bool = true) async throws -> Report {
         var delay: Duration = .milliseconds(200)
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             do {
                 var report = try await check(topics)
-                let admin = try KafkaAdmin(configuration: configuration, logger: logger)
-                let outcome = try await admin.createTopics(topics.specs.filter { report.missing.contains($0.name) })
+                let outcome = try await admin().createTopics(topics.specs.filter { report.missing.contains($0.name) })
                 for (name, result) in outcome.sorted(by: { $0.key < $1.key }) {
                     switch result {
                     case .created: report.created.append(name); logger.info("created topic \(name)")
@@ -195,7 +217,7 @@ public struct TopicManager: Sendable {
                     case .failed(let e): throw e
                     }
                 }
-                for m in report.partitionMismatch {
+                for m in report.partitionMismatch where warnMismatches {
                     logger.warning("topic \(m.topic) has \(m.actual) partitions, topics.yaml declares \(m.declared)")
                 }
                 return report

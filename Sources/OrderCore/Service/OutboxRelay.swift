@@ -11,13 +11,13 @@ import Synchronization
 /// of a crashed instance.
 public final class OutboxRelay: Service, Sendable {
     private let store: OrderStore
-    private let producer: KafkaProducer
+    private let producer: any RecordSender
     private let interval: Duration
     private let logger: Logger
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
 
-    public init(store: OrderStore, producer: KafkaProducer, interval: Duration = .seconds(1), logger: Logger) {
+    public init(store: OrderStore, producer: any RecordSender, interval: Duration = .seconds(1), logger: Logger) {
         self.store = store
         self.producer = producer
         self.interval = interval

@@ -18,7 +18,7 @@ public enum UpstreamFailure: Error, Sendable, Equatable {
 /// every partition of the reply topics itself, outside any consumer group, starting at the end,
 /// and keeps only replies whose correlation id it issued; the others belong to other instances.
 public final class UpstreamClient: Sendable {
-    private let producer: KafkaProducer
+    private let producer: any RecordSender
     private let consumer: KafkaConsumer
     private let replyTopics: [String]
     private let instanceId: String
@@ -29,7 +29,7 @@ public final class UpstreamClient: Sendable {
     private let reader = Mutex<Task<Void, Never>?>(nil)
 
     public init(
-        producer: KafkaProducer, consumerConfiguration: KafkaConfiguration, replyTopics: [String],
+        producer: any RecordSender, consumerConfiguration: KafkaConfiguration, replyTopics: [String],
         instanceId: String, timeout: Duration, logger: Logger
     ) throws {
         var config = consumerConfiguration

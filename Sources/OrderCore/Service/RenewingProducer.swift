@@ -1,0 +1,56 @@
+import Kafka
+import Logging
+import Synchronization
+
+/// What the service's parts need to send records.
+public protocol RecordSender: Sendable {
+    func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport
+    func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport]
+}
+
+extension KafkaProducer: RecordSender {}
+
+/// An idempotent producer that replaces itself when a delivery times out. A broker that lost
+/// its state (an in-memory broker restarted, a cluster rebuilt) keeps refusing the old producer
+/// id with UNKNOWN_PRODUCER_ID, and librdkafka retries that until every message times out; a
+/// fresh producer gets a new id. On a healthy cluster a timeout means an outage, and starting
+/// afresh afterwards costs nothing.
+public final class RenewingProducer: RecordSender {
+    private let configuration: KafkaConfiguration
+    private let logger: Logger
+    private let current: Mutex<(producer: KafkaProducer, generation: Int)>
+
+    public init(configuration: KafkaConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        current = Mutex((try KafkaProducer(configuration: configuration, logger: logger), 0))
+    }
+
+    public func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport {
+        let (producer, generation) = current.withLock { $0 }
+        do { return try await producer.send(record) } catch { throw renewIfTimedOut(error, generation) }
+    }
+
+    public func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
+        let (producer, generation) = current.withLock { $0 }
+        do { return try await producer.sendAll(records) } catch { throw renewIfTimedOut(error, generation) }
+    }
+
+    private func renewIfTimedOut(_ error: any Error, _ generation: Int) -> any Error {
+        guard let e = error as? KafkaError, e.code == KafkaError.messageTimedOutCode else { return error }
+        let old: KafkaProducer? = current.withLock { c in
+            guard c.generation == generation, let fresh = try? KafkaProducer(configuration: configuration, logger: logger) else {
+                return nil
+            }
+            defer { c = (fresh, generation + 1) }
+            return c.producer
+        }
+        if let old {
+            logger.warning("deliveries timed out: replacing the producer (new producer id)")
+            Task { await old.close(timeoutMs: 1_000) }
+        }
+        return error
+    }
+
+    public func close() async { await current.withLock { $0 }.producer.close() }
+}
