@@ -25,9 +25,18 @@ case "${1:-start}" in
     echo "broker ready on 127.0.0.1:$KAFKA_PORT (pid $(cat "$pidfile"))"
     ;;
   stop)
-    if running; then kill "$(cat "$pidfile")"; rm -f "$pidfile"; echo "broker stopped"; fi
+    if running; then
+      pid="$(cat "$pidfile")"
+      kill "$pid"
+      # Wait until it is gone and its port is free, so that a following start really starts one.
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do port_open || break; sleep 0.1; done
+      rm -f "$pidfile"
+      echo "broker stopped"
+    fi
     ;;
-  restart) "$0" stop; sleep 0.5; "$0" start ;;
+  restart) "$0" stop; "$0" start ;;
   status) if running; then echo "running (pid $(cat "$pidfile"))"; else echo "stopped"; fi ;;
   *) echo "usage: $0 start|stop|restart|status" >&2; exit 2 ;;
 esac
