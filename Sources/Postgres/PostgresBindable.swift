@@ -81,3 +81,49 @@ extension Optional: PostgresBindable where Wrapped: PostgresBindable {
         }
     }
 }
+
+/// A one-dimensional array parameter in PostgreSQL's text format (`{"a","b",NULL}`), for
+/// `$n::text[]`, `$n::bigint[]`, `$n::numeric[]` and the like: a whole batch travels as one bound
+/// parameter, so the statement text — and its prepared plan — stays the same for any batch size.
+public struct PostgresArrayLiteral: PostgresBindable, Sendable, Hashable {
+    public let text: String
+
+    /// Every element is quoted and escaped, so any text (commas, quotes, backslashes, braces,
+    /// the word NULL) round-trips; nil is SQL NULL. Text may not contain NUL (PostgreSQL's rule).
+    public init(_ elements: [String?]) {
+        var out = "{"
+        out.reserveCapacity(elements.count * 16 + 2)
+        for (i, element) in elements.enumerated() {
+            if i > 0 { out += "," }
+            guard let element else { out += "NULL"; continue }
+            out += "\""
+            for scalar in element.unicodeScalars {
+                if scalar == "\"" || scalar == "\\" { out += "\\" }
+                out.unicodeScalars.append(scalar)
+            }
+            out += "\""
+        }
+        out += "}"
+        text = out
+    }
+
+    public init(_ elements: [Int64]) { self.init(elements.map { Optional(String($0)) }) }
+    public init(_ elements: [Int]) { self.init(elements.map { Optional(String($0)) }) }
+
+    /// `bytea[]` elements in hex form (`\x…`).
+    public init(bytea elements: [[UInt8]]) {
+        let digits = Array("0123456789abcdef".utf8)
+        self.init(elements.map { bytes -> String? in
+            var hex = [UInt8](repeating: 0, count: 2 + bytes.count * 2)
+            hex[0] = UInt8(ascii: "\\")
+            hex[1] = UInt8(ascii: "x")
+            for (i, b) in bytes.enumerated() {
+                hex[2 + 2 * i] = digits[Int(b >> 4)]
+                hex[3 + 2 * i] = digits[Int(b & 0x0f)]
+            }
+            return String(decoding: hex, as: UTF8.self)
+        })
+    }
+
+    public var postgresParameter: PostgresParameter { .text(text) }
+}

@@ -41,6 +41,25 @@ import Testing
         }
     }
 
+    @Test func arrayLiteralsRoundTripAnyText() async throws {
+        let texts: [String?] = [
+            "plain", "", " ", "a,b", "{braces}", "\"quoted\"", "back\\slash", "NULL", nil, "O'Reilly", "héllo 🌍", "\\\"",
+        ]
+        let bytes: [[UInt8]] = [[], [0], Array(0...255), Array("json {\"a\":1}".utf8)]
+        try await TestDatabase.withClient { client in
+            let t = try await client.query(
+                "SELECT v, n FROM unnest($1::text[]) WITH ORDINALITY AS u(v, n) ORDER BY n", [PostgresArrayLiteral(texts)])
+            #expect(try t.rows.map { try $0.decode(0, as: String?.self) } == texts)
+            let b = try await client.query(
+                "SELECT v, n FROM unnest($1::bytea[]) WITH ORDINALITY AS u(v, n) ORDER BY n", [PostgresArrayLiteral(bytea: bytes)])
+            #expect(try b.rows.map { try $0.decode(0, as: [UInt8].self) } == bytes)
+            let i = try await client.query("SELECT sum(v) FROM unnest($1::bigint[]) AS u(v)", [PostgresArrayLiteral([Int64.max, Int64.min, 1] as [Int64])])
+            #expect(try i.rows[0].decode(0, as: String.self) == "0")
+            let empty = try await client.query("SELECT coalesce(array_length($1::text[], 1), 0)", [PostgresArrayLiteral([String?]())])
+            #expect(try empty.rows[0].decode(0, as: Int.self) == 0)
+        }
+    }
+
     @Test func textParameterWithNULIsRejectedBeforeSending() async throws {
         try await TestDatabase.withClient(poolSize: 1) { client in
             let error = try await #require(throws: PostgresError.self) {

@@ -115,7 +115,13 @@ public struct RequestPipeline: RecordHandler {
 
     /// Idempotency key: request_id (scoped by request topic and user), else the record's position.
     func idempotencyKey(_ request: Request, kind: RequestTopicKind, record: KafkaRecord) -> String {
-        if let rid = request.requestId { return "\(kind.rawValue)/\(request.command.userId ?? 0)/\(rid)" }
+        if let rid = request.requestId {
+            // PostgreSQL text cannot hold NUL: escape it (and the escape character) so that
+            // distinct request ids stay distinct keys.
+            let text = rid.contains("\u{0}") || rid.contains("%")
+                ? rid.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "\u{0}", with: "%00") : rid
+            return "\(kind.rawValue)/\(request.command.userId ?? 0)/\(text)"
+        }
         return "offset/\(record.topic)/\(record.partition)/\(record.offset)"
     }
 
@@ -142,14 +148,14 @@ public struct RequestPipeline: RecordHandler {
             case .committed(let reply, let outbox):
                 if outbox { outboxWritten() }
                 return reply.bytes
+            case .stored(let reply), .alreadyProcessed(let reply): return reply
             case .rejected(let e): return try await fail(e)
-            case .alreadyProcessed(let stored): return stored
             }
         }
 
         switch request.command {
         case .getCart(let user):
-            return try await ok([("cart", try await store.cart(userId: user).json)])
+            return try await finish(await persist.getCart(key: key, requestId: rid, userId: user))
         case .addItem(let user, let productId, let quantity):
             switch await recentProducts.run([productId]) {
             case .failure(let e): return try await fail(e)

@@ -80,13 +80,75 @@ public struct OrderStore: Sendable {
         return try cartChange(userId: userId, rows: rows)
     }
 
-    private func cartChange(userId: Int64, rows: [PostgresRow]) throws -> CartChange {
+    /// Reads the rows of the cart functions, whose columns start at `offset`.
+    private func cartChange(userId: Int64, rows: [PostgresRow], offset o: Int = 0) throws -> CartChange {
         guard let first = rows.first else { throw PersistFailure.unexpected("cart function returned nothing") }
-        switch try first.decode(0, as: String.self) {
-        case "ok": return .changed(try cart(userId: userId, rows: rows, offset: 2) ?? .empty(userId: userId))
-        case "too_many": return .tooMany(current: try first.decode(1))
+        switch try first.decode(o, as: String.self) {
+        case "ok": return .changed(try cart(userId: userId, rows: rows, offset: o + 2) ?? .empty(userId: userId))
+        case "too_many": return .tooMany(current: try first.decode(o + 1))
         case "cart_full": return .cartFull
         default: return .notFound
+        }
+    }
+
+    /// One cart request of a batch (see `CartBatcher`).
+    public enum CartOperation: Sendable, Equatable {
+        case add(Product, quantity: Int)
+        /// update_item; quantity 0 is remove_item.
+        case set(productId: Int64, quantity: Int)
+        case get
+    }
+
+    /// What a batched cart request found: its change or read, or `nil` when its idempotency key
+    /// was stored before (a redelivery processed elsewhere).
+    typealias CartBatchOutcome = CartChange?
+
+    /// Runs the cart requests `(key, user, operation)` in one statement on `conn` (inside the
+    /// caller's transaction); claims each key with a placeholder that `storeReplies` fills in.
+    func cartBatch(_ requests: [(key: String, userId: Int64, operation: CartOperation)], on conn: PostgresConnection) async throws -> [CartBatchOutcome] {
+        var ops: [String?] = [], products: [String?] = [], names: [String?] = [], prices: [String?] = [], quantities: [String?] = []
+        for r in requests {
+            switch r.operation {
+            case .add(let p, let q):
+                ops.append("add"); products.append(String(p.productId)); names.append(p.name)
+                prices.append(p.price.description); quantities.append(String(q))
+            case .set(let id, let q):
+                ops.append("set"); products.append(String(id)); names.append(nil); prices.append(nil); quantities.append(String(q))
+            case .get:
+                ops.append("get"); products.append(nil); names.append(nil); prices.append(nil); quantities.append(nil)
+            }
+        }
+        let rows = try await conn.query(
+            "SELECT * FROM order_service_cart_batch($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::numeric[], $7::integer[], $8, $9)",
+            [
+                PostgresArrayLiteral(requests.map { Optional($0.key) }), PostgresArrayLiteral(ops),
+                PostgresArrayLiteral(requests.map(\.userId)), PostgresArrayLiteral(products), PostgresArrayLiteral(names),
+                PostgresArrayLiteral(prices), PostgresArrayLiteral(quantities), Limits.maxQuantity, Limits.maxCartLines,
+            ]
+        ).rows
+        // Rows come grouped by index, in order; split them and read each group like the
+        // single-request functions' rows (one column further right).
+        var groups = [[PostgresRow]](repeating: [], count: requests.count)
+        for row in rows {
+            let index: Int = try row.decode(0)
+            guard index >= 1, index <= requests.count else { throw PersistFailure.unexpected("cart batch returned index \(index)") }
+            groups[index - 1].append(row)
+        }
+        return try groups.enumerated().map { i, group in
+            guard let first = group.first else { throw PersistFailure.unexpected("cart batch returned nothing for request \(i + 1)") }
+            if try first.decode(1, as: String.self) == "duplicate" { return nil }
+            return try cartChange(userId: requests[i].userId, rows: group, offset: 1)
+        }
+    }
+
+    /// Fills in the replies of keys claimed by `cartBatch`, in the same transaction.
+    func storeReplies(_ replies: [(key: String, reply: [UInt8])], on conn: PostgresConnection) async throws {
+        guard !replies.isEmpty else { return }
+        let r = try await conn.query(
+            "UPDATE processed_requests p SET reply = v.reply FROM unnest($1::text[], $2::bytea[]) AS v(key, reply) WHERE p.idempotency_key = v.key",
+            [PostgresArrayLiteral(replies.map { Optional($0.key) }), PostgresArrayLiteral(bytea: replies.map(\.reply))])
+        guard r.affectedRows == replies.count else {
+            throw PersistFailure.unexpected("stored \(r.affectedRows) of \(replies.count) batched replies")
         }
     }
 

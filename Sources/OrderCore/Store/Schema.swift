@@ -129,6 +129,49 @@ public enum OrderSchema {
                         FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.cart_id WHERE c.cart_id = v_cart ORDER BY i.cart_item_id;
                 END $fn$;
                 """),
+        Migration(
+            version: 5, name: "cart requests of many users in one statement (group commit)",
+            sql: """
+                -- Claims each request's idempotency key (a placeholder reply, replaced in the same
+                -- transaction), then applies its operation: 'add' (add_item), 'set' (update_item;
+                -- quantity 0 removes), 'get' (get_cart). Rows are those of the cart functions
+                -- above, prefixed by the request's index (1-based); a key stored before gives one
+                -- row with outcome 'duplicate'. The caller orders requests by user, so concurrent
+                -- batches lock carts in the same order.
+                CREATE FUNCTION order_service_cart_batch(
+                    p_keys TEXT[], p_ops TEXT[], p_users BIGINT[], p_products BIGINT[], p_names TEXT[],
+                    p_prices NUMERIC[], p_quantities INTEGER[], p_max_quantity INTEGER, p_max_lines INTEGER)
+                RETURNS TABLE (r_index INTEGER, outcome TEXT, current_quantity INTEGER, r_cart_id BIGINT, r_created_at TEXT,
+                               r_cart_item_id BIGINT, r_product_id BIGINT, r_product_name TEXT, r_unit_price TEXT, r_quantity INTEGER)
+                LANGUAGE plpgsql AS $fn$
+                DECLARE i INTEGER;
+                BEGIN
+                    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+                        INSERT INTO processed_requests (idempotency_key, reply) VALUES (p_keys[i], '')
+                            ON CONFLICT DO NOTHING;
+                        IF NOT FOUND THEN
+                            RETURN QUERY SELECT i, 'duplicate'::TEXT, 0, NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER;
+                            CONTINUE;
+                        END IF;
+                        IF p_ops[i] = 'add' THEN
+                            RETURN QUERY SELECT i, a.* FROM order_service_add_item(
+                                p_users[i], p_products[i], p_names[i], p_prices[i], p_quantities[i], p_max_quantity, p_max_lines) a;
+                        ELSIF p_ops[i] = 'set' THEN
+                            RETURN QUERY SELECT i, s.* FROM order_service_set_item(p_users[i], p_products[i], p_quantities[i]) s;
+                        ELSIF p_ops[i] = 'get' THEN
+                            RETURN QUERY SELECT i, 'ok'::TEXT, 0, c.cart_id, to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                                    ci.cart_item_id, ci.product_id, ci.product_name, ci.unit_price::TEXT, ci.quantity
+                                FROM carts c LEFT JOIN cart_items ci ON ci.cart_id = c.cart_id WHERE c.user_id = p_users[i]
+                                ORDER BY ci.cart_item_id;
+                            IF NOT FOUND THEN
+                                RETURN QUERY SELECT i, 'ok'::TEXT, 0, NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER;
+                            END IF;
+                        ELSE
+                            RAISE EXCEPTION 'unknown cart batch operation %', p_ops[i];
+                        END IF;
+                    END LOOP;
+                END $fn$;
+                """),
     ]
 }
 

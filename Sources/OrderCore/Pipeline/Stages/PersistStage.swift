@@ -1,22 +1,27 @@
 import Kafka
 import Postgres
 
-/// Stage 4: one PostgreSQL transaction per request that changes state. The reply is stored in
-/// the same transaction under the idempotency key, and records to send afterwards (deduction
-/// request, notifications) are written to the outbox in it too: all or nothing.
+/// Stage 4: persists what a request changes. The reply is stored under the request's
+/// idempotency key in the same transaction, and records to send afterwards (deduction request,
+/// notifications) are written to the outbox in it too: all or nothing. Cart requests of different
+/// users share transactions (`CartBatcher`, group commit).
 public struct PersistStage: Sendable {
     public let store: OrderStore
     public let topics: Topics
+    public let carts: CartBatcher
 
-    public init(store: OrderStore, topics: Topics) {
+    public init(store: OrderStore, topics: Topics, batching: CartBatcher.Configuration = CartBatcher.Configuration()) {
         self.store = store
         self.topics = topics
+        self.carts = CartBatcher(store: store, configuration: batching)
     }
 
     /// What a state-changing transaction produced.
     public enum Result: Sendable, Equatable {
         /// Committed; this reply was stored with it.
         case committed(reply: JSON, wroteOutbox: Bool)
+        /// Committed; this reply (success or refusal) was stored with it.
+        case stored(reply: [UInt8])
         /// Rolled back: the request is refused and nothing changed.
         case rejected(ServiceError)
         /// Another delivery of the same request committed first; its stored reply is the answer.
@@ -36,21 +41,36 @@ public struct PersistStage: Sendable {
         } catch let r as Rejection {
             return .rejected(r.error)
         } catch is Duplicate {
-            guard let stored = try await store.storedReply(key: key) else { throw PersistFailure.unexpected("stored reply vanished") }
-            return .alreadyProcessed(reply: stored)
+            return .alreadyProcessed(reply: try await storedReply(key))
+        }
+    }
+
+    private func storedReply(_ key: String) async throws -> [UInt8] {
+        guard let stored = try await store.storedReply(key: key) else { throw PersistFailure.unexpected("stored reply vanished") }
+        return stored
+    }
+
+    /// One cart request through the batcher; `reply` turns what it found into the reply to store.
+    func batched(
+        key: String, userId: Int64, _ operation: OrderStore.CartOperation,
+        reply: @escaping @Sendable (OrderStore.CartChange) throws -> [UInt8]
+    ) async throws -> Result {
+        switch try await carts.run(CartBatcher.Request(key: key, userId: userId, operation: operation, reply: reply)) {
+        case .stored(let bytes): return .stored(reply: bytes)
+        case .duplicate: return .alreadyProcessed(reply: try await storedReply(key))
         }
     }
 
     public func addItem(key: String, requestId: String?, userId: Int64, product: Product, quantity: Int) async throws -> Result {
-        try await transaction(key: key) { conn in
-            switch try await store.addItem(userId: userId, product: product, quantity: quantity, on: conn) {
+        try await batched(key: key, userId: userId, .add(product, quantity: quantity)) { change in
+            switch change {
             case .changed(let cart):
-                return (Reply.ok(requestId: requestId, action: "add_item", body: [("cart", cart.json)]), false)
+                return Reply.ok(requestId: requestId, action: "add_item", body: [("cart", cart.json)]).bytes
             case .tooMany(let current):
-                throw Rejection(error: .invalid(
-                    "a line's quantity may not exceed \(Limits.maxQuantity) (the cart holds \(current) of product \(product.productId))"))
+                return Reply.error(requestId: requestId, action: "add_item", .invalid(
+                    "a line's quantity may not exceed \(Limits.maxQuantity) (the cart holds \(current) of product \(product.productId))")).bytes
             case .cartFull:
-                throw Rejection(error: ServiceError(.cartFull, "a cart holds at most \(Limits.maxCartLines) lines"))
+                return Reply.error(requestId: requestId, action: "add_item", ServiceError(.cartFull, "a cart holds at most \(Limits.maxCartLines) lines")).bytes
             case .notFound:
                 throw PersistFailure.unexpected("add_item reported not_found")
             }
@@ -59,11 +79,19 @@ public struct PersistStage: Sendable {
 
     /// update_item and remove_item (quantity 0).
     public func setItem(key: String, requestId: String?, action: String, userId: Int64, productId: Int64, quantity: Int) async throws -> Result {
-        try await transaction(key: key) { conn in
-            guard case .changed(let cart) = try await store.setItem(userId: userId, productId: productId, quantity: quantity, on: conn) else {
-                throw Rejection(error: ServiceError(.itemNotFound, "product \(productId) is not in the cart"))
+        try await batched(key: key, userId: userId, .set(productId: productId, quantity: quantity)) { change in
+            guard case .changed(let cart) = change else {
+                return Reply.error(requestId: requestId, action: action, ServiceError(.itemNotFound, "product \(productId) is not in the cart")).bytes
             }
-            return (Reply.ok(requestId: requestId, action: action, body: [("cart", cart.json)]), false)
+            return Reply.ok(requestId: requestId, action: action, body: [("cart", cart.json)]).bytes
+        }
+    }
+
+    /// get_cart: a read, but its reply is stored too, so that a repeat gets the same answer.
+    public func getCart(key: String, requestId: String?, userId: Int64) async throws -> Result {
+        try await batched(key: key, userId: userId, .get) { change in
+            guard case .changed(let cart) = change else { throw PersistFailure.unexpected("get_cart found \(change)") }
+            return Reply.ok(requestId: requestId, action: "get_cart", body: [("cart", cart.json)]).bytes
         }
     }
 

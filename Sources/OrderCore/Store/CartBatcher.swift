@@ -1,0 +1,140 @@
+import Postgres
+import Synchronization
+
+/// Group commit for cart requests. The cart changes and reads of concurrent requests go to
+/// PostgreSQL together: one transaction of four round trips (BEGIN, the batch function, the
+/// replies, COMMIT) and one WAL flush for the whole batch, instead of up to four round trips and a
+/// flush per request. A request that arrives while `maxConcurrentBatches` batches are running
+/// waits for the next batch, so batches grow with the load and a lone request goes at once.
+///
+/// Each request's reply is stored under its idempotency key in the batch's transaction, exactly
+/// as a single-request transaction would. The dispatcher never runs two records of one lane at
+/// once, and a batch keeps the order in which its requests arrived for any one user.
+public final class CartBatcher: Sendable {
+    public struct Request: Sendable {
+        public var key: String
+        public var userId: Int64
+        public var operation: OrderStore.CartOperation
+        /// The reply for what the operation found; stored under `key` in the same transaction.
+        /// Throwing fails the request (as an internal error), not its batch-mates.
+        public var reply: @Sendable (OrderStore.CartChange) throws -> [UInt8]
+
+        public init(key: String, userId: Int64, operation: OrderStore.CartOperation, reply: @escaping @Sendable (OrderStore.CartChange) throws -> [UInt8]) {
+            self.key = key
+            self.userId = userId
+            self.operation = operation
+            self.reply = reply
+        }
+    }
+
+    public enum Outcome: Sendable, Equatable {
+        /// Committed, with this reply stored under the request's key.
+        case stored([UInt8])
+        /// The key was stored before (another delivery of the same request): send its reply.
+        case duplicate
+    }
+
+    public struct Configuration: Sendable {
+        /// Requests per transaction at most.
+        public var maxBatch = 256
+        /// Batches running at once, each on its own pooled connection.
+        public var maxConcurrentBatches = 2
+        public init() {}
+    }
+
+    private struct Pending {
+        let request: Request
+        let continuation: CheckedContinuation<Outcome, any Error>
+    }
+
+    private struct State {
+        var queue: [Pending] = []
+        var running = 0
+    }
+
+    public let store: OrderStore
+    public let configuration: Configuration
+    private let state = Mutex(State())
+
+    public init(store: OrderStore, configuration: Configuration = Configuration()) {
+        self.store = store
+        self.configuration = configuration
+    }
+
+    public func run(_ request: Request) async throws -> Outcome {
+        try await withCheckedThrowingContinuation { continuation in
+            let startWorker = state.withLock { s -> Bool in
+                s.queue.append(Pending(request: request, continuation: continuation))
+                guard s.running < configuration.maxConcurrentBatches else { return false }
+                s.running += 1
+                return true
+            }
+            if startWorker { Task { await self.work() } }
+        }
+    }
+
+    /// Takes what is queued, batch after batch, until the queue is empty.
+    private func work() async {
+        while true {
+            let batch = state.withLock { s -> [Pending] in
+                let n = min(configuration.maxBatch, s.queue.count)
+                guard n > 0 else {
+                    s.running -= 1
+                    return []
+                }
+                defer { s.queue.removeFirst(n) }
+                return Array(s.queue.prefix(n))
+            }
+            if batch.isEmpty { return }
+            await execute(batch)
+        }
+    }
+
+    private func execute(_ batch: [Pending]) async {
+        // By user, so that concurrent batches lock carts in one order (no deadlock between them);
+        // stable, so one user's requests keep their order.
+        let sorted = batch.enumerated()
+            .sorted { ($0.element.request.userId, $0.offset) < ($1.element.request.userId, $1.offset) }
+            .map(\.element)
+        do {
+            let outcomes = try await commit(sorted.map(\.request))
+            for (pending, outcome) in zip(sorted, outcomes) { pending.continuation.resume(returning: outcome) }
+        } catch {
+            // A transient failure (connection lost, deadlock, the database down) is every
+            // request's: the dispatcher retries each. Anything else may be one request's fault:
+            // run them one by one, so that the others still succeed.
+            if sorted.count > 1, !Self.isTransient(error) {
+                for pending in sorted {
+                    do { pending.continuation.resume(returning: try await commit([pending.request])[0]) } catch {
+                        pending.continuation.resume(throwing: error)
+                    }
+                }
+            } else {
+                for pending in sorted { pending.continuation.resume(throwing: error) }
+            }
+        }
+    }
+
+    func commit(_ requests: [Request]) async throws -> [Outcome] {
+        try await store.db.transaction { conn in
+            let found = try await store.cartBatch(requests.map { ($0.key, $0.userId, $0.operation) }, on: conn)
+            var outcomes: [Outcome] = []
+            var replies: [(key: String, reply: [UInt8])] = []
+            for (request, change) in zip(requests, found) {
+                guard let change else {
+                    outcomes.append(.duplicate)
+                    continue
+                }
+                let reply = try request.reply(change)
+                replies.append((request.key, reply))
+                outcomes.append(.stored(reply))
+            }
+            try await store.storeReplies(replies, on: conn)
+            return outcomes
+        }
+    }
+
+    static func isTransient(_ error: any Error) -> Bool {
+        (error as? PostgresError)?.isRetriable ?? false
+    }
+}
