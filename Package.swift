@@ -76,7 +76,8 @@ let package = Package(
             dependencies: ["Kafka", "Postgres", "OrderCore", "ReferenceServices"],
             path: "Tests/TestSupport"),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "TestSupport"]),
-        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
+        // The Postgres wrapper, and the order domain's SQL (OrderStore, CartBatcher) against the real server.
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "OrderCore", "TestSupport"]),
         .testTarget(name: "OrderCoreTests", dependencies: ["OrderCore", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["OrderCore", "Kafka", "TestSupport"]),
         .testTarget(name: "DeployTests", dependencies: ["OrderCore", .product(name: "Yams", package: "Yams")]),

@@ -89,7 +89,7 @@ final class PGConnectionHandle {
 
     private static func checkSQL(_ sql: String) throws {
         // Passed as a C string: a NUL would silently cut the statement short.
-        guard !sql.utf8.contains(0) else {
+        guard !containsNUL(sql) else {
             throw PostgresError(kind: .query, message: "SQL text contains a NUL character")
         }
     }
@@ -286,7 +286,7 @@ private struct BoundParameters {
                 types.append(0)
             case .text(let text):
                 // libpq reads text parameters as C strings: a NUL would silently truncate the value.
-                guard !text.utf8.contains(0) else {
+                guard !containsNUL(text) else {
                     throw PostgresError(
                         kind: .query,
                         message: "parameter $\(position + 1) contains a NUL character, which text values cannot hold")
@@ -375,4 +375,10 @@ final class Locked<State>: @unchecked Sendable {
         defer { lock.unlock() }
         return try body(&state)
     }
+}
+
+/// Whether `text` holds a NUL byte; memchr over native UTF-8 (large batch parameters pass here).
+func containsNUL(_ text: String) -> Bool {
+    var text = text
+    return text.withUTF8 { $0.count > 0 && memchr($0.baseAddress!, 0, $0.count) != nil }
 }

@@ -91,38 +91,47 @@ public struct PostgresArrayLiteral: PostgresBindable, Sendable, Hashable {
     /// Every element is quoted and escaped, so any text (commas, quotes, backslashes, braces,
     /// the word NULL) round-trips; nil is SQL NULL. Text may not contain NUL (PostgreSQL's rule).
     public init(_ elements: [String?]) {
-        var out = "{"
-        out.reserveCapacity(elements.count * 16 + 2)
+        // Built as bytes: batches are large and this runs on the hot path.
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        out.reserveCapacity(elements.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 3 })
         for (i, element) in elements.enumerated() {
-            if i > 0 { out += "," }
-            guard let element else { out += "NULL"; continue }
-            out += "\""
-            for scalar in element.unicodeScalars {
-                if scalar == "\"" || scalar == "\\" { out += "\\" }
-                out.unicodeScalars.append(scalar)
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            guard let element else {
+                out.append(contentsOf: "NULL".utf8)
+                continue
             }
-            out += "\""
+            out.append(UInt8(ascii: "\""))
+            for byte in element.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+                out.append(byte)
+            }
+            out.append(UInt8(ascii: "\""))
         }
-        out += "}"
-        text = out
+        out.append(UInt8(ascii: "}"))
+        text = String(decoding: out, as: UTF8.self)
     }
 
-    public init(_ elements: [Int64]) { self.init(elements.map { Optional(String($0)) }) }
-    public init(_ elements: [Int]) { self.init(elements.map { Optional(String($0)) }) }
+    public init(_ elements: [Int64]) { self.init(integers: elements.map(String.init)) }
+    public init(_ elements: [Int]) { self.init(integers: elements.map(String.init)) }
 
-    /// `bytea[]` elements in hex form (`\x…`).
+    private init(integers: [String]) { text = "{" + integers.joined(separator: ",") + "}" }
+
+    /// `bytea[]` elements in hex form (`"\\x…"`: the array's own escaping doubles the backslash).
     public init(bytea elements: [[UInt8]]) {
         let digits = Array("0123456789abcdef".utf8)
-        self.init(elements.map { bytes -> String? in
-            var hex = [UInt8](repeating: 0, count: 2 + bytes.count * 2)
-            hex[0] = UInt8(ascii: "\\")
-            hex[1] = UInt8(ascii: "x")
-            for (i, b) in bytes.enumerated() {
-                hex[2 + 2 * i] = digits[Int(b >> 4)]
-                hex[3 + 2 * i] = digits[Int(b & 0x0f)]
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        out.reserveCapacity(elements.reduce(2) { $0 + 2 * $1.count + 6 })
+        for (i, bytes) in elements.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: #""\\x"#.utf8)
+            for b in bytes {
+                out.append(digits[Int(b >> 4)])
+                out.append(digits[Int(b & 0x0f)])
             }
-            return String(decoding: hex, as: UTF8.self)
-        })
+            out.append(UInt8(ascii: "\""))
+        }
+        out.append(UInt8(ascii: "}"))
+        text = String(decoding: out, as: UTF8.self)
     }
 
     public var postgresParameter: PostgresParameter { .text(text) }

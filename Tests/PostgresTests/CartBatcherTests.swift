@@ -1,0 +1,117 @@
+import Foundation
+import OrderCore
+import Postgres
+import TestSupport
+import Testing
+
+/// Group commit of cart requests against the real server: what a batch commits, how repeats of a
+/// key are answered, and that one bad request does not fail its batch-mates.
+@Suite("Cart batches (group commit)")
+struct CartBatcherTests {
+    static let product = Product(productId: 7, name: "Batched \"thing\" \\ , {x}", price: Money("2.50")!)
+
+    /// A batcher on a migrated database; `maxConcurrentBatches` 1 so concurrent requests share batches.
+    func withBatcher(_ body: (CartBatcher) async throws -> Void) async throws {
+        try await TestDatabase.withClient(poolSize: 4) { client in
+            _ = try await MigrationRunner(client: client, logger: TestDatabase.logger, table: OrderSchema.migrationsTable)
+                .migrate(OrderSchema.migrations)
+            var configuration = CartBatcher.Configuration()
+            configuration.maxConcurrentBatches = 1
+            try await body(CartBatcher(store: OrderStore(db: client), configuration: configuration))
+        }
+    }
+
+    static func user() -> Int64 { TestCatalog.uniqueUserId() }
+
+    static func request(_ key: String, _ user: Int64, _ op: OrderStore.CartOperation) -> CartBatcher.Request {
+        CartBatcher.Request(key: key, userId: user, operation: op) { change in
+            guard case .changed(let cart) = change else { return Array("refused \(change)".utf8) }
+            return cart.json.bytes
+        }
+    }
+
+    static func quantities(_ reply: CartBatcher.Outcome) throws -> [Int64] {
+        guard case .stored(let bytes) = reply, case .array(let items)? = try JSON.parse(bytes)["items"] else { return [] }
+        return items.compactMap { if case .int(let q)? = $0["quantity"] { q } else { nil } }
+    }
+
+    @Test func concurrentRequestsOfManyUsersAllCommitWithTheirOwnCarts() async throws {
+        try await withBatcher { batcher in
+            let users = (0..<150).map { _ in Self.user() }
+            let outcomes = try await withThrowingTaskGroup(of: (Int64, CartBatcher.Outcome).self) { group in
+                for (i, user) in users.enumerated() {
+                    group.addTask {
+                        (user, try await batcher.run(Self.request("t/\(user)/a", user, .add(Self.product, quantity: i + 1))))
+                    }
+                }
+                return try await group.reduce(into: [Int64: CartBatcher.Outcome]()) { $0[$1.0] = $1.1 }
+            }
+            for (i, user) in users.enumerated() {
+                #expect(try Self.quantities(outcomes[user]!) == [Int64(i + 1)])
+                // The stored reply is the one that was returned.
+                guard case .stored(let bytes) = outcomes[user]! else { Issue.record("not stored"); continue }
+                #expect(try await batcher.store.storedReply(key: "t/\(user)/a") == bytes)
+                let cart = try await batcher.store.cart(userId: user)
+                #expect(cart.items.map(\.quantity) == [i + 1])
+                #expect(cart.items.first?.productName == Self.product.name)
+            }
+        }
+    }
+
+    @Test func aRepeatedKeyIsADuplicateAndAppliesOnce() async throws {
+        try await withBatcher { batcher in
+            let user = Self.user()
+            let key = "t/\(user)/once"
+            // The same key twice at once (likely one batch), then again later.
+            async let a = batcher.run(Self.request(key, user, .add(Self.product, quantity: 3)))
+            async let b = batcher.run(Self.request(key, user, .add(Self.product, quantity: 3)))
+            let both = try await [a, b]
+            #expect(both.filter { $0 == .duplicate }.count == 1)
+            #expect(try await batcher.run(Self.request(key, user, .add(Self.product, quantity: 3))) == .duplicate)
+            #expect(try await batcher.store.cart(userId: user).items.map(\.quantity) == [3])
+        }
+    }
+
+    @Test func readsUpdatesAndRemovalsInOrderForOneUser() async throws {
+        try await withBatcher { batcher in
+            let user = Self.user()
+            let empty = try await batcher.run(Self.request("t/\(user)/g0", user, .get))
+            #expect(try Self.quantities(empty) == [])
+            _ = try await batcher.run(Self.request("t/\(user)/a", user, .add(Self.product, quantity: 2)))
+            #expect(try Self.quantities(try await batcher.run(Self.request("t/\(user)/u", user, .set(productId: 7, quantity: 9)))) == [9])
+            let missing = try await batcher.run(Self.request("t/\(user)/u2", user, .set(productId: 8, quantity: 1)))
+            guard case .stored(let refusal) = missing else { Issue.record("refusal not stored"); return }
+            #expect(String(decoding: refusal, as: UTF8.self).hasPrefix("refused"))
+            #expect(try Self.quantities(try await batcher.run(Self.request("t/\(user)/r", user, .set(productId: 7, quantity: 0)))) == [])
+        }
+    }
+
+    @Test func aFailingRequestFailsAloneAndLeavesNoTrace() async throws {
+        try await withBatcher { batcher in
+            let users = (0..<20).map { _ in Self.user() }
+            let badUser = Self.user()
+            // product_id 0 breaks a CHECK constraint: the batch fails, is re-run request by request,
+            // and only the bad request fails.
+            let bad = Product(productId: 0, name: "bad", price: Money("1.00")!)
+            let results = await withTaskGroup(of: (Int64, Result<CartBatcher.Outcome, any Error>).self) { group in
+                for user in users {
+                    group.addTask { (user, await captured { try await batcher.run(Self.request("t/\(user)/ok", user, .add(Self.product, quantity: 1))) }) }
+                }
+                group.addTask { (badUser, await captured { try await batcher.run(Self.request("t/\(badUser)/bad", badUser, .add(bad, quantity: 1))) }) }
+                return await group.reduce(into: [Int64: Result<CartBatcher.Outcome, any Error>]()) { $0[$1.0] = $1.1 }
+            }
+            for user in users {
+                let outcome = try results[user]!.get()
+                #expect(try Self.quantities(outcome) == [1])
+            }
+            guard case .failure(let error) = results[badUser]! else { Issue.record("the bad request succeeded"); return }
+            #expect((error as? PostgresError)?.isRetriable == false)
+            let stored = try await batcher.store.storedReply(key: "t/\(badUser)/bad")
+            #expect(stored == nil, "no reply stored for the failed request")
+        }
+    }
+}
+
+private func captured<T: Sendable>(_ body: () async throws -> T) async -> Result<T, any Error> {
+    do { return .success(try await body()) } catch { return .failure(error) }
+}
