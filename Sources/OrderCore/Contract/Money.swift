@@ -9,20 +9,38 @@ public struct Money: Sendable, Hashable, Comparable, CustomStringConvertible {
     public static let maxPrice = Money(cents: 99_999_999_999_999)
 
     /// Parses "19.99", "19.9", "19" (and "-1.50"); at most two decimals, no exponent, no spaces.
+    /// At most 15 integer digits. Read byte by byte (this runs for every price of every cart line read from the database).
     public init?(_ text: String) {
-        var s = Substring(text)
+        var bytes = text.utf8.makeIterator()
+        var next = bytes.next()
         var negative = false
-        if s.first == "-" { negative = true; s = s.dropFirst() }
-        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let whole = parts.first, !whole.isEmpty, whole.count <= 15,
-            whole.allSatisfy(\.isASCIIDigit), let units = Int64(whole)
-        else { return nil }
-        var fraction: Int64 = 0
-        if parts.count == 2 {
-            let f = parts[1]
-            guard !f.isEmpty, f.count <= 2, f.allSatisfy(\.isASCIIDigit), let v = Int64(f) else { return nil }
-            fraction = f.count == 1 ? v * 10 : v
+        if next == UInt8(ascii: "-") {
+            negative = true
+            next = bytes.next()
         }
+        var units: Int64 = 0
+        var wholeDigits = 0
+        while let b = next, b >= 0x30, b <= 0x39 {
+            units = units * 10 + Int64(b - 0x30)
+            wholeDigits += 1
+            next = bytes.next()
+            guard wholeDigits <= 15 else { return nil }
+        }
+        guard wholeDigits > 0 else { return nil }
+        var fraction: Int64 = 0
+        if next == UInt8(ascii: ".") {
+            var fractionDigits = 0
+            next = bytes.next()
+            while let b = next, b >= 0x30, b <= 0x39 {
+                fraction = fraction * 10 + Int64(b - 0x30)
+                fractionDigits += 1
+                next = bytes.next()
+                guard fractionDigits <= 2 else { return nil }
+            }
+            guard fractionDigits > 0 else { return nil }
+            if fractionDigits == 1 { fraction *= 10 }
+        }
+        guard next == nil else { return nil }
         let c = units * 100 + fraction
         cents = negative ? -c : c
     }
