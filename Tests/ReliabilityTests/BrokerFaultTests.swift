@@ -81,7 +81,7 @@ extension ReliabilityTests {
             func awaitReplies(_ rounds: Range<Int>, _ what: String) async throws -> Duration {
                 let start = ContinuousClock.now
                 let wanted = ids(rounds)
-                let got = try await collectReplies(system, ids: wanted, timeout: .seconds(60))
+                let got = try await collectReplies(system, ids: wanted, timeout: .seconds(90))
                 #expect(got.count == wanted.count, "\(what): unanswered \(wanted.subtracting(got.keys).sorted().prefix(5))")
                 return ContinuousClock.now - start
             }
@@ -91,14 +91,14 @@ extension ReliabilityTests {
             //    topics, so only the service's replies meet them) and OffsetCommit errors (every
             //    group's coordinator), under high round-trip times on all brokers.
             cluster.setRoundTripTime(broker: Self.requestLeader, milliseconds: 300)
-            cluster.setRoundTripTime(broker: Self.responseLeader, milliseconds: 800)
-            cluster.setRoundTripTime(broker: Self.otherLeader, milliseconds: 500)
+            cluster.setRoundTripTime(broker: Self.responseLeader, milliseconds: 600)
+            cluster.setRoundTripTime(broker: Self.otherLeader, milliseconds: 400)
             let produceErrors = [KafkaMockCluster.notEnoughReplicas, KafkaMockCluster.requestTimedOut, KafkaMockCluster.notLeaderForPartition]
             let commitErrors = [KafkaMockCluster.requestTimedOut, KafkaMockCluster.coordinatorNotAvailable, KafkaMockCluster.notCoordinator]
             cluster.pushRequestErrors(apiKey: Self.offsetCommitApiKey, errors: Array(Array(repeating: commitErrors, count: 6).joined()))
             _ = try await sendRound(0)
             cluster.pushRequestErrors(
-                broker: Self.responseLeader, apiKey: Self.produceApiKey, errors: Array(Array(repeating: produceErrors, count: 4).joined()))
+                broker: Self.responseLeader, apiKey: Self.produceApiKey, errors: Array(Array(repeating: produceErrors, count: 3).joined()))
             _ = try await sendRound(1)
             let phase1 = try await awaitReplies(0..<2, "errors and RTT")
             #expect(cluster.pendingRequestErrors(broker: Self.responseLeader, apiKey: Self.produceApiKey) == 0, "the replies met every produce error")
