@@ -1,2 +1,9 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+
+/* Swift does not import C variadic functions: pushes one error (with its round-trip time in ms)
+ * onto one mock broker's error stack for an API key. */
+static inline rd_kafka_resp_err_t swift_rd_kafka_mock_broker_push_request_error(
+    rd_kafka_mock_cluster_t *mcluster, int32_t broker_id, int16_t api_key, rd_kafka_resp_err_t err, int rtt_ms) {
+    return rd_kafka_mock_broker_push_request_error_rtts(mcluster, broker_id, api_key, 1, err, rtt_ms);
+}

@@ -127,13 +127,41 @@ public final class KafkaMockCluster: @unchecked Sendable {
         codes.withUnsafeBufferPointer { rd_kafka_mock_push_request_errors_array(cluster, apiKey, codes.count, $0.baseAddress) }
     }
 
+    /// The next `errors.count` requests of this API key that reach this broker fail with these
+    /// error codes, in order (other brokers answer normally).
+    public func pushRequestErrors(broker id: Int32, apiKey: Int16, errors: [Int32]) {
+        for e in errors { _ = swift_rd_kafka_mock_broker_push_request_error(cluster, id, apiKey, rd_kafka_resp_err_t(rawValue: e), 0) }
+    }
+
+    /// How many pushed errors of this API key this broker has not returned yet.
+    public func pendingRequestErrors(broker id: Int32, apiKey: Int16) -> Int {
+        var count = 0
+        _ = rd_kafka_mock_broker_error_stack_cnt(cluster, id, apiKey, &count)
+        return count
+    }
+
     public func setBrokerDown(_ id: Int32) { _ = rd_kafka_mock_broker_set_down(cluster, id) }
     public func setBrokerUp(_ id: Int32) { _ = rd_kafka_mock_broker_set_up(cluster, id) }
     public func setRoundTripTime(broker id: Int32, milliseconds: Int32) { _ = rd_kafka_mock_broker_set_rtt(cluster, id, milliseconds) }
+
+    /// Makes `broker` the leader of a partition (the mock picks a random replica otherwise).
+    /// Clients learn it from their next metadata refresh: set it before they connect.
+    public func setPartitionLeader(topic: String, partition: Int32, broker: Int32) throws {
+        let err = rd_kafka_mock_partition_set_leader(cluster, topic, partition, broker)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err, context: "mock leader of \(topic)[\(partition)]") }
+    }
+
+    /// Makes `broker` the coordinator of a consumer group (by default the mock picks one by hash).
+    public func setGroupCoordinator(group: String, broker: Int32) throws {
+        let err = rd_kafka_mock_coordinator_set(cluster, "group", group, broker)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err, context: "mock coordinator of \(group)") }
+    }
 
     /// Broker error codes for tests, by name.
     public static let notEnoughReplicas = RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS.rawValue
     public static let requestTimedOut = RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT.rawValue
     public static let notLeaderForPartition = RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION.rawValue
     public static let topicAuthorizationFailed = RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED.rawValue
+    public static let notCoordinator = RD_KAFKA_RESP_ERR_NOT_COORDINATOR.rawValue
+    public static let coordinatorNotAvailable = RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE.rawValue
 }

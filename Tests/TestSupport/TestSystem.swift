@@ -65,6 +65,8 @@ public final class TestSystem: Sendable {
     public let topics: Topics
     public let topicsFile: String
     public let groupId: String
+    /// The cluster every client of this system uses (the local broker unless `start` was given another).
+    public let bootstrapServers: String
     public let producer: KafkaProducer
     private let listener: KafkaConsumer
     private let seen = SeenRecords()
@@ -85,11 +87,16 @@ public final class TestSystem: Sendable {
 
     /// Starts a system. `product`/`inventory` false leaves that upstream silent.
     /// `environment` goes to every executable, `serviceEnvironment` to the order service only.
+    /// `bootstrapServers` replaces the local broker (e.g. a `KafkaMockCluster`); `createTopics`
+    /// then replaces the CreateTopics requests (for clusters without that API).
     public static func start(
         _ name: String, product: Bool = true, inventory: Bool = true, environment: [String: String] = [:],
-        serviceEnvironment: [String: String] = [:]
+        serviceEnvironment: [String: String] = [:], bootstrapServers: String? = nil,
+        createTopics: (@Sendable (Topics) async throws -> Void)? = nil
     ) async throws -> TestSystem {
-        let system = try await TestSystem(name: name, environment: environment, serviceEnvironment: serviceEnvironment)
+        let system = try await TestSystem(
+            name: name, environment: environment, serviceEnvironment: serviceEnvironment,
+            bootstrapServers: bootstrapServers, createTopics: createTopics)
         if product { try system.startProcess("product-service") }
         if inventory { try system.startProcess("inventory-service") }
         try system.startProcess("order-service")
@@ -97,7 +104,10 @@ public final class TestSystem: Sendable {
         return system
     }
 
-    private init(name: String, environment: [String: String], serviceEnvironment: [String: String]) async throws {
+    private init(
+        name: String, environment: [String: String], serviceEnvironment: [String: String], bootstrapServers: String?,
+        createTopics: (@Sendable (Topics) async throws -> Void)?
+    ) async throws {
         prefix = "e2e_\(name)_\(UUID().uuidString.prefix(8).lowercased())"
         var yaml = try String(contentsOfFile: Self.repoRoot + "/topics.yaml", encoding: .utf8)
         for logical in Topics.requiredLogicalNames.keys + ["order_service_metrics"] {
@@ -107,14 +117,19 @@ public final class TestSystem: Sendable {
         topicsFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-topics.yaml").path
         try yaml.write(toFile: topicsFile, atomically: true, encoding: .utf8)
         groupId = "\(prefix)_group"
+        self.bootstrapServers = bootstrapServers ?? TestKafka.bootstrapServers
         extraEnvironment = environment
         orderServiceEnvironment = serviceEnvironment
         var logger = Logger(label: "e2e")
         logger.logLevel = .warning
         self.logger = logger
-        try await TestKafka.requireBroker()
-        let kafka = KafkaConfiguration(["bootstrap.servers": TestKafka.bootstrapServers])
-        try await TopicManager(configuration: kafka, logger: logger).ensure(topics)
+        if bootstrapServers == nil { try await TestKafka.requireBroker() }
+        let kafka = KafkaConfiguration(["bootstrap.servers": self.bootstrapServers])
+        if let createTopics {
+            try await createTopics(topics)
+        } else {
+            try await TopicManager(configuration: kafka, logger: logger).ensure(topics)
+        }
         producer = try KafkaProducer(configuration: kafka, logger: logger)
         var listen = kafka
         listen["group.id"] = "\(prefix)_listener"
@@ -136,7 +151,7 @@ public final class TestSystem: Sendable {
 
     public func environment(for executable: String) -> [String: String] {
         [
-            "KAFKA_BOOTSTRAP_SERVERS": TestKafka.bootstrapServers, "DATABASE_URL": TestDatabase.url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrapServers, "DATABASE_URL": TestDatabase.url,
             "ORDER_SERVICE_TOPICS_FILE": topicsFile, "ORDER_SERVICE_GROUP_ID": groupId, "LOG_LEVEL": "info",
             "ORDER_SERVICE_HEALTH_FILE": healthFile,
         ].merging(extraEnvironment) { _, new in new }
