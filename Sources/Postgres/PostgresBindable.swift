@@ -117,12 +117,19 @@ public struct PostgresArrayLiteral: PostgresBindable, Sendable, Hashable {
     private init(integers: [String]) { text = "{" + integers.joined(separator: ",") + "}" }
 
     /// `bytea[]` elements in hex form (`"\\x…"`: the array's own escaping doubles the backslash).
-    public init(bytea elements: [[UInt8]]) {
+    public init(bytea elements: [[UInt8]]) { self.init(bytea: elements.map { Optional($0) }) }
+
+    /// `bytea[]` elements in hex form; nil is SQL NULL.
+    public init(bytea elements: [[UInt8]?]) {
         let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = [UInt8(ascii: "{")]
-        out.reserveCapacity(elements.reduce(2) { $0 + 2 * $1.count + 6 })
+        out.reserveCapacity(elements.reduce(2) { $0 + 2 * ($1?.count ?? 2) + 6 })
         for (i, bytes) in elements.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
+            guard let bytes else {
+                out.append(contentsOf: "NULL".utf8)
+                continue
+            }
             out.append(contentsOf: #""\\x"#.utf8)
             for b in bytes {
                 out.append(digits[Int(b >> 4)])

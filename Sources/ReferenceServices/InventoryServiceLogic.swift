@@ -39,12 +39,18 @@ public struct InventoryServiceLogic: Sendable {
         struct Short: Error {}
         do {
             return try await db.transaction { conn in
-                for line in lines {
-                    let r = try await conn.query(
-                        "UPDATE ref_stock SET available = available - $2 WHERE product_id = $1 AND available >= $2",
-                        [line.productId, line.quantity])
-                    if r.affectedRows != 1 { throw Short() }
-                }
+                let ids = PostgresArrayLiteral(lines.map(\.productId))
+                _ = try await conn.query(
+                    "SELECT product_id FROM ref_stock WHERE product_id = ANY($1::bigint[]) ORDER BY product_id FOR UPDATE", [ids])
+                // Rows are locked now: one conditional update for all lines.
+                let r = try await conn.query(
+                    """
+                    UPDATE ref_stock s SET available = s.available - v.quantity
+                    FROM unnest($1::bigint[], $2::integer[]) AS v(product_id, quantity)
+                    WHERE s.product_id = v.product_id AND s.available >= v.quantity
+                    """,
+                    [ids, PostgresArrayLiteral(lines.map(\.quantity))])
+                if r.affectedRows != lines.count { throw Short() }
                 let reply = JSON.object([("request_id", requestId), ("order_id", .int(orderId)), ("status", "deducted")])
                 _ = try await conn.query("INSERT INTO ref_deductions (order_id, reply) VALUES ($1, $2)", [orderId, reply.bytes])
                 return reply

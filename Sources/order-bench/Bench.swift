@@ -19,6 +19,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Requests per second in paced mode.") var rate = 1_000
     @Option(help: "Seconds in paced mode.") var duration = 30
     @Option(help: "Distinct users.") var users = 2_000
+    @Option(help: "First user id (default: a fresh range per run, so that runs do not inherit carts and orders).")
+    var firstUser: Int?
     @Option(help: "Distinct products (ids 1...N must exist in the catalog).") var products = 200
     @Option(help: "Kafka bootstrap servers.") var bootstrapServers = ProcessInfo.processInfo.environment["KAFKA_BOOTSTRAP_SERVERS"] ?? "localhost:9092"
     @Option(help: "topics.yaml path.") var topicsFile = "topics.yaml"
@@ -60,7 +62,7 @@ struct Bench: AsyncParsableCommand {
         let cpuBefore = pidList.map(ProcStats.cpuSeconds)
         let run = UUID().uuidString.prefix(6).lowercased()
         var generator = SystemRandomNumberGenerator()
-        let mix = RequestMix(users: users, products: products)
+        let mix = RequestMix(firstUser: firstUser ?? Int.random(in: 1...100_000) * 100_000, users: users, products: products)
         let began = ContinuousClock.now
         var sent = 0
 
@@ -147,6 +149,7 @@ struct Bench: AsyncParsableCommand {
 }
 
 struct RequestMix {
+    let firstUser: Int
     let users: Int
     let products: Int
 
@@ -161,7 +164,7 @@ struct RequestMix {
 
     /// 60% add_item, 15% get_cart, 10% update_item, 5% remove_item, 5% create_order, 5% list_orders.
     func next(_ g: inout SystemRandomNumberGenerator, topics: Topics) -> (String, Body) {
-        let user = 1 + Int.random(in: 0..<users, using: &g)
+        let user = firstUser + Int.random(in: 0..<users, using: &g)
         let product = Int64(1 + Int.random(in: 0..<products, using: &g))
         let roll = Int.random(in: 0..<100, using: &g)
         switch roll {

@@ -202,14 +202,27 @@ public struct OrderStore: Sendable {
             [userId, total.description]
         ).rows[0]
         let orderId: Int64 = try head.decode(0)
-        var items: [OrderItem] = []
-        for line in lines {
-            let id: Int64 = try await conn.query(
-                "INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity) VALUES ($1, $2, $3, $4::numeric, $5) RETURNING order_item_id",
-                [orderId, line.product.productId, line.product.name, line.product.price.description, line.quantity]
-            ).rows[0].decode(0)
-            items.append(OrderItem(orderItemId: id, productId: line.product.productId, productName: line.product.name, unitPrice: line.product.price, quantity: line.quantity))
-        }
+        // All lines in one statement (no round trip per line). A cart holds each product once,
+        // so the returned ids are matched to lines by product.
+        let rows = try await conn.query(
+            """
+            INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
+            SELECT $1, v.product_id, v.name, v.price, v.quantity
+            FROM unnest($2::bigint[], $3::text[], $4::numeric[], $5::integer[]) WITH ORDINALITY AS v(product_id, name, price, quantity, n)
+            ORDER BY v.n RETURNING order_item_id, product_id
+            """,
+            [
+                orderId, PostgresArrayLiteral(lines.map(\.product.productId)), PostgresArrayLiteral(lines.map { Optional($0.product.name) }),
+                PostgresArrayLiteral(lines.map { Optional($0.product.price.description) }), PostgresArrayLiteral(lines.map(\.quantity)),
+            ]
+        ).rows
+        var itemIds: [Int64: Int64] = [:]
+        for row in rows { itemIds[try row.decode(1)] = try row.decode(0) }
+        guard itemIds.count == lines.count else { throw PersistFailure.unexpected("order lines: \(rows.count) rows for \(lines.count) lines") }
+        let items = try lines.map { line in
+            guard let id = itemIds[line.product.productId] else { throw PersistFailure.unexpected("order line of product \(line.product.productId) missing") }
+            return OrderItem(orderItemId: id, productId: line.product.productId, productName: line.product.name, unitPrice: line.product.price, quantity: line.quantity)
+        }.sorted { $0.orderItemId < $1.orderItemId }
         return Order(orderId: orderId, userId: userId, status: .pending, totalPrice: total, createdAt: try head.decode(1), items: items)
     }
 
@@ -274,13 +287,24 @@ public struct OrderStore: Sendable {
 
     // MARK: Outbox
 
-    func enqueue(_ record: KafkaOutgoingRecord, on conn: PostgresConnection) async throws {
-        let headers = JSON.array(record.headers.map { h in
-            .object([("k", .string(h.key)), ("v", h.value.map { .string(Data($0).base64EncodedString()) } ?? .null)])
-        }).bytes
+    /// Queues records in the outbox, in order, with one statement.
+    func enqueue(_ records: [KafkaOutgoingRecord], on conn: PostgresConnection) async throws {
+        guard !records.isEmpty else { return }
+        let headers = records.map { record in
+            JSON.array(record.headers.map { h in
+                .object([("k", .string(h.key)), ("v", h.value.map { .string(Data($0).base64EncodedString()) } ?? .null)])
+            }).bytes
+        }
         _ = try await conn.query(
-            "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
-            [record.topic, record.key, record.value ?? [], headers])
+            """
+            INSERT INTO outbox (topic, key, value, headers)
+            SELECT v.topic, v.key, v.value, v.headers
+            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[]) WITH ORDINALITY AS v(topic, key, value, headers, n) ORDER BY v.n
+            """,
+            [
+                PostgresArrayLiteral(records.map { Optional($0.topic) }), PostgresArrayLiteral(bytea: records.map(\.key)),
+                PostgresArrayLiteral(bytea: records.map { $0.value ?? [] }), PostgresArrayLiteral(bytea: headers),
+            ])
     }
 
     public struct OutboxEntry: Sendable {

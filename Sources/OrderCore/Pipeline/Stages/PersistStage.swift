@@ -114,8 +114,10 @@ public struct PersistStage: Sendable {
             }
             let order = try await store.insertOrder(userId: userId, lines: lines, on: conn)
             try await store.emptyCart(cartId: cart.cartId, on: conn)
-            try await store.enqueue(OutgoingMessages.deductionRequest(order, topics: topics), on: conn)
-            try await store.enqueue(OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics), on: conn)
+            try await store.enqueue([
+                OutgoingMessages.deductionRequest(order, topics: topics),
+                OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics),
+            ], on: conn)
             return (Reply.ok(requestId: requestId, action: "create_order", body: [("order", order.json)]), true)
         }
     }
@@ -126,7 +128,7 @@ public struct PersistStage: Sendable {
         try await store.db.transaction { conn in
             guard let done = try await store.finishOrder(orderId: orderId, status: status, on: conn) else { return false }
             try await store.enqueue(
-                OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics),
+                [OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics)],
                 on: conn)
             return true
         }
