@@ -152,25 +152,16 @@ public struct OrderStore: Sendable {
         }
     }
 
-    func cartItems(cartId: Int64, on conn: PostgresConnection?) async throws -> [CartItem] {
-        let rows = try await run(
-            conn,
-            "SELECT cart_item_id, product_id, product_name, unit_price::text, quantity FROM cart_items WHERE cart_id = $1 ORDER BY cart_item_id",
-            [cartId]
+    /// The user's cart with its lines, its row locked until the transaction ends; nil when the
+    /// user has none. One query.
+    func lockCart(userId: Int64, on conn: PostgresConnection) async throws -> Cart? {
+        let rows = try await conn.query(
+            """
+            SELECT c.cart_id, \(timestampSQL("c.created_at")), i.cart_item_id, i.product_id, i.product_name, i.unit_price::text, i.quantity
+            FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.cart_id WHERE c.user_id = $1 ORDER BY i.cart_item_id FOR UPDATE OF c
+            """, [userId]
         ).rows
-        return try rows.map { row in
-            CartItem(
-                cartItemId: try row.decode(0), productId: try row.decode(1), productName: try row.decode(2),
-                unitPrice: try money(row, 3), quantity: try row.decode(4))
-        }
-    }
-
-    /// The existing cart row locked, or nil when the user has none.
-    func lockExistingCart(userId: Int64, on conn: PostgresConnection) async throws -> (cartId: Int64, createdAt: String)? {
-        let r = try await conn.query(
-            "SELECT cart_id, \(timestampSQL("created_at")) FROM carts WHERE user_id = $1 FOR UPDATE", [userId])
-        guard let row = r.rows.first else { return nil }
-        return (try row.decode(0), try row.decode(1))
+        return try cart(userId: userId, rows: rows, offset: 0)
     }
 
     func emptyCart(cartId: Int64, on conn: PostgresConnection) async throws {
@@ -178,52 +169,62 @@ public struct OrderStore: Sendable {
     }
 
     /// Carts by cart_id ascending after `afterCartId`, at most `limit`, and whether more follow.
+    /// One query for the page and all its lines.
     public func carts(limit: Int, afterCartId: Int64?) async throws -> (carts: [Cart], more: Bool) {
-        try await db.withConnection { conn in
-            let rows = try await conn.query(
-                "SELECT cart_id, user_id, \(timestampSQL("created_at")) FROM carts WHERE cart_id > $1 ORDER BY cart_id LIMIT $2",
-                [afterCartId ?? 0, limit + 1]
-            ).rows
-            var carts: [Cart] = []
-            for row in rows.prefix(limit) {
-                let id: Int64 = try row.decode(0)
-                carts.append(Cart(cartId: id, userId: try row.decode(1), createdAt: try row.decode(2), items: try await cartItems(cartId: id, on: conn)))
-            }
-            return (carts, rows.count > limit)
+        let rows = try await db.query(
+            """
+            SELECT c.user_id, c.cart_id, \(timestampSQL("c.created_at")), i.cart_item_id, i.product_id, i.product_name, i.unit_price::text, i.quantity
+            FROM (SELECT cart_id, user_id, created_at FROM carts WHERE cart_id > $1 ORDER BY cart_id LIMIT $2) c
+            LEFT JOIN cart_items i ON i.cart_id = c.cart_id ORDER BY c.cart_id, i.cart_item_id
+            """,
+            [afterCartId ?? 0, limit + 1]
+        ).rows
+        var carts: [Cart] = []
+        var start = 0
+        while start < rows.count {
+            let id: Int64 = try rows[start].decode(1)
+            var end = start + 1
+            while end < rows.count, try rows[end].decode(1, as: Int64.self) == id { end += 1 }
+            if let cart = try cart(userId: try rows[start].decode(0), rows: Array(rows[start..<end]), offset: 1) { carts.append(cart) }
+            start = end
         }
+        return (Array(carts.prefix(limit)), carts.count > limit)
     }
 
     // MARK: Orders
 
+    /// Inserts the order and all its lines with one statement. A cart holds each product once,
+    /// so the returned line ids are matched to lines by product.
     func insertOrder(userId: Int64, lines: [(product: Product, quantity: Int)], on conn: PostgresConnection) async throws -> Order {
         let total = lines.reduce(Money.zero) { $0 + $1.product.price * $1.quantity }
-        let head = try await conn.query(
-            "INSERT INTO orders (user_id, status, total_price) VALUES ($1, 'pending', $2::numeric) RETURNING order_id, \(timestampSQL("created_at"))",
-            [userId, total.description]
-        ).rows[0]
-        let orderId: Int64 = try head.decode(0)
-        // All lines in one statement (no round trip per line). A cart holds each product once,
-        // so the returned ids are matched to lines by product.
         let rows = try await conn.query(
             """
-            INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
-            SELECT $1, v.product_id, v.name, v.price, v.quantity
-            FROM unnest($2::bigint[], $3::text[], $4::numeric[], $5::integer[]) WITH ORDINALITY AS v(product_id, name, price, quantity, n)
-            ORDER BY v.n RETURNING order_item_id, product_id
+            WITH o AS (
+                INSERT INTO orders (user_id, status, total_price) VALUES ($1, 'pending', $2::numeric) RETURNING order_id, created_at
+            ), i AS (
+                INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
+                SELECT o.order_id, v.product_id, v.name, v.price, v.quantity
+                FROM o, unnest($3::bigint[], $4::text[], $5::numeric[], $6::integer[]) WITH ORDINALITY AS v(product_id, name, price, quantity, n)
+                ORDER BY v.n RETURNING order_item_id, product_id
+            )
+            SELECT o.order_id, \(timestampSQL("o.created_at")), i.order_item_id, i.product_id FROM o, i
             """,
             [
-                orderId, PostgresArrayLiteral(lines.map(\.product.productId)), PostgresArrayLiteral(lines.map { Optional($0.product.name) }),
+                userId, total.description,
+                PostgresArrayLiteral(lines.map(\.product.productId)), PostgresArrayLiteral(lines.map { Optional($0.product.name) }),
                 PostgresArrayLiteral(lines.map { Optional($0.product.price.description) }), PostgresArrayLiteral(lines.map(\.quantity)),
             ]
         ).rows
+        guard let first = rows.first, rows.count == lines.count else {
+            throw PersistFailure.unexpected("order insert: \(rows.count) rows for \(lines.count) lines")
+        }
         var itemIds: [Int64: Int64] = [:]
-        for row in rows { itemIds[try row.decode(1)] = try row.decode(0) }
-        guard itemIds.count == lines.count else { throw PersistFailure.unexpected("order lines: \(rows.count) rows for \(lines.count) lines") }
+        for row in rows { itemIds[try row.decode(3)] = try row.decode(2) }
         let items = try lines.map { line in
             guard let id = itemIds[line.product.productId] else { throw PersistFailure.unexpected("order line of product \(line.product.productId) missing") }
             return OrderItem(orderItemId: id, productId: line.product.productId, productName: line.product.name, unitPrice: line.product.price, quantity: line.quantity)
         }.sorted { $0.orderItemId < $1.orderItemId }
-        return Order(orderId: orderId, userId: userId, status: .pending, totalPrice: total, createdAt: try head.decode(1), items: items)
+        return Order(orderId: try first.decode(0), userId: userId, status: .pending, totalPrice: total, createdAt: try first.decode(1), items: items)
     }
 
     public func orders(userId: Int64) async throws -> [Order] {

@@ -99,13 +99,11 @@ public struct PersistStage: Sendable {
     /// request and the `pending` notification in the outbox.
     public func createOrder(key: String, requestId: String?, userId: Int64, products: [Int64: Product]) async throws -> Result {
         try await transaction(key: key) { conn in
-            guard let cart = try await store.lockExistingCart(userId: userId, on: conn) else {
+            guard let cart = try await store.lockCart(userId: userId, on: conn), let cartId = cart.cartId, !cart.items.isEmpty else {
                 throw Rejection(error: ServiceError(.cartEmpty, "the cart is empty"))
             }
-            let items = try await store.cartItems(cartId: cart.cartId, on: conn)
-            guard !items.isEmpty else { throw Rejection(error: ServiceError(.cartEmpty, "the cart is empty")) }
             var lines: [(product: Product, quantity: Int)] = []
-            for item in items {
+            for item in cart.items {
                 guard let p = products[item.productId] else {
                     throw Rejection(error: ServiceError(
                         .productNotFound, "unknown product id(s): \(item.productId)", details: [("product_ids", [.int(item.productId)])]))
@@ -113,7 +111,7 @@ public struct PersistStage: Sendable {
                 lines.append((p, item.quantity))
             }
             let order = try await store.insertOrder(userId: userId, lines: lines, on: conn)
-            try await store.emptyCart(cartId: cart.cartId, on: conn)
+            try await store.emptyCart(cartId: cartId, on: conn)
             try await store.enqueue([
                 OutgoingMessages.deductionRequest(order, topics: topics),
                 OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics),
