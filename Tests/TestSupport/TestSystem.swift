@@ -65,7 +65,10 @@ public final class TestSystem: Sendable {
     public let topics: Topics
     public let topicsFile: String
     public let groupId: String
-    public let producer: KafkaProducer
+    /// The broker this system talks to (the shared one unless a test runs its own).
+    public let bootstrapServers: String
+    private let producerBox: Mutex<KafkaProducer>
+    public var producer: KafkaProducer { producerBox.withLock { $0 } }
     private let listener: KafkaConsumer
     private let seen = SeenRecords()
     private let processes = Mutex<[String: ChildProcess]>([:])
@@ -87,9 +90,10 @@ public final class TestSystem: Sendable {
     /// `environment` goes to every executable, `serviceEnvironment` to the order service only.
     public static func start(
         _ name: String, product: Bool = true, inventory: Bool = true, environment: [String: String] = [:],
-        serviceEnvironment: [String: String] = [:]
+        serviceEnvironment: [String: String] = [:], bootstrapServers: String = TestKafka.bootstrapServers
     ) async throws -> TestSystem {
-        let system = try await TestSystem(name: name, environment: environment, serviceEnvironment: serviceEnvironment)
+        let system = try await TestSystem(
+            name: name, environment: environment, serviceEnvironment: serviceEnvironment, bootstrapServers: bootstrapServers)
         if product { try system.startProcess("product-service") }
         if inventory { try system.startProcess("inventory-service") }
         try system.startProcess("order-service")
@@ -97,7 +101,10 @@ public final class TestSystem: Sendable {
         return system
     }
 
-    private init(name: String, environment: [String: String], serviceEnvironment: [String: String]) async throws {
+    private init(
+        name: String, environment: [String: String], serviceEnvironment: [String: String], bootstrapServers: String
+    ) async throws {
+        self.bootstrapServers = bootstrapServers
         prefix = "e2e_\(name)_\(UUID().uuidString.prefix(8).lowercased())"
         var yaml = try String(contentsOfFile: Self.repoRoot + "/topics.yaml", encoding: .utf8)
         for logical in Topics.requiredLogicalNames.keys + ["order_service_metrics"] {
@@ -112,10 +119,10 @@ public final class TestSystem: Sendable {
         var logger = Logger(label: "e2e")
         logger.logLevel = .warning
         self.logger = logger
-        try await TestKafka.requireBroker()
-        let kafka = KafkaConfiguration(["bootstrap.servers": TestKafka.bootstrapServers])
+        if bootstrapServers == TestKafka.bootstrapServers { try await TestKafka.requireBroker() }
+        let kafka = KafkaConfiguration(["bootstrap.servers": bootstrapServers])
         try await TopicManager(configuration: kafka, logger: logger).ensure(topics)
-        producer = try KafkaProducer(configuration: kafka, logger: logger)
+        producerBox = Mutex(try KafkaProducer(configuration: kafka, logger: logger))
         var listen = kafka
         listen["group.id"] = "\(prefix)_listener"
         listen["enable.auto.commit"] = "false"
@@ -136,22 +143,25 @@ public final class TestSystem: Sendable {
 
     public func environment(for executable: String) -> [String: String] {
         [
-            "KAFKA_BOOTSTRAP_SERVERS": TestKafka.bootstrapServers, "DATABASE_URL": TestDatabase.url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrapServers, "DATABASE_URL": TestDatabase.url,
             "ORDER_SERVICE_TOPICS_FILE": topicsFile, "ORDER_SERVICE_GROUP_ID": groupId, "LOG_LEVEL": "info",
             "ORDER_SERVICE_HEALTH_FILE": healthFile,
         ].merging(extraEnvironment) { _, new in new }
             .merging(executable == "order-service" ? orderServiceEnvironment : [:]) { _, new in new }
     }
 
-    /// Starts (or restarts) one of the executables.
+    /// Starts (or restarts) one of the executables; `environment` adds to (and overrides) the
+    /// system's environment for this process only.
     @discardableResult
-    public func startProcess(_ executable: String, as name: String? = nil) throws -> ChildProcess {
+    public func startProcess(_ executable: String, as name: String? = nil, environment extra: [String: String] = [:]) throws
+        -> ChildProcess
+    {
         let path = Self.binDir + "/" + executable
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw TestSystemError("\(path) is missing: run `swift build` first (deploy/local/test.sh does)")
         }
         let args = executable == "order-service" ? [] : ["--group-id", "\(prefix)_\(executable)"]
-        let p = try ChildProcess(name: name ?? executable, executable: path, arguments: args, environment: environment(for: executable))
+        let p = try ChildProcess(name: name ?? executable, executable: path, arguments: args, environment: environment(for: executable).merging(extra) { _, new in new })
         processes.withLock { $0[name ?? executable] = p }
         return p
     }
@@ -230,6 +240,17 @@ public final class TestSystem: Sendable {
     public func records(on logical: String) -> [KafkaRecord] {
         let name = topics.name(logical)
         return seen.records.withLock { $0.filter { $0.topic == name } }
+    }
+
+    /// Replaces the test's producer with a fresh one (after a broker lost its state, an
+    /// idempotent producer's id is unknown to it) and closes the old one.
+    public func renewProducer() async throws {
+        let fresh = try KafkaProducer(configuration: KafkaConfiguration(["bootstrap.servers": bootstrapServers]), logger: logger)
+        let old = producerBox.withLock { p in
+            defer { p = fresh }
+            return p
+        }
+        await old.close()
     }
 
     public func stop() async {
