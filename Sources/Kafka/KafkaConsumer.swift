@@ -500,9 +500,19 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
             forget(tps)
             reconcilePauses(rk)
         default:
+            // Give everything up as lost, through the application's hook as well, so that its
+            // view of what it owns matches ours (cooperative: incremental_unassign; a plain
+            // assign is refused under that protocol).
             logger.error("rebalance error: \(KafkaError(err).message)")
-            _ = rd_kafka_assign(rk, nil)
-            forget(state.withLock { Array($0.assignment) })
+            let owned = state.withLock { Array($0.assignment) }
+            revoke(owned, lost: true)
+            if cooperative, !owned.isEmpty {
+                let e = withPartitionList(owned) { rd_kafka_incremental_unassign(rk, $0) }
+                if let e { logger.error("incremental unassign failed: \(KafkaError(consuming: e).message)") }
+            } else if !cooperative {
+                _ = rd_kafka_assign(rk, nil)
+            }
+            forget(owned)
             reconcilePauses(rk)
         }
     }
