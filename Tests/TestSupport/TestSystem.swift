@@ -69,7 +69,7 @@ public final class TestSystem: Sendable {
     public let bootstrapServers: String
     private let producerBox: Mutex<KafkaProducer>
     public var producer: KafkaProducer { producerBox.withLock { $0 } }
-    private let listener: KafkaConsumer
+    private let listener = Mutex<KafkaConsumer?>(nil)
     private let seen = SeenRecords()
     private let processes = Mutex<[String: ChildProcess]>([:])
     private let extraEnvironment: [String: String]
@@ -123,18 +123,7 @@ public final class TestSystem: Sendable {
         let kafka = KafkaConfiguration(["bootstrap.servers": bootstrapServers])
         try await TopicManager(configuration: kafka, logger: logger).ensure(topics)
         producerBox = Mutex(try KafkaProducer(configuration: kafka, logger: logger))
-        var listen = kafka
-        listen["group.id"] = "\(prefix)_listener"
-        listen["enable.auto.commit"] = "false"
-        listener = try KafkaConsumer(configuration: listen, logger: logger)
-        var start: [TopicPartition: Int64] = [:]
-        for e in topics.entries.values where [.response, .event, .deadLetter, .upstreamRequest, .metrics].contains(e.role) {
-            for p in 0..<e.spec.partitions { start[TopicPartition(e.name, p)] = -2 }  // -2: beginning
-        }
-        try listener.assign(start)
-        let consumer = listener
-        let seen = self.seen
-        Task { for await r in consumer.records { seen.records.withLock { $0.append(r) } } }
+        try startListening()
         let db = TestDatabase.client(poolSize: 1)
         try await ReferenceSchema.migrate(db, logger: logger)
         _ = try await MigrationRunner(client: db, logger: logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
@@ -242,6 +231,32 @@ public final class TestSystem: Sendable {
         return seen.records.withLock { $0.filter { $0.topic == name } }
     }
 
+    /// Reads the response, event, dead-letter, upstream and metrics topics from their beginning
+    /// into `records(on:)` (what was seen before is kept).
+    public func startListening() throws {
+        var listen = KafkaConfiguration(["bootstrap.servers": bootstrapServers])
+        listen["group.id"] = "\(prefix)_listener"
+        listen["enable.auto.commit"] = "false"
+        let consumer = try KafkaConsumer(configuration: listen, logger: logger)
+        var start: [TopicPartition: Int64] = [:]
+        for e in topics.entries.values where [.response, .event, .deadLetter, .upstreamRequest, .metrics].contains(e.role) {
+            for p in 0..<e.spec.partitions { start[TopicPartition(e.name, p)] = -2 }  // -2: beginning
+        }
+        try consumer.assign(start)
+        let seen = self.seen
+        Task { for await r in consumer.records { seen.records.withLock { $0.append(r) } } }
+        listener.withLock { $0 = consumer }
+    }
+
+    /// Stops reading (see `startListening`).
+    public func stopListening() async {
+        let consumer = listener.withLock { l in
+            defer { l = nil }
+            return l
+        }
+        await consumer?.close()
+    }
+
     /// Replaces the test's producer with a fresh one (after a broker lost its state, an
     /// idempotent producer's id is unknown to it) and closes the old one.
     public func renewProducer() async throws {
@@ -255,7 +270,7 @@ public final class TestSystem: Sendable {
 
     public func stop() async {
         for p in processes.withLock({ Array($0.values) }) { await p.stop() }
-        await listener.close()
+        await stopListening()
         await producer.close()
         try? FileManager.default.removeItem(atPath: topicsFile)
     }
