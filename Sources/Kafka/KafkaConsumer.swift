@@ -59,6 +59,7 @@ public final class KafkaConsumer: Sendable {
     private let client: RdKafkaClient
     private let core: ConsumerCore
     private let poller = Mutex<PollThread?>(nil)
+    private let subscription = Mutex<[String]>([])
     /// Ends when the consumer is closed. Cancelling the task that iterates it ends it as well.
     public let records: AsyncStream<KafkaRecord>
     public let logger: Logger
@@ -94,7 +95,17 @@ public final class KafkaConsumer: Sendable {
             rd_kafka_subscribe(client.handle, $0)
         }
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err, context: "subscribe \(topics)") }
+        subscription.withLock { $0 = topics }
         startPolling()
+    }
+
+    /// Subscribes again to the same topics, so that the consumer rejoins its group and the group
+    /// rebalances with fresh metadata (for example after the subscribed topics were re-created
+    /// and the group settled on an assignment computed while they did not exist).
+    public func resubscribe() throws {
+        let topics = subscription.withLock { $0 }
+        guard !topics.isEmpty else { return }
+        try subscribe(topics)
     }
 
     /// Reads exactly these partitions from these offsets (`KafkaOffset`), outside any group (no

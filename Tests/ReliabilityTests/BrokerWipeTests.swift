@@ -101,7 +101,7 @@ extension ReliabilityTests {
             try await broker.wipe()
             let wiped = ContinuousClock.now
             try await system.renewProducer()
-            // The service re-creates its topics (within 10 s), rejoins its group and renews its
+            // The service re-creates its topics (within 5 s), rejoins its group and renews its
             // producer; then every partition is served again.
             let admin = try KafkaAdmin(configuration: KafkaConfiguration(["bootstrap.servers": broker.bootstrapServers]), logger: system.logger)
             let responses = [system.topics.name("cart_responses"), system.topics.name("order_responses")]
