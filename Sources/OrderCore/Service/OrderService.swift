@@ -220,7 +220,7 @@ public final class TopicManager: Sendable {
     let configuration: KafkaConfiguration
     let logger: Logger
 
-    /// One admin client for the manager's lifetime (the service checks every 10 s).
+    /// One admin client for the manager's lifetime (the service checks every 5 s).
     private let adminClient = Mutex<KafkaAdmin?>(nil)
 
     public init(configuration: KafkaConfiguration, logger: Logger) {
