@@ -59,6 +59,7 @@ public final class KafkaConsumer: Sendable {
     private let client: RdKafkaClient
     private let core: ConsumerCore
     private let poller = Mutex<PollThread?>(nil)
+    private let subscription = Mutex<[String]>([])
     /// Ends when the consumer is closed. Cancelling the task that iterates it ends it as well.
     public let records: AsyncStream<KafkaRecord>
     public let logger: Logger
@@ -94,7 +95,17 @@ public final class KafkaConsumer: Sendable {
             rd_kafka_subscribe(client.handle, $0)
         }
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err, context: "subscribe \(topics)") }
+        subscription.withLock { $0 = topics }
         startPolling()
+    }
+
+    /// Subscribes again to the same topics, so that the consumer rejoins its group and the group
+    /// rebalances with fresh metadata (for example after the subscribed topics were re-created
+    /// and the group settled on an assignment computed while they did not exist).
+    public func resubscribe() throws {
+        let topics = subscription.withLock { $0 }
+        guard !topics.isEmpty else { return }
+        try subscribe(topics)
     }
 
     /// Reads exactly these partitions from these offsets (`KafkaOffset`), outside any group (no
@@ -500,9 +511,19 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
             forget(tps)
             reconcilePauses(rk)
         default:
+            // Give everything up as lost, through the application's hook as well, so that its
+            // view of what it owns matches ours (cooperative: incremental_unassign; a plain
+            // assign is refused under that protocol).
             logger.error("rebalance error: \(KafkaError(err).message)")
-            _ = rd_kafka_assign(rk, nil)
-            forget(state.withLock { Array($0.assignment) })
+            let owned = state.withLock { Array($0.assignment) }
+            revoke(owned, lost: true)
+            if cooperative, !owned.isEmpty {
+                let e = withPartitionList(owned) { rd_kafka_incremental_unassign(rk, $0) }
+                if let e { logger.error("incremental unassign failed: \(KafkaError(consuming: e).message)") }
+            } else if !cooperative {
+                _ = rd_kafka_assign(rk, nil)
+            }
+            forget(owned)
             reconcilePauses(rk)
         }
     }

@@ -5,14 +5,18 @@ import Testing
 import TestSupport
 
 extension ReliabilityTests {
-    /// Sends get_cart for users spread over every partition and returns the slowest reply time.
-    func slowestReply(_ system: TestSystem, users: [Int64]) async throws -> Duration {
+    /// Sends get_cart and list_orders for users spread over every partition of both request
+    /// topics and returns the slowest reply time. (Both topics: an assignor that balances the
+    /// total, like cooperative-sticky, may give one member all partitions of one topic.)
+    func slowestReply(_ system: TestSystem, users: [Int64], timeout: Duration = .seconds(60)) async throws -> Duration {
         try await withThrowingTaskGroup(of: Duration.self) { group in
             for u in users {
-                group.addTask {
-                    let t0 = ContinuousClock.now
-                    _ = try await system.request("cart_requests", ["action": "get_cart", "user_id": .int(u)], timeout: .seconds(60))
-                    return ContinuousClock.now - t0
+                for (topic, action) in [("cart_requests", "get_cart"), ("order_requests", "list_orders")] {
+                    group.addTask {
+                        let t0 = ContinuousClock.now
+                        _ = try await system.request(topic, ["action": .string(action), "user_id": .int(u)], timeout: timeout)
+                        return ContinuousClock.now - t0
+                    }
                 }
             }
             var worst = Duration.zero

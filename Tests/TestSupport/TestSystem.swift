@@ -65,10 +65,11 @@ public final class TestSystem: Sendable {
     public let topics: Topics
     public let topicsFile: String
     public let groupId: String
-    /// The cluster every client of this system uses (the local broker unless `start` was given another).
+    /// The broker this system talks to (the shared one unless a test runs its own).
     public let bootstrapServers: String
-    public let producer: KafkaProducer
-    private let listener: KafkaConsumer
+    private let producerBox: Mutex<KafkaProducer>
+    public var producer: KafkaProducer { producerBox.withLock { $0 } }
+    private let listener = Mutex<KafkaConsumer?>(nil)
     private let seen = SeenRecords()
     private let processes = Mutex<[String: ChildProcess]>([:])
     private let extraEnvironment: [String: String]
@@ -87,16 +88,16 @@ public final class TestSystem: Sendable {
 
     /// Starts a system. `product`/`inventory` false leaves that upstream silent.
     /// `environment` goes to every executable, `serviceEnvironment` to the order service only.
-    /// `bootstrapServers` replaces the local broker (e.g. a `KafkaMockCluster`); `createTopics`
-    /// then replaces the CreateTopics requests (for clusters without that API).
+    /// `bootstrapServers` replaces the local broker (e.g. a `KafkaMockCluster` or a test's own
+    /// Tansu); `createTopics` then replaces the CreateTopics requests (for clusters without that API).
     public static func start(
         _ name: String, product: Bool = true, inventory: Bool = true, environment: [String: String] = [:],
-        serviceEnvironment: [String: String] = [:], bootstrapServers: String? = nil,
+        serviceEnvironment: [String: String] = [:], bootstrapServers: String = TestKafka.bootstrapServers,
         createTopics: (@Sendable (Topics) async throws -> Void)? = nil
     ) async throws -> TestSystem {
         let system = try await TestSystem(
-            name: name, environment: environment, serviceEnvironment: serviceEnvironment,
-            bootstrapServers: bootstrapServers, createTopics: createTopics)
+            name: name, environment: environment, serviceEnvironment: serviceEnvironment, bootstrapServers: bootstrapServers,
+            createTopics: createTopics)
         if product { try system.startProcess("product-service") }
         if inventory { try system.startProcess("inventory-service") }
         try system.startProcess("order-service")
@@ -105,9 +106,10 @@ public final class TestSystem: Sendable {
     }
 
     private init(
-        name: String, environment: [String: String], serviceEnvironment: [String: String], bootstrapServers: String?,
+        name: String, environment: [String: String], serviceEnvironment: [String: String], bootstrapServers: String,
         createTopics: (@Sendable (Topics) async throws -> Void)?
     ) async throws {
+        self.bootstrapServers = bootstrapServers
         prefix = "e2e_\(name)_\(UUID().uuidString.prefix(8).lowercased())"
         var yaml = try String(contentsOfFile: Self.repoRoot + "/topics.yaml", encoding: .utf8)
         for logical in Topics.requiredLogicalNames.keys + ["order_service_metrics"] {
@@ -117,32 +119,20 @@ public final class TestSystem: Sendable {
         topicsFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-topics.yaml").path
         try yaml.write(toFile: topicsFile, atomically: true, encoding: .utf8)
         groupId = "\(prefix)_group"
-        self.bootstrapServers = bootstrapServers ?? TestKafka.bootstrapServers
         extraEnvironment = environment
         orderServiceEnvironment = serviceEnvironment
         var logger = Logger(label: "e2e")
         logger.logLevel = .warning
         self.logger = logger
-        if bootstrapServers == nil { try await TestKafka.requireBroker() }
-        let kafka = KafkaConfiguration(["bootstrap.servers": self.bootstrapServers])
+        if bootstrapServers == TestKafka.bootstrapServers { try await TestKafka.requireBroker() }
+        let kafka = KafkaConfiguration(["bootstrap.servers": bootstrapServers])
         if let createTopics {
             try await createTopics(topics)
         } else {
             try await TopicManager(configuration: kafka, logger: logger).ensure(topics)
         }
-        producer = try KafkaProducer(configuration: kafka, logger: logger)
-        var listen = kafka
-        listen["group.id"] = "\(prefix)_listener"
-        listen["enable.auto.commit"] = "false"
-        listener = try KafkaConsumer(configuration: listen, logger: logger)
-        var start: [TopicPartition: Int64] = [:]
-        for e in topics.entries.values where [.response, .event, .deadLetter, .upstreamRequest, .metrics].contains(e.role) {
-            for p in 0..<e.spec.partitions { start[TopicPartition(e.name, p)] = -2 }  // -2: beginning
-        }
-        try listener.assign(start)
-        let consumer = listener
-        let seen = self.seen
-        Task { for await r in consumer.records { seen.records.withLock { $0.append(r) } } }
+        producerBox = Mutex(try KafkaProducer(configuration: kafka, logger: logger))
+        try startListening()
         let db = TestDatabase.client(poolSize: 1)
         try await ReferenceSchema.migrate(db, logger: logger)
         _ = try await MigrationRunner(client: db, logger: logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
@@ -158,15 +148,18 @@ public final class TestSystem: Sendable {
             .merging(executable == "order-service" ? orderServiceEnvironment : [:]) { _, new in new }
     }
 
-    /// Starts (or restarts) one of the executables.
+    /// Starts (or restarts) one of the executables; `environment` adds to (and overrides) the
+    /// system's environment for this process only.
     @discardableResult
-    public func startProcess(_ executable: String, as name: String? = nil) throws -> ChildProcess {
+    public func startProcess(_ executable: String, as name: String? = nil, environment extra: [String: String] = [:]) throws
+        -> ChildProcess
+    {
         let path = Self.binDir + "/" + executable
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw TestSystemError("\(path) is missing: run `swift build` first (deploy/local/test.sh does)")
         }
         let args = executable == "order-service" ? [] : ["--group-id", "\(prefix)_\(executable)"]
-        let p = try ChildProcess(name: name ?? executable, executable: path, arguments: args, environment: environment(for: executable))
+        let p = try ChildProcess(name: name ?? executable, executable: path, arguments: args, environment: environment(for: executable).merging(extra) { _, new in new })
         processes.withLock { $0[name ?? executable] = p }
         return p
     }
@@ -247,9 +240,46 @@ public final class TestSystem: Sendable {
         return seen.records.withLock { $0.filter { $0.topic == name } }
     }
 
+    /// Reads the response, event, dead-letter, upstream and metrics topics from their beginning
+    /// into `records(on:)` (what was seen before is kept).
+    public func startListening() throws {
+        var listen = KafkaConfiguration(["bootstrap.servers": bootstrapServers])
+        listen["group.id"] = "\(prefix)_listener"
+        listen["enable.auto.commit"] = "false"
+        let consumer = try KafkaConsumer(configuration: listen, logger: logger)
+        var start: [TopicPartition: Int64] = [:]
+        for e in topics.entries.values where [.response, .event, .deadLetter, .upstreamRequest, .metrics].contains(e.role) {
+            for p in 0..<e.spec.partitions { start[TopicPartition(e.name, p)] = -2 }  // -2: beginning
+        }
+        try consumer.assign(start)
+        let seen = self.seen
+        Task { for await r in consumer.records { seen.records.withLock { $0.append(r) } } }
+        listener.withLock { $0 = consumer }
+    }
+
+    /// Stops reading (see `startListening`).
+    public func stopListening() async {
+        let consumer = listener.withLock { l in
+            defer { l = nil }
+            return l
+        }
+        await consumer?.close()
+    }
+
+    /// Replaces the test's producer with a fresh one (after a broker lost its state, an
+    /// idempotent producer's id is unknown to it) and closes the old one.
+    public func renewProducer() async throws {
+        let fresh = try KafkaProducer(configuration: KafkaConfiguration(["bootstrap.servers": bootstrapServers]), logger: logger)
+        let old = producerBox.withLock { p in
+            defer { p = fresh }
+            return p
+        }
+        await old.close()
+    }
+
     public func stop() async {
         for p in processes.withLock({ Array($0.values) }) { await p.stop() }
-        await listener.close()
+        await stopListening()
         await producer.close()
         try? FileManager.default.removeItem(atPath: topicsFile)
     }

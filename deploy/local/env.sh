@@ -12,6 +12,11 @@ PG_USER="${PG_USER:-orders}"
 PG_PASSWORD="${PG_PASSWORD:-orders}"
 PG_PORT="${PG_PORT:-5432}"
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+# Group timing for the local broker (Tansu accepts session timeouts below Apache Kafka's default
+# minimum of 6 s): partitions of a stopped or killed instance move sooner (docs/reliability.md).
+# The programs' own default stays 6 s, which any Kafka accepts.
+export KAFKA_SESSION_TIMEOUT_MS="${KAFKA_SESSION_TIMEOUT_MS:-3000}"
+export KAFKA_HEARTBEAT_INTERVAL_MS="${KAFKA_HEARTBEAT_INTERVAL_MS:-500}"
 export DATABASE_URL="${DATABASE_URL:-postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB}"
 # librdkafka >= 2.1 built by setup.sh lives in /usr/local.
 export PKG_CONFIG_PATH="/usr/local/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"

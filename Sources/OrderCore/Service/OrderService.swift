@@ -48,7 +48,7 @@ public final class OrderService: Service, Sendable {
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
             store: store, outboxWritten: { relay.notify() }, metrics: metrics, logger: logger)
 
-        let consumerRef = Mutex<KafkaConsumer?>(nil)
+        let consumerRef = LockedBox<KafkaConsumer?>(nil)
         var dispatcherConfig = Dispatcher.Configuration()
         dispatcherConfig.maxInFlight = config.maxInFlight
         let logger = self.logger
@@ -80,16 +80,26 @@ public final class OrderService: Service, Sendable {
         if topics.metricsTopic != nil, config.kafka["statistics.interval.ms"] == nil {
             consumerConfig["statistics.interval.ms"] = String(max(1_000, config.metricsInterval.components.seconds * 1_000))
         }
-        let consumer = try KafkaConsumer(
-            configuration: consumerConfig,
+        // Warns when the group consumer stays out of a settled group (see docs/reliability.md).
+        let groupWatch = GroupWatch(bound: .seconds(120), logger: logger)
+        let subscribed = [topics.cartRequests, topics.orderRequests, topics.adminRequests, topics.deductionResults]
+        let consumerConfiguration = consumerConfig
+        let makeConsumer = { @Sendable () throws -> KafkaConsumer in
+            try KafkaConsumer(
+            configuration: consumerConfiguration,
             rebalance: KafkaConsumer.Rebalance(
                 onAssigned: { dispatcher.partitionsAssigned($0) },
                 onRevoking: { dispatcher.partitionsRevoking($0) }),
-            options: KafkaConsumer.Options(onStatistics: { metrics.update(statistics: $0) }),
+            options: KafkaConsumer.Options(onStatistics: { json in
+                metrics.update(statistics: json)
+                groupWatch.update(statistics: json)
+            }),
             logger: logger)
+        }
+        let consumer = try makeConsumer()
         consumerRef.withLock { $0 = consumer }
-        try consumer.subscribe([topics.cartRequests, topics.orderRequests, topics.adminRequests, topics.deductionResults])
-        logger.info("consuming", metadata: ["topics": "\([topics.cartRequests, topics.orderRequests, topics.adminRequests, topics.deductionResults])"])
+        try consumer.subscribe(subscribed)
+        logger.info("consuming", metadata: ["topics": "\(subscribed)"])
 
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
@@ -98,11 +108,50 @@ public final class OrderService: Service, Sendable {
                 if config.createTopics {
                     // Topics that vanish (a broker that lost its data, a deleted topic) come back.
                     let manager = TopicManager(configuration: base, logger: logger)
+                    // After such a re-creation the group may settle on an empty assignment that
+                    // was computed while the topics were missing (seen with Tansu after it lost its
+                    // state: the only member got no partitions and nothing triggered another
+                    // rebalance, and rejoining did not help: the consumer's metadata stayed stale).
+                    // So for two minutes after this instance re-created topics, an empty
+                    // assignment makes it rejoin the group (after 5 s), and if it is still empty
+                    // 15 s later, replaces the group consumer with a fresh one (new metadata); the
+                    // old one owns nothing, so nothing is revoked or drained.
                     group.addTask {
                         try? await cancelWhenGracefulShutdown {
+                            var recreated: ContinuousClock.Instant?
+                            var lastAction: ContinuousClock.Instant?
+                            var rejoined = false
                             while !Task.isCancelled {
-                                try await Task.sleep(for: .seconds(10))
-                                _ = try? await manager.ensure(topics, timeout: .seconds(5), warnMismatches: false)
+                                try await Task.sleep(for: .seconds(5))
+                                if let report = try? await manager.ensure(topics, timeout: .seconds(5), warnMismatches: false),
+                                    !report.created.isEmpty
+                                {
+                                    recreated = .now
+                                }
+                                guard let since = recreated else { continue }
+                                let now = ContinuousClock.now
+                                guard let current = consumerRef.withLock({ $0 }) else { continue }
+                                if now - since > .seconds(120) || !current.assignment.isEmpty {
+                                    if now - since > .seconds(120) { recreated = nil }
+                                    rejoined = false
+                                } else if now - since >= .seconds(5), lastAction.map({ now - $0 >= .seconds(15) }) ?? true {
+                                    lastAction = now
+                                    if !rejoined {
+                                        logger.warning("topics were re-created and this instance owns no partitions: rejoining the group")
+                                        do { try current.resubscribe() } catch { logger.warning("rejoin failed: \(error)") }
+                                        rejoined = true
+                                    } else if !Task.isCancelled {
+                                        logger.warning("still no partitions after rejoining: replacing the group consumer")
+                                        do {
+                                            let fresh = try makeConsumer()
+                                            try fresh.subscribe(subscribed)
+                                            consumerRef.withLock { $0 = fresh }
+                                            // Ends the old `records` at once (the reading loop moves on to the fresh one).
+                                            Task { await current.close() }
+                                        } catch { logger.warning("replacing the group consumer failed: \(error)") }
+                                        rejoined = false
+                                    }
+                                }
                             }
                         }
                     }
@@ -124,20 +173,27 @@ public final class OrderService: Service, Sendable {
                         }
                     }
                 }
-                for await record in consumer.records where dispatcher.isOwned(record.topicPartition) {
-                    await dispatcher.submit(record)
+                // Reads the group consumer's records; when it was replaced (see above), the
+                // fresh one's.
+                var reading = consumer
+                while true {
+                    for await record in reading.records where dispatcher.isOwned(record.topicPartition) {
+                        await dispatcher.submit(record)
+                    }
+                    guard let next = consumerRef.withLock({ $0 }), next !== reading else { break }
+                    reading = next
                 }
             }
         } onGracefulShutdown: {
             logger.info("shutting down: draining in-flight records")
             Task {
                 await dispatcher.drain()
-                await consumer.close()  // commits stored offsets, leaves the group, ends `records`
+                await consumerRef.withLock { $0 }?.close()  // commits stored offsets, leaves the group, ends `records`
             }
         }
         // The consumer is closed here (records ended); send what is left, then release everything.
         await dispatcher.drain()
-        await consumer.close()
+        await consumerRef.withLock { $0 }?.close()
         await relay.relayAll()
         await upstream.close()
         await producer.close()
@@ -164,7 +220,7 @@ public final class TopicManager: Sendable {
     let configuration: KafkaConfiguration
     let logger: Logger
 
-    /// One admin client for the manager's lifetime (the service checks every 10 s).
+    /// One admin client for the manager's lifetime (the service checks every 5 s).
     private let adminClient = Mutex<KafkaAdmin?>(nil)
 
     public init(configuration: KafkaConfiguration, logger: Logger) {
@@ -230,4 +286,11 @@ public final class TopicManager: Sendable {
             }
         }
     }
+}
+
+/// A lock-protected value that closures and tasks share by reference.
+final class LockedBox<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
 }
