@@ -11,6 +11,14 @@ if [ "${1:-}" = "--instances" ]; then instances="$2"; shift 2; fi
 "$here/setup.sh" >/dev/null
 "$here/broker.sh" start >/dev/null
 "$here/db.sh" start >/dev/null
+# A database of its own, created afresh for every run, so that runs are comparable (tables that
+# grew over earlier runs or tests make PostgreSQL slower) and the test database stays untouched.
+# BENCH_DATABASE=<name> picks another name; BENCH_KEEP_DATABASE=1 keeps it between runs.
+bench_db="${BENCH_DATABASE:-orders_bench}"
+if [ "${BENCH_KEEP_DATABASE:-0}" != 1 ]; then
+  psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $bench_db" -c "CREATE DATABASE $bench_db" >/dev/null
+fi
+export DATABASE_URL="${DATABASE_URL%/*}/$bench_db"
 cd "$REPO_ROOT"
 for p in order-service product-service inventory-service order-bench; do swift build -c release --product "$p" >/dev/null; done
 bin="$(swift build -c release --show-bin-path)"
