@@ -33,7 +33,9 @@ struct Bench: AsyncParsableCommand {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
         let topics = try Topics.load(path: topicsFile)
+        // KAFKA_* variables reach librdkafka as for the services (e.g. KAFKA_LINGER_MS).
         let kafka = KafkaConfiguration(["bootstrap.servers": bootstrapServers, "linger.ms": "1"])
+            .merging(ServiceConfiguration.kafkaEnvironment(ProcessInfo.processInfo.environment))
         let producer = try KafkaProducer(configuration: kafka, logger: logger)
         let tracker = ReplyTracker()
 

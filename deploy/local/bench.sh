@@ -16,7 +16,7 @@ if [ "${1:-}" = "--instances" ]; then instances="$2"; shift 2; fi
 # BENCH_DATABASE=<name> picks another name; BENCH_KEEP_DATABASE=1 keeps it between runs.
 bench_db="${BENCH_DATABASE:-orders_bench}"
 if [ "${BENCH_KEEP_DATABASE:-0}" != 1 ]; then
-  psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $bench_db" -c "CREATE DATABASE $bench_db" >/dev/null
+  psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)" -c "CREATE DATABASE $bench_db" >/dev/null
 fi
 export DATABASE_URL="${DATABASE_URL%/*}/$bench_db"
 cd "$REPO_ROOT"
