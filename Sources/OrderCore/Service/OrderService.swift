@@ -106,55 +106,18 @@ public final class OrderService: Service, Sendable {
                 group.addTask { try await relay.run() }
                 if let path = config.healthFile { group.addTask { await Heartbeat(path: path).run() } }
                 if config.createTopics {
-                    // Topics that vanish (a broker that lost its data, a deleted topic) come back.
-                    let manager = TopicManager(configuration: base, logger: logger)
-                    // After such a re-creation the group may settle on an empty assignment that
-                    // was computed while the topics were missing (seen with Tansu after it lost its
-                    // state: the only member got no partitions and nothing triggered another
-                    // rebalance, and rejoining did not help: the consumer's metadata stayed stale).
-                    // So for two minutes after this instance re-created topics, an empty
-                    // assignment makes it rejoin the group (after 5 s), and if it is still empty
-                    // 15 s later, replaces the group consumer with a fresh one (new metadata); the
-                    // old one owns nothing, so nothing is revoked or drained.
-                    group.addTask {
-                        try? await cancelWhenGracefulShutdown {
-                            var recreated: ContinuousClock.Instant?
-                            var lastAction: ContinuousClock.Instant?
-                            var rejoined = false
-                            while !Task.isCancelled {
-                                try await Task.sleep(for: .seconds(5))
-                                if let report = try? await manager.ensure(topics, timeout: .seconds(5), warnMismatches: false),
-                                    !report.created.isEmpty
-                                {
-                                    recreated = .now
-                                }
-                                guard let since = recreated else { continue }
-                                let now = ContinuousClock.now
-                                guard let current = consumerRef.withLock({ $0 }) else { continue }
-                                if now - since > .seconds(120) || !current.assignment.isEmpty {
-                                    if now - since > .seconds(120) { recreated = nil }
-                                    rejoined = false
-                                } else if now - since >= .seconds(5), lastAction.map({ now - $0 >= .seconds(15) }) ?? true {
-                                    lastAction = now
-                                    if !rejoined {
-                                        logger.warning("topics were re-created and this instance owns no partitions: rejoining the group")
-                                        do { try current.resubscribe() } catch { logger.warning("rejoin failed: \(error)") }
-                                        rejoined = true
-                                    } else if !Task.isCancelled {
-                                        logger.warning("still no partitions after rejoining: replacing the group consumer")
-                                        do {
-                                            let fresh = try makeConsumer()
-                                            try fresh.subscribe(subscribed)
-                                            consumerRef.withLock { $0 = fresh }
-                                            // Ends the old `records` at once (the reading loop moves on to the fresh one).
-                                            Task { await current.close() }
-                                        } catch { logger.warning("replacing the group consumer failed: \(error)") }
-                                        rejoined = false
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    let recovery = TopicRecovery(
+                        topics: topics, manager: TopicManager(configuration: base, logger: logger),
+                        consumer: { consumerRef.withLock { $0 } },
+                        replace: { old in
+                            let fresh = try makeConsumer()
+                            try fresh.subscribe(subscribed)
+                            consumerRef.withLock { $0 = fresh }
+                            // Ends the old `records` at once (the reading loop moves on to the fresh one).
+                            Task { await old.close() }
+                        },
+                        logger: logger)
+                    group.addTask { try? await cancelWhenGracefulShutdown { try await recovery.run() } }
                 }
                 if let topic = topics.metricsTopic {
                     let reporter = MetricsReporter(
