@@ -13,36 +13,33 @@ public struct Money: Sendable, Hashable, Comparable, CustomStringConvertible {
     public init?(_ text: String) {
         var bytes = text.utf8.makeIterator()
         var next = bytes.next()
-        var negative = false
-        if next == UInt8(ascii: "-") {
-            negative = true
-            next = bytes.next()
-        }
-        var units: Int64 = 0
-        var wholeDigits = 0
-        while let b = next, b >= 0x30, b <= 0x39 {
-            units = units * 10 + Int64(b - 0x30)
-            wholeDigits += 1
-            next = bytes.next()
-            guard wholeDigits <= 15 else { return nil }
-        }
-        guard wholeDigits > 0 else { return nil }
+        let negative = next == UInt8(ascii: "-")
+        if negative { next = bytes.next() }
+        guard let (units, _) = Self.digits(&next, &bytes, atMost: 15) else { return nil }
         var fraction: Int64 = 0
         if next == UInt8(ascii: ".") {
-            var fractionDigits = 0
             next = bytes.next()
-            while let b = next, b >= 0x30, b <= 0x39 {
-                fraction = fraction * 10 + Int64(b - 0x30)
-                fractionDigits += 1
-                next = bytes.next()
-                guard fractionDigits <= 2 else { return nil }
-            }
-            guard fractionDigits > 0 else { return nil }
-            if fractionDigits == 1 { fraction *= 10 }
+            guard let (value, count) = Self.digits(&next, &bytes, atMost: 2) else { return nil }
+            fraction = count == 1 ? value * 10 : value
         }
         guard next == nil else { return nil }
         let c = units * 100 + fraction
         cents = negative ? -c : c
+    }
+
+    /// Reads 1…`atMost` ASCII digits starting at `next`; nil when there are none or too many.
+    private static func digits(
+        _ next: inout UInt8?, _ bytes: inout String.UTF8View.Iterator, atMost limit: Int
+    ) -> (value: Int64, count: Int)? {
+        var value: Int64 = 0
+        var count = 0
+        while let b = next, b >= 0x30, b <= 0x39 {
+            count += 1
+            guard count <= limit else { return nil }
+            value = value * 10 + Int64(b - 0x30)
+            next = bytes.next()
+        }
+        return count > 0 ? (value, count) : nil
     }
 
     public var description: String {

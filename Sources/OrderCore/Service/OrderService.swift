@@ -111,10 +111,14 @@ public final class OrderService: Service, Sendable {
                         consumer: { consumerRef.withLock { $0 } },
                         replace: { old in
                             let fresh = try makeConsumer()
-                            try fresh.subscribe(subscribed)
+                            // Installed first, so that the reading loop moves on to it when the old
+                            // one's `records` end.
                             consumerRef.withLock { $0 = fresh }
-                            // Ends the old `records` at once (the reading loop moves on to the fresh one).
-                            Task { await old.close() }
+                            // The old member leaves before the fresh one joins: a broker may hold a
+                            // rebalance open for a member that leaves during it (Tansu: up to the
+                            // rebalance timeout).
+                            await old.close()
+                            try fresh.subscribe(subscribed)
                         },
                         logger: logger)
                     group.addTask { try? await cancelWhenGracefulShutdown { try await recovery.run() } }

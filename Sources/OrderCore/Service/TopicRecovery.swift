@@ -8,25 +8,28 @@ import Logging
 /// were missing (seen with Tansu after it lost its state: the only member got no partitions,
 /// nothing triggered another rebalance, and rejoining did not help because the consumer's metadata
 /// stayed stale). So for `window` after this instance re-created topics, an empty assignment makes
-/// it rejoin the group (after `rejoinAfter`), and if it is still empty `replaceAfter` later,
-/// replace the group consumer with a fresh one (new metadata). The old one owns nothing, so
-/// nothing is revoked or drained.
+/// it rejoin the group (after `rejoinAfter`); if that yields nothing within `replaceAfter`, it
+/// replaces the group consumer with a fresh one (new metadata; the old one owns nothing, so
+/// nothing is revoked or drained) and then gives the fresh one `settleAfterReplace` — at least the
+/// rebalance timeout — before acting again: replacing members faster than the group can settle
+/// would keep it rebalancing forever.
 struct TopicRecovery: Sendable {
     let topics: Topics
     let manager: TopicManager
     /// The group consumer in use now.
     let consumer: @Sendable () -> KafkaConsumer?
-    /// Makes, subscribes and installs a fresh group consumer, and closes `old`.
-    let replace: @Sendable (_ old: KafkaConsumer) throws -> Void
+    /// Installs a fresh group consumer in place of `old` (which it closes).
+    let replace: @Sendable (_ old: KafkaConsumer) async throws -> Void
     let logger: Logger
     var checkEvery: Duration = .seconds(5)
-    var window: Duration = .seconds(120)
+    var window: Duration = .seconds(300)
     var rejoinAfter: Duration = .seconds(5)
     var replaceAfter: Duration = .seconds(15)
+    var settleAfterReplace: Duration = .seconds(75)
 
     func run() async throws {
         var recreated: ContinuousClock.Instant?
-        var lastAction: ContinuousClock.Instant?
+        var nextAction: ContinuousClock.Instant?
         var rejoined = false
         while !Task.isCancelled {
             try await Task.sleep(for: checkEvery)
@@ -35,25 +38,23 @@ struct TopicRecovery: Sendable {
             }
             guard let since = recreated, let current = consumer() else { continue }
             let now = ContinuousClock.now
-            if now - since > window {
-                recreated = nil
+            if now - since > window || !current.assignment.isEmpty {
+                if now - since > window { recreated = nil }
                 rejoined = false
+                nextAction = nil
                 continue
             }
-            if !current.assignment.isEmpty {
-                rejoined = false
-                continue
-            }
-            guard now - since >= rejoinAfter, lastAction.map({ now - $0 >= replaceAfter }) ?? true else { continue }
-            lastAction = now
+            guard now - since >= rejoinAfter, nextAction.map({ now >= $0 }) ?? true else { continue }
             if !rejoined {
                 logger.warning("topics were re-created and this instance owns no partitions: rejoining the group")
                 do { try current.resubscribe() } catch { logger.warning("rejoin failed: \(error)") }
                 rejoined = true
+                nextAction = now + replaceAfter
             } else if !Task.isCancelled {
                 logger.warning("still no partitions after rejoining: replacing the group consumer")
-                do { try replace(current) } catch { logger.warning("replacing the group consumer failed: \(error)") }
+                do { try await replace(current) } catch { logger.warning("replacing the group consumer failed: \(error)") }
                 rejoined = false
+                nextAction = ContinuousClock.now + settleAfterReplace
             }
         }
     }
