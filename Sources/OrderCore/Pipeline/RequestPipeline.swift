@@ -118,7 +118,7 @@ public struct RequestPipeline: RecordHandler {
         if let rid = request.requestId {
             // PostgreSQL text cannot hold NUL: escape it (and the escape character) so that
             // distinct request ids stay distinct keys.
-            let text = rid.contains("\u{0}") || rid.contains("%")
+            let text = rid.utf8.contains(where: { $0 == 0 || $0 == UInt8(ascii: "%") })
                 ? rid.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "\u{0}", with: "%00") : rid
             return "\(kind.rawValue)/\(request.command.userId ?? 0)/\(text)"
         }

@@ -65,23 +65,8 @@ public struct OrderStore: Sendable {
         case notFound
     }
 
-    /// add_item in one round trip: merge or insert the line within the limits.
-    func addItem(userId: Int64, product: Product, quantity: Int, on conn: PostgresConnection) async throws -> CartChange {
-        let rows = try await conn.query(
-            "SELECT * FROM order_service_add_item($1, $2, $3, $4::numeric, $5, $6, $7)",
-            [userId, product.productId, product.name, product.price.description, quantity, Limits.maxQuantity, Limits.maxCartLines]
-        ).rows
-        return try cartChange(userId: userId, rows: rows)
-    }
-
-    /// update_item / remove_item (quantity 0) in one round trip.
-    func setItem(userId: Int64, productId: Int64, quantity: Int, on conn: PostgresConnection) async throws -> CartChange {
-        let rows = try await conn.query("SELECT * FROM order_service_set_item($1, $2, $3)", [userId, productId, quantity]).rows
-        return try cartChange(userId: userId, rows: rows)
-    }
-
     /// Reads the rows of the cart functions, whose columns start at `offset`.
-    private func cartChange(userId: Int64, rows: [PostgresRow], offset o: Int = 0) throws -> CartChange {
+    private func cartChange(userId: Int64, rows: [PostgresRow], offset o: Int) throws -> CartChange {
         guard let first = rows.first else { throw PersistFailure.unexpected("cart function returned nothing") }
         switch try first.decode(o, as: String.self) {
         case "ok": return .changed(try cart(userId: userId, rows: rows, offset: o + 2) ?? .empty(userId: userId))
