@@ -70,6 +70,15 @@ struct CommonOptions: ParsableArguments {
         return c
     }
 
+    /// What the Kafka operator commands (topics, replay-dlq) start from: a logger, the
+    /// configuration, a supported librdkafka, and topics.yaml.
+    func kafkaCommandSetup() throws -> (logger: Logger, config: ServiceConfiguration, topics: Topics) {
+        let logger = makeLogger("order-service")
+        let config = try configuration()
+        try LibRdKafka.requireSupportedVersion()
+        return (logger, config, try Topics.load(path: config.topicsFile))
+    }
+
     func makeLogger(_ label: String) -> Logger {
         let level = Logger.Level(rawValue: (logLevel ?? ProcessInfo.processInfo.environment["LOG_LEVEL"] ?? "info").lowercased()) ?? .info
         JSONLogHandler.bootstrap()
@@ -115,10 +124,7 @@ struct TopicsCommand: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
 
     func run() async throws {
-        let logger = options.makeLogger("order-service")
-        let config = try options.configuration()
-        try LibRdKafka.requireSupportedVersion()
-        let topics = try Topics.load(path: config.topicsFile)
+        let (logger, config, topics) = try options.kafkaCommandSetup()
         let manager = TopicManager(configuration: config.kafkaBase, logger: logger)
         switch mode {
         case "check":
@@ -161,10 +167,7 @@ struct ReplayDLQ: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
 
     func run() async throws {
-        let logger = options.makeLogger("order-service")
-        let config = try options.configuration()
-        try LibRdKafka.requireSupportedVersion()
-        let topics = try Topics.load(path: config.topicsFile)
+        let (logger, config, topics) = try options.kafkaCommandSetup()
         let entries = try await DeadLetterReplayer(configuration: config.kafkaBase, topics: topics, logger: logger)
             .run(dryRun: dryRun, limit: limit, only: sourceTopic)
         for e in entries {
