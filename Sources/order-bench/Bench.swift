@@ -113,6 +113,7 @@ struct Bench: AsyncParsableCommand {
         await producer.close()
 
         let report = tracker.report(sent: sent, elapsed: finished - began)
+        let breakdown = tracker.breakdown(began: began, window: mode == "paced" ? 5 : max(1, Int((finished - began) / .seconds(4))))
         var result: [(String, JSON)] = [
             ("label", .string(label)), ("mode", .string(mode)), ("sent", .int(Int64(sent))), ("answered", .int(Int64(report.answered))),
             ("missing", .int(Int64(sent - report.answered))), ("seconds", .number(String(format: "%.3f", report.seconds))),
@@ -129,6 +130,12 @@ struct Bench: AsyncParsableCommand {
             ]))
         }
         result.append(("instances", .array(instances)))
+        result.append(("by_action", .object(breakdown.actions.map { a in
+            (a.0, .object([("count", .int(Int64(a.1))), ("p50", .number(String(format: "%.2f", a.2))), ("p99", .number(String(format: "%.2f", a.3)))]))
+        })))
+        result.append(("by_send_window", .array(breakdown.windows.map { w in
+            .object([("from_s", .int(Int64(w.0))), ("count", .int(Int64(w.1))), ("p50", .number(String(format: "%.2f", w.2))), ("p99", .number(String(format: "%.2f", w.3)))])
+        })))
         let json = JSON.object(result)
 
         print("order-bench \(mode)\(label.isEmpty ? "" : " (\(label))")")
@@ -138,6 +145,12 @@ struct Bench: AsyncParsableCommand {
         print(String(format: "%-22@ %.1f req/s", "throughput" as NSString, Double(report.answered) / report.seconds))
         for (name, v) in report.percentiles { print(String(format: "%-22@ %.2f ms", "latency \(name)" as NSString, v)) }
         for (code, n) in report.codes.sorted(by: { $0.key < $1.key }) { print(String(format: "%-22@ %d", code as NSString, n)) }
+        for (action, n, p50, p99) in breakdown.actions {
+            print(String(format: "%-22@ %6d  p50 %8.2f ms  p99 %8.2f ms", action as NSString, n, p50, p99))
+        }
+        for (from, n, p50, p99) in breakdown.windows {
+            print(String(format: "%-22@ %6d  p50 %8.2f ms  p99 %8.2f ms", "sent at \(from) s+" as NSString, n, p50, p99))
+        }
         for (i, pid) in pidList.enumerated() {
             print(String(format: "%-22@ peak RSS %.1f MB, CPU %.2f s", "instance \(pid)" as NSString, ProcStats.peakRSSMegabytes(pid), cpuAfter[i] - cpuBefore[i]))
         }
@@ -185,15 +198,17 @@ struct RequestMix {
 /// Send times and reply outcomes by correlation id.
 final class ReplyTracker: Sendable {
     private struct State {
-        var pending: [String: ContinuousClock.Instant] = [:]
+        var pending: [String: (at: ContinuousClock.Instant, action: String)] = [:]
         var latenciesMs: [Double] = []
+        /// Per reply: its action and when its request was sent, for the per-action and per-window breakdowns.
+        var samples: [(action: String, sentAt: ContinuousClock.Instant, ms: Double)] = []
         var codes: [String: Int] = [:]
         var answered = 0
         var last: ContinuousClock.Instant?
     }
     private let state = Mutex(State())
 
-    func sent(_ id: String, action: String) { state.withLock { $0.pending[id] = .now } }
+    func sent(_ id: String, action: String) { state.withLock { $0.pending[id] = (.now, action) } }
     func sendFailed(_ id: String) { state.withLock { s in _ = s.pending.removeValue(forKey: id); s.codes["send_failed", default: 0] += 1 } }
 
     func replied(_ id: String, value: [UInt8]) {
@@ -201,9 +216,11 @@ final class ReplyTracker: Sendable {
         var code = "ok"
         if let json = try? JSON.parse(value), case .string(let c)? = json["error"]?["code"] { code = c }
         state.withLock { s in
-            guard let t = s.pending.removeValue(forKey: id) else { return }
-            let d = now - t
-            s.latenciesMs.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+            guard let sent = s.pending.removeValue(forKey: id) else { return }
+            let d = now - sent.at
+            let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+            s.latenciesMs.append(ms)
+            s.samples.append((sent.action, sent.at, ms))
             s.codes[code, default: 0] += 1
             s.answered += 1
             s.last = now
@@ -211,6 +228,26 @@ final class ReplyTracker: Sendable {
     }
 
     var answered: Int { state.withLock { $0.answered } }
+
+    /// p50/p99 per action, and per window of `window` seconds (by send time from `began`): shows
+    /// which requests are slow and whether latency grows during a run.
+    func breakdown(began: ContinuousClock.Instant, window: Int) -> (actions: [(String, Int, Double, Double)], windows: [(Int, Int, Double, Double)]) {
+        state.withLock { s in
+            func p50p99(_ v: [Double]) -> (Double, Double) {
+                let sorted = v.sorted()
+                func p(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+                return (p(0.5), p(0.99))
+            }
+            let byAction = Dictionary(grouping: s.samples, by: \.action).sorted { $0.key < $1.key }.map { kv in
+                let (a, b) = p50p99(kv.value.map(\.ms)); return (kv.key, kv.value.count, a, b)
+            }
+            let byWindow = Dictionary(grouping: s.samples) { Int((($0.sentAt - began) / .seconds(window)).rounded(.down)) }
+                .sorted { $0.key < $1.key }.map { kv in
+                    let (a, b) = p50p99(kv.value.map(\.ms)); return (kv.key * window, kv.value.count, a, b)
+                }
+            return (byAction, byWindow)
+        }
+    }
     var lastReply: ContinuousClock.Instant? { state.withLock { $0.last } }
 
     func report(sent: Int, elapsed: Duration) -> (answered: Int, seconds: Double, percentiles: [(String, Double)], codes: [String: Int]) {

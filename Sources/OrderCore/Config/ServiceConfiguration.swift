@@ -29,6 +29,9 @@ public struct ServiceConfiguration: Sendable {
     /// ORDER_SERVICE_PRODUCT_CACHE_MS, default 0 (off): how old product details add_item may use.
     /// create_order always asks the Product Service.
     public var productCacheStaleness: Duration = .zero
+    /// ORDER_SERVICE_PRODUCT_COALESCE_MS, default 1: product look-ups that start within this long
+    /// of each other travel to the Product Service as one request (0: each alone).
+    public var productCoalesceWindow: Duration = .milliseconds(1)
     /// ORDER_SERVICE_HEALTH_FILE, default `/tmp/order-service.alive`: touched every 5 s while the
     /// service consumes; `order-service health` checks it (exec probes need no HTTP). Empty: off.
     public var healthFile: String? = "/tmp/order-service.alive"
@@ -72,6 +75,9 @@ public struct ServiceConfiguration: Sendable {
         }
         if let v = env["ORDER_SERVICE_PRODUCT_CACHE_MS"] {
             c.productCacheStaleness = .milliseconds(try int(v, "ORDER_SERVICE_PRODUCT_CACHE_MS", min: 0))
+        }
+        if let v = env["ORDER_SERVICE_PRODUCT_COALESCE_MS"] {
+            c.productCoalesceWindow = .milliseconds(try int(v, "ORDER_SERVICE_PRODUCT_COALESCE_MS", min: 0))
         }
         if let v = env["ORDER_SERVICE_HEALTH_FILE"] { c.healthFile = v.isEmpty ? nil : v }
         if let v = env["ORDER_SERVICE_METRICS_INTERVAL_MS"] {

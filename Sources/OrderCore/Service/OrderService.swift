@@ -40,7 +40,8 @@ public final class OrderService: Service, Sendable {
         try await retrying("upstream reply consumer") { try await upstream.start() }
         let metrics = ServiceMetrics()
         let catalog = CoalescingProductCatalog(
-            upstream: KafkaProductCatalog(client: upstream, topics: topics), maxStaleness: config.productCacheStaleness)
+            upstream: KafkaProductCatalog(client: upstream, topics: topics), window: config.productCoalesceWindow,
+            maxStaleness: config.productCacheStaleness)
         let relay = OutboxRelay(store: store, producer: producer, logger: logger)
         let pipeline = RequestPipeline(
             topics: topics, routing: ReplyRouting(topics: topics, allowList: config.replyToAllowList),
