@@ -251,12 +251,11 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
     private let wakeQueue = Mutex<QueueRef?>(nil)
 
     private struct Queue {
-        var items: [(seq: UInt64, record: KafkaRecord)] = []
+        var items: [KafkaRecord] = []
         var head = 0
         var count: Int { items.count - head }
-        var first: (seq: UInt64, record: KafkaRecord)? { head < items.count ? items[head] : nil }
         mutating func popFirst() -> KafkaRecord {
-            let r = items[head].record
+            let r = items[head]
             head += 1
             if head >= 64 && head * 2 >= items.count {
                 items.removeFirst(head)
@@ -268,7 +267,9 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
 
     private struct State {
         var queues: [TopicPartition: Queue] = [:]
-        var nextSeq: UInt64 = 0
+        /// Partitions with buffered records, served in turn (see `popDeliverable`).
+        var ring: [TopicPartition] = []
+        var ringNext = 0
         var waiters: [(id: UInt64, continuation: CheckedContinuation<KafkaRecord?, Never>)] = []
         var nextWaiterID: UInt64 = 0
         var finished = false
@@ -284,6 +285,17 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
         /// reader is still handling. And the highest next offset stored per partition.
         var inFlight: [TopicPartition: Int64] = [:]
         var storedNext: [TopicPartition: Int64] = [:]
+
+        /// Takes these partitions (nil: all) out of the turn order, after their queues were dropped.
+        mutating func dropFromRing(_ tps: Set<TopicPartition>?) {
+            guard let tps else {
+                ring = []
+                ringNext = 0
+                return
+            }
+            ring.removeAll { tps.contains($0) }
+            ringNext = ring.isEmpty ? 0 : ringNext % ring.count
+        }
     }
 
     init(rebalance: KafkaConsumer.Rebalance, options: KafkaConsumer.Options, grouped: Bool, logger: Logger) {
@@ -323,8 +335,8 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
                 s.inFlight[tp] = record.offset
                 return (s.waiters.removeFirst().continuation, false)
             }
-            s.queues[tp, default: Queue()].items.append((s.nextSeq, record))
-            s.nextSeq += 1
+            if s.queues[tp] == nil { s.ring.append(tp) }
+            s.queues[tp, default: Queue()].items.append(record)
             if s.queues[tp]!.count >= options.maxBufferedRecordsPerPartition, !s.fullPaused.contains(tp) {
                 s.fullPaused.insert(tp)
                 return (nil, true)
@@ -362,16 +374,31 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
         }
     }
 
-    /// The oldest buffered record of a partition that is not paused by the application.
+    /// The next buffered record, taking partitions in turn (skipping ones the application paused),
+    /// each partition's records in offset order. In turn rather than oldest first: a broker may
+    /// return one topic's whole backlog before another's (Tansu fills a fetch topic by topic), and
+    /// oldest-first would then make the other topic's requests wait behind all of it.
     private func popDeliverable(_ s: inout State) -> KafkaRecord? {
-        var best: (tp: TopicPartition, seq: UInt64)?
-        for (tp, q) in s.queues where !s.userPaused.contains(tp) {
-            if let f = q.first, best == nil || f.seq < best!.seq { best = (tp, f.seq) }
+        guard !s.ring.isEmpty else { return nil }
+        var index: Int?
+        for step in 0..<s.ring.count {
+            let i = (s.ringNext + step) % s.ring.count
+            if !s.userPaused.contains(s.ring[i]) {
+                index = i
+                break
+            }
         }
-        guard let tp = best?.tp else { return nil }
+        guard let i = index else { return nil }
+        let tp = s.ring[i]
         let record = s.queues[tp]!.popFirst()
         let left = s.queues[tp]!.count
-        if left == 0 { s.queues[tp] = nil }
+        if left == 0 {
+            s.queues[tp] = nil
+            s.ring.remove(at: i)
+            s.ringNext = s.ring.isEmpty ? 0 : i % s.ring.count
+        } else {
+            s.ringNext = (i + 1) % s.ring.count
+        }
         s.inFlight[tp] = record.offset
         if s.fullPaused.contains(tp), left <= options.maxBufferedRecordsPerPartition / 2 {
             s.fullPaused.remove(tp)
@@ -400,6 +427,7 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
         let waiters = state.withLock { s -> [CheckedContinuation<KafkaRecord?, Never>] in
             s.finished = true
             s.queues = [:]
+            s.dropFromRing(nil)
             defer { s.waiters = [] }
             return s.waiters.map(\.continuation)
         }
@@ -533,6 +561,7 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
     private func revoke(_ tps: [TopicPartition], lost: Bool) {
         let closing = state.withLock { s in
             for tp in tps { s.queues[tp] = nil }
+            s.dropFromRing(Set(tps))
             s.userPaused.subtract(tps)
             s.fullPaused.subtract(tps)
             return s.closing
@@ -562,6 +591,7 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
                 s.inFlight[tp] = nil
                 s.storedNext[tp] = nil
             }
+            s.dropFromRing(Set(tps))
         }
     }
 }

@@ -313,6 +313,31 @@ struct BrokerTests {
         await consumer.close()
     }
 
+    /// A backlog in one partition does not make records of another wait behind all of it: buffered
+    /// partitions are served in turn, each in offset order.
+    @Test func bufferedPartitionsAreServedInTurn() async throws {
+        let big = TestKafka.uniqueName("backlog")
+        let small = TestKafka.uniqueName("other")
+        try await TestKafka.createTopic(big, partitions: 1)
+        try await TestKafka.createTopic(small, partitions: 1)
+        let producer = try KafkaProducer(configuration: TestKafka.configuration(), logger: logger)
+        _ = try await producer.sendAll((0..<400).map { KafkaOutgoingRecord(topic: big, key: nil, value: bytes("\($0)")) })
+        let consumer = try KafkaConsumer(configuration: TestKafka.configuration(), logger: logger)
+        try consumer.assign([TopicPartition(big, 0): KafkaOffset.beginning, TopicPartition(small, 0): KafkaOffset.beginning])
+        try await Task.sleep(for: .milliseconds(1500))  // the backlog is buffered, nothing read yet
+        _ = try await producer.sendAll((0..<5).map { KafkaOutgoingRecord(topic: small, key: nil, value: bytes("\($0)")) })
+        await producer.close()
+        try await Task.sleep(for: .milliseconds(1500))  // and now the later records too
+        let collector = RecordCollector(consumer) { _ in }
+        let got = try await collector.waitFor(count: 405)
+        let lastOfSmall = try #require(got.lastIndex { $0.topic == small })
+        #expect(lastOfSmall < 20, "the 5 records of \(small) came at positions up to \(lastOfSmall)")
+        #expect(got.filter { $0.topic == big }.map(\.offset) == Array(0..<400))
+        #expect(got.filter { $0.topic == small }.map(\.offset) == Array(0..<5))
+        await collector.stop()
+        await consumer.close()
+    }
+
     @Test func concurrentSendsFromManyTasks() async throws {
         let topic = TestKafka.uniqueName("t")
         try await TestKafka.createTopic(topic, partitions: 3)
