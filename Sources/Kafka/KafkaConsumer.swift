@@ -293,8 +293,10 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
                 ringNext = 0
                 return
             }
+            // The partition whose turn is next keeps it: count the removed ones before it.
+            let before = ring.prefix(ringNext).filter { tps.contains($0) }.count
             ring.removeAll { tps.contains($0) }
-            ringNext = ring.isEmpty ? 0 : ringNext % ring.count
+            ringNext = ring.isEmpty ? 0 : (ringNext - before) % ring.count
         }
     }
 
@@ -483,6 +485,7 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
         state.withLock { s in
             s.assignment = tps
             s.queues = s.queues.filter { tps.contains($0.key) }
+            s.dropFromRing(Set(s.ring).subtracting(tps))
             s.userPaused.formIntersection(tps)
             s.fullPaused.formIntersection(tps)
             s.inFlight = [:]

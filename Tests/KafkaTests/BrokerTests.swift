@@ -338,6 +338,33 @@ struct BrokerTests {
         await consumer.close()
     }
 
+    /// Re-assigning drops the buffers of partitions no longer assigned, and those partitions are
+    /// read again from where the new assignment says when they come back.
+    @Test func reassigningWithBufferedRecordsDeliversTheNewAssignment() async throws {
+        let a = TestKafka.uniqueName("a")
+        let b = TestKafka.uniqueName("b")
+        try await TestKafka.createTopic(a, partitions: 1)
+        try await TestKafka.createTopic(b, partitions: 1)
+        let producer = try KafkaProducer(configuration: TestKafka.configuration(), logger: logger)
+        _ = try await producer.sendAll((0..<50).map { KafkaOutgoingRecord(topic: a, key: nil, value: bytes("\($0)")) })
+        _ = try await producer.sendAll((0..<50).map { KafkaOutgoingRecord(topic: b, key: nil, value: bytes("\($0)")) })
+        await producer.close()
+        let consumer = try KafkaConsumer(configuration: TestKafka.configuration(), logger: logger)
+        try consumer.assign([TopicPartition(a, 0): KafkaOffset.beginning, TopicPartition(b, 0): KafkaOffset.beginning])
+        try await Task.sleep(for: .seconds(1))  // both buffered, nothing read
+        try consumer.assign([TopicPartition(b, 0): KafkaOffset.beginning])
+        // `limit` ends each reader without cancelling (which would end the stream for good).
+        let gotB = try await RecordCollector(consumer, limit: 50).waitFor(count: 50)
+        #expect(gotB.map(\.topic) == Array(repeating: b, count: 50))
+        #expect(gotB.map(\.offset) == Array(0..<50))
+        try consumer.assign([TopicPartition(a, 0): KafkaOffset.beginning])
+        let onlyA = RecordCollector(consumer, limit: 50)
+        let gotA = try await onlyA.waitFor(count: 50)
+        #expect(gotA.map(\.topic) == Array(repeating: a, count: 50))
+        #expect(gotA.map(\.offset) == Array(0..<50))
+        await consumer.close()
+    }
+
     @Test func concurrentSendsFromManyTasks() async throws {
         let topic = TestKafka.uniqueName("t")
         try await TestKafka.createTopic(topic, partitions: 3)
