@@ -250,26 +250,75 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
     private struct QueueRef: @unchecked Sendable { let pointer: OpaquePointer }
     private let wakeQueue = Mutex<QueueRef?>(nil)
 
-    private struct Queue {
-        var items: [KafkaRecord] = []
-        var head = 0
-        var count: Int { items.count - head }
-        mutating func popFirst() -> KafkaRecord {
-            let r = items[head]
-            head += 1
-            if head >= 64 && head * 2 >= items.count {
-                items.removeFirst(head)
-                head = 0
+    /// Fetched records not yet handed out, per partition, each partition's in offset order.
+    /// Partitions take turns (round robin) rather than the oldest record going first: a broker may
+    /// return one topic's whole backlog before another's (Tansu fills a fetch topic by topic), and
+    /// oldest-first would make the other topic's records wait behind all of it.
+    private struct Buffers {
+        private var queues: [TopicPartition: Queue] = [:]
+        /// The partitions in `queues`, in turn order; `next` is the one whose turn it is.
+        private var ring: [TopicPartition] = []
+        private var next = 0
+
+        private struct Queue {
+            var items: [KafkaRecord] = []
+            var head = 0
+            var count: Int { items.count - head }
+            mutating func popFirst() -> KafkaRecord {
+                let r = items[head]
+                head += 1
+                if head >= 64 && head * 2 >= items.count {
+                    items.removeFirst(head)
+                    head = 0
+                }
+                return r
             }
-            return r
+        }
+
+        func count(_ tp: TopicPartition) -> Int { queues[tp]?.count ?? 0 }
+
+        /// Appends; returns how many records the partition now holds.
+        mutating func append(_ record: KafkaRecord) -> Int {
+            let tp = record.topicPartition
+            if queues[tp] == nil { ring.append(tp) }
+            queues[tp, default: Queue()].items.append(record)
+            return queues[tp]!.count
+        }
+
+        /// The next record of the next partition in turn that is not in `skipping`, and how many
+        /// that partition still holds.
+        mutating func popNext(skipping: Set<TopicPartition>) -> (record: KafkaRecord, left: Int)? {
+            var found: Int?
+            for step in ring.indices where !skipping.contains(ring[(next + step) % ring.count]) {
+                found = (next + step) % ring.count
+                break
+            }
+            guard let i = found else { return nil }
+            let tp = ring[i]
+            let record = queues[tp]!.popFirst()
+            let left = queues[tp]!.count
+            if left == 0 {
+                queues[tp] = nil
+                ring.remove(at: i)
+                next = ring.isEmpty ? 0 : i % ring.count
+            } else {
+                next = (i + 1) % ring.count
+            }
+            return (record, left)
+        }
+
+        /// Drops the records of the partitions `drop` selects.
+        mutating func removeAll(where drop: (TopicPartition) -> Bool) {
+            // The partition whose turn is next keeps it: count the dropped ones before it.
+            let before = ring.prefix(next).filter(drop).count
+            ring.removeAll(where: drop)
+            queues = queues.filter { !drop($0.key) }
+            next = ring.isEmpty ? 0 : (next - before) % ring.count
         }
     }
 
     private struct State {
-        var queues: [TopicPartition: Queue] = [:]
-        /// Partitions with buffered records, served in turn (see `popDeliverable`).
-        var ring: [TopicPartition] = []
-        var ringNext = 0
+        var buffers = Buffers()
         var waiters: [(id: UInt64, continuation: CheckedContinuation<KafkaRecord?, Never>)] = []
         var nextWaiterID: UInt64 = 0
         var finished = false
@@ -285,19 +334,6 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
         /// reader is still handling. And the highest next offset stored per partition.
         var inFlight: [TopicPartition: Int64] = [:]
         var storedNext: [TopicPartition: Int64] = [:]
-
-        /// Takes these partitions (nil: all) out of the turn order, after their queues were dropped.
-        mutating func dropFromRing(_ tps: Set<TopicPartition>?) {
-            guard let tps else {
-                ring = []
-                ringNext = 0
-                return
-            }
-            // The partition whose turn is next keeps it: count the removed ones before it.
-            let before = ring.prefix(ringNext).filter { tps.contains($0) }.count
-            ring.removeAll { tps.contains($0) }
-            ringNext = ring.isEmpty ? 0 : (ringNext - before) % ring.count
-        }
     }
 
     init(rebalance: KafkaConsumer.Rebalance, options: KafkaConsumer.Options, grouped: Bool, logger: Logger) {
@@ -333,13 +369,11 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
         let tp = record.topicPartition
         let (waiter, full) = state.withLock { s -> (CheckedContinuation<KafkaRecord?, Never>?, Bool) in
             guard !s.finished, s.assignment.contains(tp) else { return (nil, false) }
-            if !s.waiters.isEmpty, !s.userPaused.contains(tp), s.queues[tp]?.count ?? 0 == 0 {
+            if !s.waiters.isEmpty, !s.userPaused.contains(tp), s.buffers.count(tp) == 0 {
                 s.inFlight[tp] = record.offset
                 return (s.waiters.removeFirst().continuation, false)
             }
-            if s.queues[tp] == nil { s.ring.append(tp) }
-            s.queues[tp, default: Queue()].items.append(record)
-            if s.queues[tp]!.count >= options.maxBufferedRecordsPerPartition, !s.fullPaused.contains(tp) {
+            if s.buffers.append(record) >= options.maxBufferedRecordsPerPartition, !s.fullPaused.contains(tp) {
                 s.fullPaused.insert(tp)
                 return (nil, true)
             }
@@ -376,31 +410,10 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
         }
     }
 
-    /// The next buffered record, taking partitions in turn (skipping ones the application paused),
-    /// each partition's records in offset order. In turn rather than oldest first: a broker may
-    /// return one topic's whole backlog before another's (Tansu fills a fetch topic by topic), and
-    /// oldest-first would then make the other topic's requests wait behind all of it.
+    /// The next buffered record (see `Buffers`), skipping partitions the application paused.
     private func popDeliverable(_ s: inout State) -> KafkaRecord? {
-        guard !s.ring.isEmpty else { return nil }
-        var index: Int?
-        for step in 0..<s.ring.count {
-            let i = (s.ringNext + step) % s.ring.count
-            if !s.userPaused.contains(s.ring[i]) {
-                index = i
-                break
-            }
-        }
-        guard let i = index else { return nil }
-        let tp = s.ring[i]
-        let record = s.queues[tp]!.popFirst()
-        let left = s.queues[tp]!.count
-        if left == 0 {
-            s.queues[tp] = nil
-            s.ring.remove(at: i)
-            s.ringNext = s.ring.isEmpty ? 0 : i % s.ring.count
-        } else {
-            s.ringNext = (i + 1) % s.ring.count
-        }
+        guard let (record, left) = s.buffers.popNext(skipping: s.userPaused) else { return nil }
+        let tp = record.topicPartition
         s.inFlight[tp] = record.offset
         if s.fullPaused.contains(tp), left <= options.maxBufferedRecordsPerPartition / 2 {
             s.fullPaused.remove(tp)
@@ -428,8 +441,7 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
     func finish() {
         let waiters = state.withLock { s -> [CheckedContinuation<KafkaRecord?, Never>] in
             s.finished = true
-            s.queues = [:]
-            s.dropFromRing(nil)
+            s.buffers = Buffers()
             defer { s.waiters = [] }
             return s.waiters.map(\.continuation)
         }
@@ -484,8 +496,7 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
     func replaceAssignment(_ tps: Set<TopicPartition>, rk: OpaquePointer) {
         state.withLock { s in
             s.assignment = tps
-            s.queues = s.queues.filter { tps.contains($0.key) }
-            s.dropFromRing(Set(s.ring).subtracting(tps))
+            s.buffers.removeAll { !tps.contains($0) }
             s.userPaused.formIntersection(tps)
             s.fullPaused.formIntersection(tps)
             s.inFlight = [:]
@@ -563,8 +574,8 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
     /// be stored, then lets the application finish (`onRevoking`).
     private func revoke(_ tps: [TopicPartition], lost: Bool) {
         let closing = state.withLock { s in
-            for tp in tps { s.queues[tp] = nil }
-            s.dropFromRing(Set(tps))
+            let revoked = Set(tps)
+            s.buffers.removeAll { revoked.contains($0) }
             s.userPaused.subtract(tps)
             s.fullPaused.subtract(tps)
             return s.closing
@@ -589,12 +600,12 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
     private func forget(_ tps: [TopicPartition]) {
         state.withLock { s in
             s.assignment.subtract(tps)
+            let forgotten = Set(tps)
+            s.buffers.removeAll { forgotten.contains($0) }
             for tp in tps {
-                s.queues[tp] = nil
                 s.inFlight[tp] = nil
                 s.storedNext[tp] = nil
             }
-            s.dropFromRing(Set(tps))
         }
     }
 }

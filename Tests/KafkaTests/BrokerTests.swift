@@ -313,19 +313,28 @@ struct BrokerTests {
         await consumer.close()
     }
 
+    private func twoSinglePartitionTopics() async throws -> (String, String) {
+        let names = (TestKafka.uniqueName("first"), TestKafka.uniqueName("second"))
+        try await TestKafka.createTopic(names.0, partitions: 1)
+        try await TestKafka.createTopic(names.1, partitions: 1)
+        return names
+    }
+
+    /// Records "0", "1", … to partition 0 of `topic`.
+    private func sendNumbered(_ count: Int, to topic: String, with producer: KafkaProducer) async throws {
+        _ = try await producer.sendAll((0..<count).map { KafkaOutgoingRecord(topic: topic, key: nil, value: bytes("\($0)")) })
+    }
+
     /// A backlog in one partition does not make records of another wait behind all of it: buffered
     /// partitions are served in turn, each in offset order.
     @Test func bufferedPartitionsAreServedInTurn() async throws {
-        let big = TestKafka.uniqueName("backlog")
-        let small = TestKafka.uniqueName("other")
-        try await TestKafka.createTopic(big, partitions: 1)
-        try await TestKafka.createTopic(small, partitions: 1)
+        let (big, small) = try await twoSinglePartitionTopics()
         let producer = try KafkaProducer(configuration: TestKafka.configuration(), logger: logger)
-        _ = try await producer.sendAll((0..<400).map { KafkaOutgoingRecord(topic: big, key: nil, value: bytes("\($0)")) })
+        try await sendNumbered(400, to: big, with: producer)
         let consumer = try KafkaConsumer(configuration: TestKafka.configuration(), logger: logger)
         try consumer.assign([TopicPartition(big, 0): KafkaOffset.beginning, TopicPartition(small, 0): KafkaOffset.beginning])
         try await Task.sleep(for: .milliseconds(1500))  // the backlog is buffered, nothing read yet
-        _ = try await producer.sendAll((0..<5).map { KafkaOutgoingRecord(topic: small, key: nil, value: bytes("\($0)")) })
+        try await sendNumbered(5, to: small, with: producer)
         await producer.close()
         try await Task.sleep(for: .milliseconds(1500))  // and now the later records too
         let collector = RecordCollector(consumer) { _ in }
@@ -341,13 +350,10 @@ struct BrokerTests {
     /// Re-assigning drops the buffers of partitions no longer assigned, and those partitions are
     /// read again from where the new assignment says when they come back.
     @Test func reassigningWithBufferedRecordsDeliversTheNewAssignment() async throws {
-        let a = TestKafka.uniqueName("a")
-        let b = TestKafka.uniqueName("b")
-        try await TestKafka.createTopic(a, partitions: 1)
-        try await TestKafka.createTopic(b, partitions: 1)
+        let (a, b) = try await twoSinglePartitionTopics()
         let producer = try KafkaProducer(configuration: TestKafka.configuration(), logger: logger)
-        _ = try await producer.sendAll((0..<50).map { KafkaOutgoingRecord(topic: a, key: nil, value: bytes("\($0)")) })
-        _ = try await producer.sendAll((0..<50).map { KafkaOutgoingRecord(topic: b, key: nil, value: bytes("\($0)")) })
+        try await sendNumbered(50, to: a, with: producer)
+        try await sendNumbered(50, to: b, with: producer)
         await producer.close()
         let consumer = try KafkaConsumer(configuration: TestKafka.configuration(), logger: logger)
         try consumer.assign([TopicPartition(a, 0): KafkaOffset.beginning, TopicPartition(b, 0): KafkaOffset.beginning])
