@@ -160,8 +160,8 @@ public actor Dispatcher {
                     } catch where !handler.isRetriable(error) {
                         // The broker refuses this record for good (e.g. too large).
                         if sent == 0 && !fellBack {
-                            fellBack = true  // the reply itself: answer with the failure reply instead
-                            outputs = handler.failure(record, error: error)
+                            fellBack = true  // the reply itself: answer with a small reply on the default topic instead
+                            outputs = handler.undeliverable(record, error: error)
                         } else {
                             logger.error("dropping an output the broker refuses: \(error)", metadata: record.logMetadata)
                             sent += 1

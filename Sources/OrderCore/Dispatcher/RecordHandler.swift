@@ -8,6 +8,13 @@ public protocol RecordHandler: Sendable {
     func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord]
     /// The answer for a record whose handling failed for good (a bug, not an outage).
     func failure(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord]
+    /// The answer when the broker refused the record's reply for good (too large, the reply-to
+    /// topic missing or not writable): a small reply that surely can be delivered.
+    func undeliverable(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord]
     /// Whether retrying can help (database or broker outage) rather than being a bug.
     func isRetriable(_ error: any Error) -> Bool
+}
+
+extension RecordHandler {
+    public func undeliverable(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] { failure(record, error: error) }
 }
