@@ -56,6 +56,7 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible, Equatable {
     public static let invalidArgumentCode: Int32 = RD_KAFKA_RESP_ERR__INVALID_ARG.rawValue
     public static let messageTimedOutCode: Int32 = RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.rawValue
     public static let destroyedCode: Int32 = RD_KAFKA_RESP_ERR__DESTROY.rawValue
+    public static let messageSizeTooLargeCode: Int32 = RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE.rawValue
 
     private static let retriableCodes: Set<rd_kafka_resp_err_t> = [
         RD_KAFKA_RESP_ERR__TRANSPORT, RD_KAFKA_RESP_ERR__TIMED_OUT, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT,

@@ -97,3 +97,11 @@ public struct DeliveryReport: Sendable, Equatable {
         self.offset = offset
     }
 }
+
+extension KafkaOutgoingRecord {
+    /// Bytes of key, value and headers (names and values): what a record's size limit counts,
+    /// without the record's and batch's framing.
+    public var payloadBytes: Int {
+        (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
+    }
+}

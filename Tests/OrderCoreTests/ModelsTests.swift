@@ -15,10 +15,10 @@ struct ModelsTests {
         #expect(json.text == #"{"cart_id":null,"user_id":7,"created_at":null,"items":[],"total_price":"0.00"}"#)
     }
 
-    @Test func cartJSONShape() {
-        let cart = Cart(cartId: 5, userId: 7, createdAt: "2024-01-02T03:04:05.000Z", items: [
-            CartItem(cartItemId: 11, productId: 100, productName: "Tea \"green\"", unitPrice: Money("2.5")!, quantity: 3),
-            CartItem(cartItemId: 12, productId: 101, productName: "Mug", unitPrice: Money("9.99")!, quantity: 1),
+    @Test func cartJSONShape() throws {
+        let cart = try Cart(cartId: 5, userId: 7, createdAt: "2024-01-02T03:04:05.000Z", items: [
+            try CartItem(cartItemId: 11, productId: 100, productName: "Tea \"green\"", unitPrice: Money("2.5")!, quantity: 3),
+            try CartItem(cartItemId: 12, productId: 101, productName: "Mug", unitPrice: Money("9.99")!, quantity: 1),
         ])
         let json = cart.json
         #expect(keys(json) == ["cart_id", "user_id", "created_at", "items", "total_price"])
@@ -38,10 +38,10 @@ struct ModelsTests {
         )
     }
 
-    @Test func orderJSONShape() {
+    @Test func orderJSONShape() throws {
         let order = Order(
             orderId: 9, userId: 7, status: .pending, totalPrice: Money("12.3")!, createdAt: "2024-01-02T03:04:05.000Z",
-            items: [OrderItem(orderItemId: 1, productId: 100, productName: "Tea", unitPrice: Money("4.10")!, quantity: 3)])
+            items: [try OrderItem(orderItemId: 1, productId: 100, productName: "Tea", unitPrice: Money("4.10")!, quantity: 3)])
         let json = order.json
         #expect(keys(json) == ["order_id", "user_id", "status", "total_price", "created_at", "items"])
         #expect(json["status"] == .string("pending"))

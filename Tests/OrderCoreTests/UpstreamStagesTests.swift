@@ -31,8 +31,8 @@ struct ProductLookupParsingTests {
             asked: [1, 2])
         #expect(l.notFound.isEmpty)
         #expect(l.products == [
-            1: Product(productId: 1, name: "Tea", price: Money(cents: 250)),
-            2: Product(productId: 2, name: "Mug", price: Money(cents: 1000)),
+            1: Product(productId: 1, name: "Tea", price: Money(cents: 250)!)!,
+            2: Product(productId: 2, name: "Mug", price: Money(cents: 1000)!)!,
         ])
     }
 
@@ -99,7 +99,7 @@ struct ProductLookupParsingTests {
 
     @Test(arguments: [#"{}"#, #"{"products":null}"#, #"{"products":{"1":{}}}"#, #"{"products":"[]"}"#, "[]", "null", #"{"Products":[]}"#])
     func aReplyWithoutAProductsArrayIsABadReply(_ reply: String) {
-        #expect(throws: UpstreamFailure.badReply(service: "product", reason: "products is missing")) {
+        #expect(throws: UpstreamFailure.badReply(service: "product", reason: "products is missing or not an array")) {
             try lookup(reply, asked: [1])
         }
     }
@@ -107,7 +107,7 @@ struct ProductLookupParsingTests {
 
 @Suite("ProductLookupStage and InventoryCheckStage")
 struct UpstreamStagesTests {
-    let tea = Product(productId: 1, name: "Tea", price: Money(cents: 250))
+    let tea = Product(productId: 1, name: "Tea", price: Money(cents: 250)!)!
 
     @Test func productsAreReturnedWhenAllAreKnown() async throws {
         let catalog = FakeCatalog(result: .success(ProductLookup(products: [1: tea], notFound: [])))
@@ -128,7 +128,7 @@ struct UpstreamStagesTests {
 
     @Test(arguments: [
         UpstreamFailure.timeout(service: "product"), .unavailable(service: "product", reason: "broker down"),
-        .badReply(service: "product", reason: "products is missing"),
+        .badReply(service: "product", reason: "products is missing or not an array"),
     ])
     func upstreamFailuresBecomeUpstreamTimeout(_ failure: UpstreamFailure) async {
         let result = await ProductLookupStage(catalog: FakeCatalog(result: .failure(failure))).run([1])

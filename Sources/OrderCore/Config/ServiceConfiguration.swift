@@ -38,6 +38,10 @@ public struct ServiceConfiguration: Sendable {
     /// ORDER_SERVICE_METRICS_INTERVAL_MS, default 10000: how often a metrics record goes to the
     /// metrics topic (when topics.yaml declares one).
     public var metricsInterval: Duration = .seconds(10)
+    /// ORDER_SERVICE_MAX_RECORD_BYTES, default 1048576 (Apache Kafka's default `max.message.bytes`):
+    /// the largest record the service sends. Paged replies end early to fit it; the producer's
+    /// `message.max.bytes` is set to it unless KAFKA_MESSAGE_MAX_BYTES says otherwise.
+    public var maxRecordBytes = Limits.defaultMaxRecordBytes
     /// ORDER_SERVICE_CREATE_TOPICS, default true: create missing topics of topics.yaml at start.
     public var createTopics = true
     /// Any `KAFKA_*` variable (e.g. KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
@@ -82,6 +86,9 @@ public struct ServiceConfiguration: Sendable {
         if let v = env["ORDER_SERVICE_HEALTH_FILE"] { c.healthFile = v.isEmpty ? nil : v }
         if let v = env["ORDER_SERVICE_METRICS_INTERVAL_MS"] {
             c.metricsInterval = .milliseconds(try int(v, "ORDER_SERVICE_METRICS_INTERVAL_MS", min: 100))
+        }
+        if let v = env["ORDER_SERVICE_MAX_RECORD_BYTES"] {
+            c.maxRecordBytes = try int(v, "ORDER_SERVICE_MAX_RECORD_BYTES", min: 65_536)
         }
         if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = !["0", "false", "no"].contains(v.lowercased()) }
         return c

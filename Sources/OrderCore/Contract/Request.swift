@@ -18,7 +18,8 @@ public enum Command: Sendable, Equatable {
     case updateItem(userId: Int64, productId: Int64, quantity: Int)
     case removeItem(userId: Int64, productId: Int64)
     case createOrder(userId: Int64)
-    case listOrders(userId: Int64)
+    /// `limit` nil: as many as fit in one reply; `beforeOrderId` nil: from the newest.
+    case listOrders(userId: Int64, limit: Int? = nil, beforeOrderId: Int64? = nil)
     case getOrder(userId: Int64, orderId: Int64)
     case listCarts(limit: Int, afterCartId: Int64?)
 
@@ -38,7 +39,7 @@ public enum Command: Sendable, Equatable {
     public var userId: Int64? {
         switch self {
         case .addItem(let u, _, _), .getCart(let u), .updateItem(let u, _, _), .removeItem(let u, _),
-            .createOrder(let u), .listOrders(let u), .getOrder(let u, _):
+            .createOrder(let u), .listOrders(let u, _, _), .getOrder(let u, _):
             u
         case .listCarts: nil
         }
@@ -69,4 +70,7 @@ public enum Limits {
     public static let maxRequestIdLength = 128
     public static let defaultListCartsLimit = 100
     public static let maxListCartsLimit = 1_000
+    public static let maxListOrdersLimit = 1_000
+    /// Apache Kafka's default largest record (`max.message.bytes` 1 MiB); see `ORDER_SERVICE_MAX_RECORD_BYTES`.
+    public static let defaultMaxRecordBytes = 1_048_576
 }

@@ -41,4 +41,8 @@ public struct ServiceError: Error, Sendable, Equatable {
     }
 
     public static func invalid(_ message: String) -> ServiceError { ServiceError(.invalidRequest, message) }
+
+    /// A line, cart or order total would pass `Money.max` (docs/contract.md, section 9.4).
+    public static let overTotal = ServiceError(
+        .invalidRequest, "a line, cart or order total may not exceed \(Money.max); nothing was changed")
 }

@@ -6,10 +6,27 @@ public struct ReplyRouting: Sendable {
     /// Topics honoured in `reply-to` besides the declared response topics: exact names, or a
     /// prefix ending in `*`. Compared byte for byte: no case folding, trimming or normalisation.
     public let allowList: [String]
+    /// The largest record the service sends (`ORDER_SERVICE_MAX_RECORD_BYTES`): key, value and
+    /// headers of every reply, dead-letter copy and other output stay within `recordBudget`.
+    public let maxRecordBytes: Int
 
-    public init(topics: Topics, allowList: [String] = []) {
+    public init(topics: Topics, allowList: [String] = [], maxRecordBytes: Int = Limits.defaultMaxRecordBytes) {
         self.topics = topics
         self.allowList = allowList
+        self.maxRecordBytes = maxRecordBytes
+    }
+
+    /// Room kept for the record's and its batch's framing (Kafka's limit counts them too).
+    static let framingBytes = 512
+    /// Bytes of key, value and headers a record may have.
+    public var recordBudget: Int { max(0, maxRecordBytes - Self.framingBytes) }
+    /// The value of a reply always has at least this much room: a request's oversized key or
+    /// copied headers are dropped from its reply rather than make the reply impossible.
+    static let minimumReplyValueBytes = 64 * 1024
+
+    /// The default response topic of the record's request topic.
+    public func defaultTopic(for record: KafkaRecord) -> String {
+        topics.defaultResponseTopic(forRequestTopic: record.topic) ?? topics.name("cart_responses")
     }
 
     public enum Target: Sendable, Equatable {
@@ -19,7 +36,7 @@ public struct ReplyRouting: Sendable {
     }
 
     public func target(for record: KafkaRecord) -> Target {
-        let fallback = topics.defaultResponseTopic(forRequestTopic: record.topic) ?? topics.name("cart_responses")
+        let fallback = defaultTopic(for: record)
         guard let header = record.header("reply-to") ?? record.header("kafka_replyTopic") else { return .topic(fallback) }
         guard let wanted = header.stringValue, isAllowed(wanted) else { return .rejected(defaultTopic: fallback) }
         return .topic(wanted)
@@ -40,19 +57,50 @@ public struct ReplyRouting: Sendable {
     /// Headers copied from request to reply: correlation ids unchanged (bytes), trace context.
     public static let copiedHeaders: Set<String> = ["correlation-id", "kafka_correlationId", "traceparent", "tracestate"]
 
-    public func reply(to record: KafkaRecord, topic: String, value: [UInt8]) -> KafkaOutgoingRecord {
-        var headers = [KafkaHeader("content-type", "application/json")]
-        headers += record.headers.filter { Self.copiedHeaders.contains($0.key) }
-        return KafkaOutgoingRecord(topic: topic, key: record.key, value: value, headers: headers)
+    /// Key and headers of the reply to `record`: its key and copied headers, unless together
+    /// they would leave the value less than `minimumReplyValueBytes` (then the copied headers go,
+    /// and if that is not enough, the key).
+    private func replyFrame(for record: KafkaRecord) -> (key: [UInt8]?, headers: [KafkaHeader]) {
+        let contentType = KafkaHeader("content-type", "application/json")
+        let copied = record.headers.filter { Self.copiedHeaders.contains($0.key) }
+        var frame = (key: record.key, headers: [contentType] + copied)
+        let room = recordBudget - Self.minimumReplyValueBytes
+        func size() -> Int { KafkaOutgoingRecord(topic: "", key: frame.key, value: nil, headers: frame.headers).payloadBytes }
+        if size() > room { frame.headers = [contentType] }
+        if size() > room { frame.key = nil }
+        return frame
     }
 
-    /// An unchanged copy of a record for the dead-letter topic, with where it came from and why.
+    /// Bytes the value of a reply to `record` may have.
+    public func replyValueBudget(for record: KafkaRecord) -> Int {
+        let frame = replyFrame(for: record)
+        return recordBudget - KafkaOutgoingRecord(topic: "", key: frame.key, value: nil, headers: frame.headers).payloadBytes
+    }
+
+    public func reply(to record: KafkaRecord, topic: String, value: [UInt8]) -> KafkaOutgoingRecord {
+        let frame = replyFrame(for: record)
+        return KafkaOutgoingRecord(topic: topic, key: frame.key, value: value, headers: frame.headers)
+    }
+
+    /// A copy of a record for the dead-letter topic, with where it came from and why. Unchanged
+    /// when it fits; otherwise without its value (header `dlq-value-omitted`: the value's size),
+    /// then without its own headers (`dlq-headers-omitted`), then without its key.
     public func deadLetter(_ record: KafkaRecord, error: String) -> KafkaOutgoingRecord {
-        KafkaOutgoingRecord(
-            topic: topics.deadLetters, key: record.key, value: record.value,
-            headers: record.headers + [
-                KafkaHeader("dlq-source-topic", record.topic), KafkaHeader("dlq-source-partition", String(record.partition)),
-                KafkaHeader("dlq-source-offset", String(record.offset)), KafkaHeader("dlq-error", String(error.prefix(1000))),
-            ])
+        let source = [
+            KafkaHeader("dlq-source-topic", record.topic), KafkaHeader("dlq-source-partition", String(record.partition)),
+            KafkaHeader("dlq-source-offset", String(record.offset)), KafkaHeader("dlq-error", String(error.prefix(1000))),
+        ]
+        var copy = KafkaOutgoingRecord(topic: topics.deadLetters, key: record.key, value: record.value, headers: record.headers + source)
+        if copy.payloadBytes > recordBudget {
+            copy.value = []
+            copy.headers.append(KafkaHeader("dlq-value-omitted", String(record.value?.count ?? 0)))
+        }
+        if copy.payloadBytes > recordBudget {
+            copy.headers = source + [
+                KafkaHeader("dlq-value-omitted", String(record.value?.count ?? 0)), KafkaHeader("dlq-headers-omitted", String(record.headers.count)),
+            ]
+        }
+        if copy.payloadBytes > recordBudget { copy.key = nil }
+        return copy
     }
 }

@@ -82,7 +82,7 @@ public struct RequestPipeline: RecordHandler {
             // No look-up first: every outcome is stored with INSERT … ON CONFLICT DO NOTHING, and
             // a conflict means the key was processed before, so its stored reply is sent instead.
             let key = idempotencyKey(request, kind: kind, record: record)
-            let reply = try await execute(request, key: key)
+            let reply = try await execute(request, key: key, budget: routing.replyValueBudget(for: record))
             return [routing.reply(to: record, topic: replyTopic, value: reply)]
         }
     }
@@ -102,6 +102,31 @@ public struct RequestPipeline: RecordHandler {
         return [
             routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, err).bytes),
             routing.deadLetter(record, error: "internal error: \(error)"),
+        ]
+    }
+
+    /// The broker refused the reply for good: one small error reply on the default response topic
+    /// (`invalid_reply_to` when a reply-to topic refused it, else `internal_error`), and a
+    /// dead-letter copy. The request's effect, if any, stands; its stored reply is sent to a repeat.
+    public func undeliverable(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] {
+        logger.error("the broker refused the reply: \(String(describing: error))", metadata: record.logMetadata)
+        if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: "output refused: \(error)")] }
+        let (rid, action) = topics.requestKind(ofTopic: record.topic).map { DecodeStage(topic: $0).decode(record.value).identity } ?? (nil, nil)
+        let fallback = routing.defaultTopic(for: record)
+        let tooLarge = (error as? KafkaError)?.code == KafkaError.messageSizeTooLargeCode
+        let err: ServiceError
+        if !tooLarge, case .topic(let wanted) = routing.target(for: record), wanted != fallback {
+            err = ServiceError(
+                .invalidReplyTo,
+                "the reply could not be written to the reply-to topic; the request was handled: repeat it with the same request_id and a writable reply-to to get its reply")
+        } else {
+            err = ServiceError(.internalError, "the reply could not be sent; it was recorded for the operators")
+        }
+        metrics?.record(action: action ?? "malformed", outcome: err.code.rawValue, latency: .zero)
+        metrics?.deadLettered()
+        return [
+            routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes),
+            routing.deadLetter(record, error: "reply refused: \(error)"),
         ]
     }
 
@@ -125,11 +150,19 @@ public struct RequestPipeline: RecordHandler {
         return "offset/\(record.topic)/\(record.partition)/\(record.offset)"
     }
 
-    func execute(_ request: Request, key: String) async throws -> [UInt8] {
+    /// Runs a decoded request; `budget` is the most bytes its reply may have (paged replies end
+    /// early to fit it).
+    func execute(_ request: Request, key: String, budget: Int) async throws -> [UInt8] {
         let rid = request.requestId
         let action = request.command.action
         /// Stores the reply unless the key has one already; returns the reply that stands.
         func remember(_ bytes: [UInt8]) async throws -> [UInt8] {
+            // Replies are built to fit; one that does not is never stored, so that a repeat is not
+            // answered with something the broker refuses.
+            guard bytes.count <= budget else {
+                logger.error("reply of \(bytes.count) bytes exceeds the record budget of \(budget)", metadata: ["action": "\(action)"])
+                return Reply.error(requestId: rid, action: action, ServiceError(.internalError, "the reply would be too large to send")).bytes
+            }
             if try await store.db.withConnection({ try await store.storeReply($0, key: key, reply: bytes) }) { return bytes }
             return try await store.storedReply(key: key) ?? bytes
         }
@@ -179,17 +212,40 @@ public struct RequestPipeline: RecordHandler {
             }
             if case .failure(let e) = await inventory.run(cart.items.map { ($0.productId, $0.quantity) }) { return try await fail(e) }
             return try await finish(await persist.createOrder(key: key, requestId: rid, userId: user, products: found))
-        case .listOrders(let user):
-            return try await ok([("orders", .array(try await store.orders(userId: user).map(\.json)))])
+        case .listOrders(let user, let limit, let before):
+            let envelope = Reply.ok(requestId: rid, action: action, body: [("orders", []), ("next_before_order_id", .int(.max))]).bytes.count
+            var page = Page(room: budget - envelope, limit: limit ?? .max)
+            var cursor = before
+            fetching: while true {
+                let chunkSize = min(page.wanted, 500)
+                let chunk = try await store.orders(userId: user, beforeOrderId: cursor, limit: chunkSize + 1)
+                for order in chunk.prefix(chunkSize) {
+                    guard page.add(order.json) else { break fetching }
+                    cursor = order.orderId
+                }
+                if chunk.count <= chunkSize { break }  // no more orders
+                if page.wanted == 0 {
+                    page.more = true
+                    break
+                }
+            }
+            return try await ok([("orders", .array(page.items)), ("next_before_order_id", page.more ? .optional(cursor) : .null)])
         case .getOrder(let user, let orderId):
             guard let order = try await store.order(orderId: orderId, userId: user) else {
                 return try await fail(ServiceError(.orderNotFound, "order \(orderId) was not found"))
             }
             return try await ok([("order", order.json)])
         case .listCarts(let limit, let after):
-            let page = try await store.carts(limit: limit, afterCartId: after)
-            let next: JSON = page.more ? .optional(page.carts.last?.cartId) : .null
-            return try await ok([("carts", .array(page.carts.map(\.json))), ("next_after_cart_id", next)])
+            let envelope = Reply.ok(requestId: rid, action: action, body: [("carts", []), ("next_after_cart_id", .int(.max))]).bytes.count
+            var page = Page(room: budget - envelope, limit: limit)
+            let found = try await store.carts(limit: limit, afterCartId: after)
+            var last: Int64?
+            for cart in found.carts {
+                guard page.add(cart.json) else { break }
+                last = cart.cartId
+            }
+            if !page.more, found.more { page.more = true }
+            return try await ok([("carts", .array(page.items)), ("next_after_cart_id", page.more ? .optional(last) : .null)])
         }
     }
 
@@ -203,6 +259,33 @@ public struct RequestPipeline: RecordHandler {
             outboxWritten()
         }
         return []
+    }
+}
+
+/// The items of a paged reply: as many as fit in `room` bytes (and at most `limit`). An item
+/// that does not fit ends the page early (`more`), so that paging still reaches every item.
+struct Page {
+    private(set) var items: [JSON] = []
+    private var room: Int
+    private(set) var wanted: Int
+    var more = false
+
+    init(room: Int, limit: Int) {
+        self.room = room
+        self.wanted = limit
+    }
+
+    /// Adds the item if it fits; false (and `more`) when it does not.
+    mutating func add(_ item: JSON) -> Bool {
+        let size = item.bytes.count + (items.isEmpty ? 0 : 1)  // the comma before it
+        guard wanted > 0, size <= room else {
+            more = true
+            return false
+        }
+        room -= size
+        wanted -= 1
+        items.append(item)
+        return true
     }
 }
 

@@ -32,7 +32,9 @@ public final class OrderService: Service, Sendable {
             _ = try await MigrationRunner(client: db, logger: self.logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
         }
         let store = OrderStore(db: db)
-        let producer = try RenewingProducer(configuration: base, logger: logger)
+        var producerConfig = base
+        if config.kafka["message.max.bytes"] == nil { producerConfig["message.max.bytes"] = String(config.maxRecordBytes) }
+        let producer = try RenewingProducer(configuration: producerConfig, logger: logger)
         let upstream = try UpstreamClient(
             producer: producer, consumerConfiguration: base,
             replyTopics: [topics.productReplies, topics.inventoryCheckReplies],
@@ -44,7 +46,7 @@ public final class OrderService: Service, Sendable {
             maxStaleness: config.productCacheStaleness)
         let relay = OutboxRelay(store: store, producer: producer, logger: logger)
         let pipeline = RequestPipeline(
-            topics: topics, routing: ReplyRouting(topics: topics, allowList: config.replyToAllowList),
+            topics: topics, routing: ReplyRouting(topics: topics, allowList: config.replyToAllowList, maxRecordBytes: config.maxRecordBytes),
             catalog: catalog, addItemCatalog: RecentProductCatalog(catalog),
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
             store: store, outboxWritten: { relay.notify() }, metrics: metrics, logger: logger)

@@ -51,11 +51,11 @@ public struct OrderStore: Sendable {
         guard let first = rows.first, !first.isNull(o) else { return nil }
         var items: [CartItem] = []
         for row in rows where !row.isNull(o + 2) {
-            items.append(CartItem(
+            items.append(try CartItem(
                 cartItemId: try row.decode(o + 2), productId: try row.decode(o + 3), productName: try row.decode(o + 4),
                 unitPrice: try money(row, o + 5), quantity: try row.decode(o + 6)))
         }
-        return Cart(cartId: try first.decode(o), userId: userId, createdAt: try first.decode(o + 1), items: items)
+        return try Cart(cartId: try first.decode(o), userId: userId, createdAt: try first.decode(o + 1), items: items)
     }
 
     public enum CartChange: Sendable, Equatable {
@@ -63,6 +63,8 @@ public struct OrderStore: Sendable {
         case tooMany(current: Int)
         case cartFull
         case notFound
+        /// The change would take a line or the cart total above `Money.max`; nothing changed.
+        case overTotal
     }
 
     /// Reads the rows of the cart functions, whose columns start at `offset`.
@@ -72,6 +74,7 @@ public struct OrderStore: Sendable {
         case "ok": return .changed(try cart(userId: userId, rows: rows, offset: o + 2) ?? .empty(userId: userId))
         case "too_many": return .tooMany(current: try first.decode(o + 1))
         case "cart_full": return .cartFull
+        case "over_total": return .overTotal
         default: return .notFound
         }
     }
@@ -179,9 +182,8 @@ public struct OrderStore: Sendable {
     // MARK: Orders
 
     /// Inserts the order and all its lines with one statement. A cart holds each product once,
-    /// so the returned line ids are matched to lines by product.
-    func insertOrder(userId: Int64, lines: [(product: Product, quantity: Int)], on conn: PostgresConnection) async throws -> Order {
-        let total = lines.reduce(Money.zero) { $0 + $1.product.price * $1.quantity }
+    /// so the returned line ids are matched to lines by product. `total` is the lines' checked sum.
+    func insertOrder(userId: Int64, lines: [(product: Product, quantity: Int)], total: Money, on conn: PostgresConnection) async throws -> Order {
         let rows = try await conn.query(
             """
             WITH o AS (
@@ -207,23 +209,27 @@ public struct OrderStore: Sendable {
         for row in rows { itemIds[try row.decode(3)] = try row.decode(2) }
         let items = try lines.map { line in
             guard let id = itemIds[line.product.productId] else { throw PersistFailure.unexpected("order line of product \(line.product.productId) missing") }
-            return OrderItem(orderItemId: id, productId: line.product.productId, productName: line.product.name, unitPrice: line.product.price, quantity: line.quantity)
+            return try OrderItem(orderItemId: id, productId: line.product.productId, productName: line.product.name, unitPrice: line.product.price, quantity: line.quantity)
         }.sorted { $0.orderItemId < $1.orderItemId }
         return Order(orderId: try first.decode(0), userId: userId, status: .pending, totalPrice: total, createdAt: try first.decode(1), items: items)
     }
 
-    public func orders(userId: Int64) async throws -> [Order] {
+    /// The user's orders with ids below `beforeOrderId` (all when nil), newest first, at most `limit`.
+    public func orders(userId: Int64, beforeOrderId: Int64? = nil, limit: Int = Int(Int32.max)) async throws -> [Order] {
         try await db.withConnection { conn in
             let rows = try await conn.query(
-                "SELECT order_id, status, total_price::text, \(timestampSQL("created_at")) FROM orders WHERE user_id = $1 ORDER BY order_id DESC",
-                [userId]
+                """
+                SELECT order_id, status, total_price::text, \(timestampSQL("created_at")) FROM orders
+                WHERE user_id = $1 AND order_id < $2 ORDER BY order_id DESC LIMIT $3
+                """,
+                [userId, beforeOrderId ?? Int64.max, Int64(limit)]
             ).rows
             let ids: [Int64] = try rows.map { try $0.decode(0) }
             let items = try await orderItems(orderIds: ids, on: conn)
             return try rows.map { row in
                 let id: Int64 = try row.decode(0)
                 return Order(
-                    orderId: id, userId: userId, status: OrderStatus(rawValue: try row.decode(1)) ?? .pending,
+                    orderId: id, userId: userId, status: try status(row, 1),
                     totalPrice: try money(row, 2), createdAt: try row.decode(3), items: items[id] ?? [])
             }
         }
@@ -238,7 +244,7 @@ public struct OrderStore: Sendable {
             guard let row = rows.first else { return nil }
             let items = try await orderItems(orderIds: [orderId], on: conn)
             return Order(
-                orderId: orderId, userId: userId, status: OrderStatus(rawValue: try row.decode(0)) ?? .pending,
+                orderId: orderId, userId: userId, status: try status(row, 0),
                 totalPrice: try money(row, 1), createdAt: try row.decode(2), items: items[orderId] ?? [])
         }
     }
@@ -254,7 +260,7 @@ public struct OrderStore: Sendable {
         var out: [Int64: [OrderItem]] = [:]
         for row in rows {
             out[try row.decode(0), default: []].append(
-                OrderItem(
+                try OrderItem(
                     orderItemId: try row.decode(1), productId: try row.decode(2), productName: try row.decode(3),
                     unitPrice: try money(row, 4), quantity: try row.decode(5)))
         }
@@ -331,6 +337,11 @@ public struct OrderStore: Sendable {
     private func run(_ conn: PostgresConnection?, _ sql: String, _ params: [any PostgresBindable]) async throws -> PostgresQueryResult {
         if let conn { return try await conn.query(sql, params) }
         return try await db.query(sql, params)
+    }
+
+    private func status(_ row: PostgresRow, _ index: Int) throws -> OrderStatus {
+        guard let s = OrderStatus(rawValue: try row.decode(index)) else { throw PersistFailure.unexpected("bad order status in column \(index)") }
+        return s
     }
 
     private func money(_ row: PostgresRow, _ index: Int) throws -> Money {

@@ -172,8 +172,104 @@ public enum OrderSchema {
                     END LOOP;
                 END $fn$;
                 """),
+        Migration(
+            version: 6, name: "cart totals bounded by the largest amount (999999999999.99)",
+            sql: """
+                -- Same signatures and rows as version 4, plus outcome 'over_total': the change would
+                -- take a line or the cart total above 999999999999.99 (Money.max), so nothing changed.
+                -- Removing a line, or lowering a quantity, is never refused.
+                CREATE OR REPLACE FUNCTION order_service_add_item(
+                    p_user BIGINT, p_product BIGINT, p_name TEXT, p_price NUMERIC, p_quantity INTEGER,
+                    p_max_quantity INTEGER, p_max_lines INTEGER)
+                RETURNS TABLE (outcome TEXT, current_quantity INTEGER, r_cart_id BIGINT, r_created_at TEXT,
+                               r_cart_item_id BIGINT, r_product_id BIGINT, r_product_name TEXT, r_unit_price TEXT, r_quantity INTEGER)
+                LANGUAGE plpgsql AS $fn$
+                DECLARE v_cart BIGINT; v_quantity INTEGER; v_lines INTEGER; v_found BOOLEAN; v_others NUMERIC;
+                BEGIN
+                    -- Refused before a cart is created, so that a refusal changes nothing.
+                    IF p_price * p_quantity > 999999999999.99 THEN
+                        RETURN QUERY SELECT 'over_total'::TEXT, 0, \(null9);
+                        RETURN;
+                    END IF;
+                    INSERT INTO carts AS c (user_id) VALUES (p_user)
+                        ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING c.cart_id INTO v_cart;
+                    SELECT i.quantity INTO v_quantity FROM cart_items i WHERE i.cart_id = v_cart AND i.product_id = p_product FOR UPDATE;
+                    v_found := FOUND;
+                    SELECT coalesce(sum(i.unit_price * i.quantity), 0) INTO v_others
+                        FROM cart_items i WHERE i.cart_id = v_cart AND i.product_id <> p_product;
+                    IF v_found THEN
+                        IF v_quantity + p_quantity > p_max_quantity THEN
+                            RETURN QUERY SELECT 'too_many'::TEXT, v_quantity, \(null9);
+                            RETURN;
+                        END IF;
+                        IF v_others + p_price * (v_quantity + p_quantity) > 999999999999.99 THEN
+                            RETURN QUERY SELECT 'over_total'::TEXT, v_quantity, \(null9);
+                            RETURN;
+                        END IF;
+                        UPDATE cart_items i SET quantity = v_quantity + p_quantity, product_name = p_name, unit_price = p_price
+                            WHERE i.cart_id = v_cart AND i.product_id = p_product;
+                    ELSE
+                        SELECT count(*) INTO v_lines FROM cart_items i WHERE i.cart_id = v_cart;
+                        IF v_lines >= p_max_lines THEN
+                            RETURN QUERY SELECT 'cart_full'::TEXT, 0, \(null9);
+                            RETURN;
+                        END IF;
+                        IF v_others + p_price * p_quantity > 999999999999.99 THEN
+                            RETURN QUERY SELECT 'over_total'::TEXT, 0, \(null9);
+                            RETURN;
+                        END IF;
+                        INSERT INTO cart_items (cart_id, product_id, product_name, unit_price, quantity)
+                            VALUES (v_cart, p_product, p_name, p_price, p_quantity);
+                    END IF;
+                    RETURN QUERY SELECT 'ok'::TEXT, 0, c.cart_id, to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                            i.cart_item_id, i.product_id, i.product_name, i.unit_price::TEXT, i.quantity
+                        FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.cart_id WHERE c.cart_id = v_cart ORDER BY i.cart_item_id;
+                END $fn$;
+
+                CREATE OR REPLACE FUNCTION order_service_set_item(p_user BIGINT, p_product BIGINT, p_quantity INTEGER)
+                RETURNS TABLE (outcome TEXT, current_quantity INTEGER, r_cart_id BIGINT, r_created_at TEXT,
+                               r_cart_item_id BIGINT, r_product_id BIGINT, r_product_name TEXT, r_unit_price TEXT, r_quantity INTEGER)
+                LANGUAGE plpgsql AS $fn$
+                DECLARE v_cart BIGINT; v_rows INTEGER; v_price NUMERIC; v_others NUMERIC;
+                BEGIN
+                    SELECT c.cart_id INTO v_cart FROM carts c WHERE c.user_id = p_user FOR UPDATE;
+                    IF NOT FOUND THEN
+                        RETURN QUERY SELECT 'not_found'::TEXT, 0, \(null9);
+                        RETURN;
+                    END IF;
+                    IF p_quantity = 0 THEN
+                        DELETE FROM cart_items i WHERE i.cart_id = v_cart AND i.product_id = p_product;
+                    ELSE
+                        SELECT i.unit_price INTO v_price FROM cart_items i WHERE i.cart_id = v_cart AND i.product_id = p_product;
+                        IF FOUND THEN
+                            SELECT coalesce(sum(i.unit_price * i.quantity), 0) INTO v_others
+                                FROM cart_items i WHERE i.cart_id = v_cart AND i.product_id <> p_product;
+                            IF v_others + v_price * p_quantity > 999999999999.99 THEN
+                                RETURN QUERY SELECT 'over_total'::TEXT, 0, \(null9);
+                                RETURN;
+                            END IF;
+                        END IF;
+                        UPDATE cart_items i SET quantity = p_quantity WHERE i.cart_id = v_cart AND i.product_id = p_product;
+                    END IF;
+                    GET DIAGNOSTICS v_rows = ROW_COUNT;
+                    IF v_rows = 0 THEN
+                        RETURN QUERY SELECT 'not_found'::TEXT, 0, \(null9);
+                        RETURN;
+                    END IF;
+                    RETURN QUERY SELECT 'ok'::TEXT, 0, c.cart_id, to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                            i.cart_item_id, i.product_id, i.product_name, i.unit_price::TEXT, i.quantity
+                        FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.cart_id WHERE c.cart_id = v_cart ORDER BY i.cart_item_id;
+                END $fn$;
+
+                -- Order totals within the same bound (checked for new rows; older rows are read
+                -- back and refused one by one, never crash the service).
+                ALTER TABLE orders ADD CONSTRAINT orders_total_within_max CHECK (total_price <= 999999999999.99) NOT VALID;
+                """),
     ]
 }
+
+/// The line columns of a cart function's outcome row that carries no line.
+private let null9 = "NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER"
 
 /// RFC 3339 UTC with milliseconds, formatted by the database so no clock or locale of ours is involved.
 let sqlTimestamp = #"to_char(%@ AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#

@@ -23,7 +23,7 @@ public final class UpstreamClient: Sendable {
     private let replyTopics: [String]
     private let instanceId: String
     private let timeout: Duration
-    private let logger: Logger
+    let logger: Logger
     private let pending = Mutex<[String: CheckedContinuation<JSON, any Error>]>([:])
     private let counter = Atomic<Int64>(0)
     private let reader = Mutex<Task<Void, Never>?>(nil)
@@ -63,17 +63,24 @@ public final class UpstreamClient: Sendable {
         reader.withLock { $0 = task }
     }
 
+    /// Hands a reply to the request waiting for it. Replies nobody waits for (other instances',
+    /// late, duplicate, unknown ids) are dropped. A reply that is ours but not a JSON object fails
+    /// its request at once instead of letting it wait for the timeout.
     private func deliver(_ record: KafkaRecord) {
-        guard let value = record.value, let json = try? JSON.parse(value) else { return }
+        let json = record.value.flatMap { try? JSON.parse($0) }
         var correlation = record.header("correlation-id")?.stringValue
-        if correlation == nil, case .string(let id)? = json["request_id"] { correlation = id }
+        if correlation == nil, case .string(let id)? = json?["request_id"] { correlation = id }
         guard let correlation, let cont = pending.withLock({ $0.removeValue(forKey: correlation) }) else { return }
+        guard let json, case .object = json else {
+            cont.resume(throwing: UpstreamFailure.badReply(service: "upstream", reason: "the reply is not a JSON object"))
+            return
+        }
         cont.resume(returning: json)
     }
 
     /// Sends `body(requestId)` to `topic` with reply-to/correlation-id headers and waits for the
-    /// reply on `replyTopic`.
-    public func request(service: String, topic: String, replyTopic: String, body: (String) -> JSON) async throws(UpstreamFailure) -> JSON {
+    /// reply on `replyTopic`; returns the request's id with the reply.
+    public func request(service: String, topic: String, replyTopic: String, body: (String) -> JSON) async throws(UpstreamFailure) -> (id: String, reply: JSON) {
         let id = "\(instanceId)-\(counter.add(1, ordering: .relaxed).newValue)"
         let record = KafkaOutgoingRecord(
             topic: topic, key: Array(id.utf8), value: body(id).bytes,
@@ -81,7 +88,7 @@ public final class UpstreamClient: Sendable {
                 + TraceContext.outgoingHeaders)
         let timeout = self.timeout
         do {
-            return try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSON, any Error>) in
+            return (id, try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSON, any Error>) in
                 pending.withLock { $0[id] = cont }
                 Task {
                     let started = ContinuousClock.now
@@ -102,7 +109,7 @@ public final class UpstreamClient: Sendable {
                         c.resume(throwing: UpstreamFailure.timeout(service: service))
                     }
                 }
-            }
+            })
         } catch let failure as UpstreamFailure {
             throw failure
         } catch {

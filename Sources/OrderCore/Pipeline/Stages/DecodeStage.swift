@@ -94,7 +94,10 @@ private struct FieldReader {
                 quantity: try int("quantity", in: 0...Limits.maxQuantity))
         case "remove_item": return .removeItem(userId: try id("user_id"), productId: try id("product_id"))
         case "create_order": return .createOrder(userId: try id("user_id"))
-        case "list_orders": return .listOrders(userId: try id("user_id"))
+        case "list_orders":
+            return .listOrders(
+                userId: try id("user_id"), limit: try optionalInt("limit", in: 1...Limits.maxListOrdersLimit),
+                beforeOrderId: try optionalInt64("before_order_id", min: 1))
         case "get_order": return .getOrder(userId: try id("user_id"), orderId: try id("order_id"))
         case "list_carts":
             let limit = try optionalInt("limit", in: 1...Limits.maxListCartsLimit) ?? Limits.defaultListCartsLimit

@@ -71,6 +71,8 @@ public struct PersistStage: Sendable {
                     "a line's quantity may not exceed \(Limits.maxQuantity) (the cart holds \(current) of product \(product.productId))")).bytes
             case .cartFull:
                 return Reply.error(requestId: requestId, action: "add_item", ServiceError(.cartFull, "a cart holds at most \(Limits.maxCartLines) lines")).bytes
+            case .overTotal:
+                return Reply.error(requestId: requestId, action: "add_item", .overTotal).bytes
             case .notFound:
                 throw PersistFailure.unexpected("add_item reported not_found")
             }
@@ -80,10 +82,12 @@ public struct PersistStage: Sendable {
     /// update_item and remove_item (quantity 0).
     public func setItem(key: String, requestId: String?, action: String, userId: Int64, productId: Int64, quantity: Int) async throws -> Result {
         try await batched(key: key, userId: userId, .set(productId: productId, quantity: quantity)) { change in
-            guard case .changed(let cart) = change else {
+            switch change {
+            case .changed(let cart): return Reply.ok(requestId: requestId, action: action, body: [("cart", cart.json)]).bytes
+            case .overTotal: return Reply.error(requestId: requestId, action: action, .overTotal).bytes
+            case .notFound, .tooMany, .cartFull:
                 return Reply.error(requestId: requestId, action: action, ServiceError(.itemNotFound, "product \(productId) is not in the cart")).bytes
             }
-            return Reply.ok(requestId: requestId, action: action, body: [("cart", cart.json)]).bytes
         }
     }
 
@@ -110,7 +114,14 @@ public struct PersistStage: Sendable {
                 }
                 lines.append((p, item.quantity))
             }
-            let order = try await store.insertOrder(userId: userId, lines: lines, on: conn)
+            // At the looked-up prices the order could pass the bound even though the cart did not.
+            var lineTotals: [Money] = []
+            for line in lines {
+                guard let t = line.product.price.times(line.quantity) else { throw Rejection(error: .overTotal) }
+                lineTotals.append(t)
+            }
+            guard let total = Money.sum(lineTotals) else { throw Rejection(error: .overTotal) }
+            let order = try await store.insertOrder(userId: userId, lines: lines, total: total, on: conn)
             try await store.emptyCart(cartId: cartId, on: conn)
             try await store.enqueue([
                 OutgoingMessages.deductionRequest(order, topics: topics),
