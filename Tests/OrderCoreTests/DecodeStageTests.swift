@@ -38,6 +38,10 @@ struct DecodeStageTests {
         (.cart, #"{"action":"remove_item","user_id":1,"product_id":2}"#, .removeItem(userId: 1, productId: 2)),
         (.order, #"{"action":"create_order","user_id":5}"#, .createOrder(userId: 5)),
         (.order, #"{"action":"list_orders","user_id":5}"#, .listOrders(userId: 5)),
+        (.order, #"{"action":"list_orders","user_id":5,"limit":null,"before_order_id":null}"#, .listOrders(userId: 5)),
+        (.order, #"{"action":"list_orders","user_id":5,"limit":1,"before_order_id":1}"#, .listOrders(userId: 5, limit: 1, beforeOrderId: 1)),
+        (.order, #"{"action":"list_orders","user_id":5,"limit":1000,"before_order_id":9223372036854775807}"#,
+            .listOrders(userId: 5, limit: 1000, beforeOrderId: .max)),
         (.order, #"{"action":"get_order","user_id":5,"order_id":77}"#, .getOrder(userId: 5, orderId: 77)),
         (.admin, #"{"action":"list_carts"}"#, .listCarts(limit: 100, afterCartId: nil)),
         (.admin, #"{"action":"list_carts","limit":null,"after_cart_id":null}"#, .listCarts(limit: 100, afterCartId: nil)),
@@ -135,6 +139,8 @@ struct DecodeStageTests {
         (.order, #"{"action":"get_order","user_id":1}"#),
         (.order, #"{"action":"get_order","user_id":1,"order_id":"7"}"#),
         (.order, #"{"action":"get_order","user_id":1,"order_id":7.0}"#),
+        (.order, #"{"action":"list_orders","user_id":1,"limit":"10"}"#),
+        (.order, #"{"action":"list_orders","user_id":1,"before_order_id":2.0}"#),
         (.admin, #"{"action":"list_carts","limit":"10"}"#),
         (.admin, #"{"action":"list_carts","limit":10.0}"#),
         (.admin, #"{"action":"list_carts","after_cart_id":"5"}"#),
@@ -247,6 +253,9 @@ struct DecodeStageTests {
         (.admin, #"{"action":"list_carts","limit":-1}"#),
         (.admin, #"{"action":"list_carts","limit":9223372036854775807}"#),
         (.admin, #"{"action":"list_carts","after_cart_id":-1}"#),
+        (.order, #"{"action":"list_orders","user_id":1,"limit":0}"#),
+        (.order, #"{"action":"list_orders","user_id":1,"limit":1001}"#),
+        (.order, #"{"action":"list_orders","user_id":1,"before_order_id":0}"#),
     ])
     func outOfRangeValuesAreAnsweredButNotDeadLettered(_ kind: RequestTopicKind, _ text: String) {
         let withId = "{\"request_id\":\"q\"," + text.dropFirst()
