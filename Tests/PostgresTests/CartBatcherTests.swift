@@ -109,6 +109,40 @@ struct CartBatcherTests {
             #expect(stored == nil, "no reply stored for the failed request")
         }
     }
+
+    /// The bound on amounts is kept by the cart functions themselves, under the cart's lock:
+    /// a change that would take a line or the cart total above Money.max is refused and changes
+    /// nothing (not even creating the cart).
+    @Test func changesBeyondTheLargestTotalAreRefusedAndChangeNothing() async throws {
+        try await withBatcher { batcher in
+            let store = batcher.store
+            let dear = try #require(Product(productId: 31, name: "dear", price: Money.max))
+            let bigPrice = try #require(Money("400000000000.00"))
+            let big = try #require(Product(productId: 32, name: "big", price: bigPrice))
+            // A new user's first line already over the bound: refused before the cart exists.
+            let fresh = Self.user()
+            let refused = try await batcher.run(Self.request("t/\(fresh)/over", fresh, .add(dear, quantity: 2)))
+            #expect(refused == .stored(Array("refused overTotal".utf8)))
+            #expect(try await store.cart(userId: fresh).cartId == nil, "no cart was created")
+
+            let user = Self.user()
+            _ = try await batcher.run(Self.request("t/\(user)/a1", user, .add(big, quantity: 2)))  // 800,000,000,000.00
+            // Another line, or more of the same line, would pass the bound.
+            for (key, op) in [("a2", OrderStore.CartOperation.add(dear, quantity: 1)), ("a3", .add(big, quantity: 1)), ("u1", .set(productId: 32, quantity: 3))] {
+                let outcome = try await batcher.run(Self.request("t/\(user)/\(key)", user, op))
+                #expect(outcome == .stored(Array("refused overTotal".utf8)), "\(key)")
+            }
+            let cart = try await store.cart(userId: user)
+            #expect(cart.items.map(\.quantity) == [2])
+            #expect(cart.totalPrice.description == "800000000000.00")
+            // Lowering and removing are never refused; up to the bound exactly is fine.
+            #expect(try Self.quantities(try await batcher.run(Self.request("t/\(user)/u2", user, .set(productId: 32, quantity: 1)))) == [1])
+            let restPrice = try #require(Money("599999999999.99"))
+            let exact = try #require(Product(productId: 33, name: "rest", price: restPrice))
+            _ = try await batcher.run(Self.request("t/\(user)/a4", user, .add(exact, quantity: 1)))
+            #expect(try await store.cart(userId: user).totalPrice == Money.max)
+        }
+    }
 }
 
 private func captured<T: Sendable>(_ body: () async throws -> T) async -> Result<T, any Error> {
