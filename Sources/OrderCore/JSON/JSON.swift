@@ -224,7 +224,8 @@ private struct Parser {
                     } else if scalar >= 0xDC00 && scalar < 0xE000 {
                         throw fail("unpaired surrogate")
                     }
-                    out.append(contentsOf: Array(String(Character(Unicode.Scalar(scalar)!)).utf8))
+                    guard let decoded = Unicode.Scalar(scalar) else { throw fail("invalid \\u escape") }
+                    out.append(contentsOf: Array(String(Character(decoded)).utf8))
                 default: throw fail("invalid escape")
                 }
                 runStart = i

@@ -252,9 +252,15 @@ public struct RequestPipeline: RecordHandler {
     /// `inventory_deduction_results`: moves the order to confirmed/rejected. Nothing is replied;
     /// a result that breaks the contract goes to the dead-letter topic.
     func handleDeductionResult(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
-        guard let value = record.value, let json = try? JSON.parse(value), case .int(let orderId)? = json["order_id"],
+        guard let value = record.value, let json = try? JSON.parse(value), case .int(let orderId)? = json["order_id"], orderId >= 1,
             case .string(let status)? = json["status"], status == "deducted" || status == "insufficient"
-        else { return [routing.deadLetter(record, error: "not a deduction result: needs order_id and status deducted|insufficient")] }
+        else { return [routing.deadLetter(record, error: "not a deduction result: needs order_id ≥ 1 and status deducted|insufficient")] }
+        // A result that names another order's request cannot be trusted for either order.
+        switch json["request_id"] {
+        case nil, .null?: break
+        case .string(let id)? where id == "deduct-\(orderId)": break
+        default: return [routing.deadLetter(record, error: "deduction result for order \(orderId) carries another request_id")]
+        }
         if try await persist.finishOrder(orderId: orderId, status: status == "deducted" ? .confirmed : .rejected) {
             outboxWritten()
         }

@@ -52,17 +52,22 @@ public actor CoalescingProductCatalog {
 
     private func join(_ ids: [Int64], _ cont: CheckedContinuation<Result<ProductLookup, UpstreamFailure>, Never>) {
         if let b = open, b.ids.count + ids.count > maxIds { send(b) }
-        if open == nil {
+        var batch: Batch
+        if let b = open {
+            batch = b
+            open = nil  // the only reference left: appending below copies nothing
+        } else {
             nextBatchId += 1
             let id = nextBatchId
-            open = Batch(id: id)
+            batch = Batch(id: id)
             Task { [window] in
                 try? await Task.sleep(for: window)
                 self.flush(id)
             }
         }
-        open!.ids.formUnion(ids)
-        open!.waiters.append(cont)
+        batch.ids.formUnion(ids)
+        batch.waiters.append(cont)
+        open = batch
     }
 
     private func flush(_ id: Int) {

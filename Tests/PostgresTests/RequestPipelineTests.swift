@@ -1,0 +1,192 @@
+import Foundation
+import Kafka
+import Logging
+import Postgres
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import OrderCore
+
+/// The pipeline as a unit over the real database, with scripted Product and Inventory answers:
+/// the money bound, deduction results that break the contract, replies the broker refuses, and
+/// list_orders pages that fit the record budget.
+@Suite("RequestPipeline (PostgreSQL)")
+struct RequestPipelineTests {
+    /// Product details the fake Product Service answers with; changeable during a test.
+    final class Catalog: ProductCatalog {
+        let products = Mutex<[Int64: Product]>([:])
+        func set(_ p: Product) { products.withLock { $0[p.productId] = p } }
+        func lookup(_ ids: [Int64]) async throws(UpstreamFailure) -> ProductLookup {
+            let known = products.withLock { $0 }
+            var found: [Int64: Product] = [:]
+            for id in ids { found[id] = known[id] }
+            return ProductLookup(products: found, notFound: ids.filter { found[$0] == nil })
+        }
+    }
+
+    struct PlentyInStock: InventoryChecker {
+        func check(_ lines: [(productId: Int64, quantity: Int)]) async throws(UpstreamFailure) -> [StockLine] {
+            lines.map { StockLine(productId: $0.productId, requested: $0.quantity, available: 1_000_000) }
+        }
+    }
+
+    /// The repository's topics.yaml.
+    let topics: Topics
+
+    init() throws {
+        topics = try Topics.load(path: TestSystem.repoRoot + "/topics.yaml")
+    }
+
+    func withPipeline(maxRecordBytes: Int = Limits.defaultMaxRecordBytes, _ body: (RequestPipeline, Catalog) async throws -> Void) async throws {
+        let topics = self.topics
+        try await TestDatabase.withClient(poolSize: 4) { client in
+            _ = try await MigrationRunner(client: client, logger: TestDatabase.logger, table: OrderSchema.migrationsTable)
+                .migrate(OrderSchema.migrations)
+            let catalog = Catalog()
+            var logger = Logger(label: "pipeline-test")
+            logger.logLevel = .critical
+            let pipeline = RequestPipeline(
+                topics: topics, routing: ReplyRouting(topics: topics, maxRecordBytes: maxRecordBytes), catalog: catalog,
+                inventory: PlentyInStock(), store: OrderStore(db: client), logger: logger)
+            try await body(pipeline, catalog)
+        }
+    }
+
+    /// Requests without request_id are keyed by offset: offsets no earlier run used.
+    static let offsets = Atomic<Int64>(Int64.random(in: 1...(1 << 50)))
+
+    func record(_ topic: String, _ body: JSON, key: String? = nil, headers: [KafkaHeader] = []) -> KafkaRecord {
+        KafkaRecord(
+            topic: topic, partition: 0, offset: Self.offsets.add(1, ordering: .relaxed).newValue, key: key.map { Array($0.utf8) },
+            value: body.bytes, headers: headers)
+    }
+
+    func ask(_ pipeline: RequestPipeline, _ topic: String, _ body: JSON) async throws -> JSON {
+        let outputs = try await pipeline.handle(record(topic, body))
+        let reply = try #require(outputs.first)
+        return try JSON.parse(reply.value ?? [])
+    }
+
+    func user() -> Int64 { TestCatalog.uniqueUserId() }
+
+    func product(_ id: Int64, _ price: String, name: String = "Thing") throws -> Product {
+        let amount = try #require(Money(price))
+        return try #require(Product(productId: id, name: name, price: amount))
+    }
+
+    @Test func addItemBeyondTheLargestTotalIsInvalidAndChangesNothing() async throws {
+        try await withPipeline { pipeline, catalog in
+            let u = user()
+            catalog.set(try product(1, "999999999999.99"))
+            let r = try await ask(pipeline, "cart_requests", ["request_id": "a", "action": "add_item", "user_id": .int(u), "product_id": 1, "quantity": 10_000])
+            #expect(r["error"]?["code"]?.string == "invalid_request")
+            let cart = try await ask(pipeline, "cart_requests", ["action": "get_cart", "user_id": .int(u)])
+            #expect(cart["cart"]?["cart_id"] == .null)
+        }
+    }
+
+    @Test func createOrderWhoseTotalAtCurrentPricesPassesTheBoundIsInvalidAndKeepsTheCart() async throws {
+        try await withPipeline { pipeline, catalog in
+            let u = user()
+            catalog.set(try product(11, "100000000000.00"))
+            catalog.set(try product(12, "100000000000.00"))
+            for id in [11, 12] {
+                let r = try await ask(pipeline, "cart_requests", ["action": "add_item", "user_id": .int(u), "product_id": .int(Int64(id)), "quantity": 4])
+                #expect(r["status"]?.string == "ok", "\(r.text)")
+            }
+            // The prices rise between add_item and create_order: 2 × 4 × 200,000,000,000 passes the bound.
+            catalog.set(try product(11, "200000000000.00"))
+            catalog.set(try product(12, "200000000000.00"))
+            let r = try await ask(pipeline, "order_requests", ["action": "create_order", "user_id": .int(u)])
+            #expect(r["error"]?["code"]?.string == "invalid_request", "\(r.text)")
+            let cart = try await ask(pipeline, "cart_requests", ["action": "get_cart", "user_id": .int(u)])
+            #expect(cart["cart"]?["items"]?.array?.count == 2)
+            let orders = try await ask(pipeline, "order_requests", ["action": "list_orders", "user_id": .int(u)])
+            #expect(orders["orders"]?.array?.isEmpty == true)
+        }
+    }
+
+    @Test func deductionResultsThatBreakTheContractAreDeadLetteredAndChangeNothing() async throws {
+        try await withPipeline { pipeline, catalog in
+            let u = user()
+            catalog.set(try product(21, "1.00"))
+            _ = try await ask(pipeline, "cart_requests", ["action": "add_item", "user_id": .int(u), "product_id": 21, "quantity": 1])
+            let created = try await ask(pipeline, "order_requests", ["action": "create_order", "user_id": .int(u)])
+            let orderId = try #require(created["order"]?["order_id"]?.int)
+            let broken: [JSON] = [
+                ["order_id": 0, "status": "deducted"], ["order_id": -1, "status": "deducted"],
+                ["order_id": .string(String(orderId)), "status": "deducted"], ["order_id": .number("\(orderId).0"), "status": "deducted"],
+                ["order_id": .int(orderId), "status": "DEDUCTED"], ["order_id": .int(orderId)], ["status": "deducted"],
+                ["request_id": .string("deduct-\(orderId + 1)"), "order_id": .int(orderId), "status": "deducted"],
+                ["request_id": 5, "order_id": .int(orderId), "status": "deducted"], "deducted", .null,
+            ]
+            for result in broken {
+                let outputs = try await pipeline.handle(record(topics.deductionResults, result))
+                #expect(outputs.map(\.topic) == [topics.deadLetters], "\(result.text)")
+            }
+            var order = try await ask(pipeline, "order_requests", ["action": "get_order", "user_id": .int(u), "order_id": .int(orderId)])
+            #expect(order["order"]?["status"]?.string == "pending")
+            let good = try await pipeline.handle(
+                record(topics.deductionResults, ["request_id": .string("deduct-\(orderId)"), "order_id": .int(orderId), "status": "deducted"]))
+            #expect(good.isEmpty)
+            order = try await ask(pipeline, "order_requests", ["action": "get_order", "user_id": .int(u), "order_id": .int(orderId)])
+            #expect(order["order"]?["status"]?.string == "confirmed")
+        }
+    }
+
+    @Test func aRefusedReplyIsAnsweredSmallOnTheDefaultTopic() async throws {
+        try await withPipeline { pipeline, _ in
+            let request = record(
+                topics.cartRequests, ["request_id": "r-9", "action": "get_cart", "user_id": 5], key: "5",
+                headers: [KafkaHeader("reply-to", topics.name("order_responses")), KafkaHeader("correlation-id", "c-9")])
+            let missingTopic = KafkaError(code: 3, message: "UNKNOWN_TOPIC_OR_PART")
+            var outputs = pipeline.undeliverable(request, error: missingTopic)
+            #expect(outputs.map(\.topic) == [topics.name("cart_responses"), topics.deadLetters])
+            var reply = try JSON.parse(outputs[0].value ?? [])
+            #expect(reply["error"]?["code"]?.string == "invalid_reply_to")
+            #expect(reply["request_id"]?.string == "r-9")
+            #expect(outputs[0].headers.first { $0.key == "correlation-id" }?.stringValue == "c-9")
+            let tooLarge = KafkaError(code: KafkaError.messageSizeTooLargeCode, message: "too large")
+            outputs = pipeline.undeliverable(request, error: tooLarge)
+            reply = try JSON.parse(outputs[0].value ?? [])
+            #expect(reply["error"]?["code"]?.string == "internal_error")
+            #expect(outputs[0].topic == topics.name("cart_responses"))
+        }
+    }
+
+    /// A user whose orders pass the record budget: the first page fits and says where to go on;
+    /// following `next_before_order_id` reaches every order once, newest first.
+    @Test func listOrdersPagesFitTheBudgetAndReachEveryOrder() async throws {
+        try await withPipeline(maxRecordBytes: 65_536) { pipeline, catalog in
+            let u = user()
+            let name = String(repeating: "n", count: Product.maxNameBytes)
+            for id in 1...10 { catalog.set(try product(Int64(100 + id), "2.50", name: name)) }
+            var created: [Int64] = []
+            for _ in 0..<16 {  // ~5.7 KB per order: about 11 orders per 64 KiB page
+                for id in 1...10 {
+                    _ = try await ask(pipeline, "cart_requests", ["action": "add_item", "user_id": .int(u), "product_id": .int(Int64(100 + id)), "quantity": 1])
+                }
+                let r = try await ask(pipeline, "order_requests", ["action": "create_order", "user_id": .int(u)])
+                created.append(try #require(r["order"]?["order_id"]?.int))
+            }
+            var seen: [Int64] = []
+            var before: JSON = .null
+            var pages = 0
+            repeat {
+                let outputs = try await pipeline.handle(record(topics.orderRequests, ["action": "list_orders", "user_id": .int(u), "before_order_id": before], key: String(u)))
+                let reply = try #require(outputs.first)
+                #expect(reply.payloadBytes <= 65_536 - ReplyRouting.framingBytes)
+                let json = try JSON.parse(reply.value ?? [])
+                seen += (json["orders"]?.array ?? []).compactMap { $0["order_id"]?.int }
+                before = json["next_before_order_id"] ?? .null
+                pages += 1
+            } while before != .null && pages < 10
+            #expect(pages >= 2)
+            #expect(seen == created.reversed())
+            let limited = try await ask(pipeline, "order_requests", ["action": "list_orders", "user_id": .int(u), "limit": 3])
+            #expect(limited["orders"]?.array?.compactMap { $0["order_id"]?.int } == Array(created.reversed().prefix(3)))
+            #expect(limited["next_before_order_id"]?.int == created.reversed()[2])
+        }
+    }
+}
