@@ -155,6 +155,49 @@ struct RequestPipelineTests {
         }
     }
 
+    /// create_order raced by add_item and a second create_order of the same user (different keys,
+    /// so different lanes, as with two instances): every acknowledged add ends in the cart or in
+    /// exactly one order, no line is ordered twice, and no existing product is "not found".
+    @Test func createOrderRacedByCartChangesOrdersExactlyWhatItChecked() async throws {
+        try await withPipeline { pipeline, catalog in
+            catalog.set(try product(41, "1.00"))
+            catalog.set(try product(42, "2.00"))
+            let users = (0..<200).map { _ in user() }
+            for round in 0..<3 {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for u in users {
+                        group.addTask {
+                            let first = try await ask(pipeline, "cart_requests", ["request_id": .string("s\(round)"), "action": "add_item", "user_id": .int(u), "product_id": 41, "quantity": 1])
+                            #expect(first["status"]?.string == "ok", "\(first.text)")
+                            async let o1 = ask(pipeline, "order_requests", ["request_id": .string("o1-\(round)"), "action": "create_order", "user_id": .int(u)])
+                            async let added = ask(pipeline, "cart_requests", ["request_id": .string("b\(round)"), "action": "add_item", "user_id": .int(u), "product_id": 42, "quantity": 1])
+                            async let o2 = ask(pipeline, "order_requests", ["request_id": .string("o2-\(round)"), "action": "create_order", "user_id": .int(u)])
+                            let replies = try await [o1, added, o2]
+                            for r in replies {
+                                let code = r["error"]?["code"]?.string
+                                #expect(code == nil || code == "cart_empty", "\(r.text)")
+                            }
+                            #expect(replies[1]["status"]?.string == "ok")
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            // Every acknowledged add: 3 of product 41 and 3 of product 42 per user, each in the
+            // cart or in exactly one order line.
+            for u in users {
+                let cart = try await ask(pipeline, "cart_requests", ["action": "get_cart", "user_id": .int(u)])
+                let orders = try await ask(pipeline, "order_requests", ["action": "list_orders", "user_id": .int(u)])
+                var count: [Int64: Int64] = [:]
+                for line in cart["cart"]?["items"]?.array ?? [] { count[line["product_id"]?.int ?? 0, default: 0] += line["quantity"]?.int ?? 0 }
+                for order in orders["orders"]?.array ?? [] {
+                    for line in order["items"]?.array ?? [] { count[line["product_id"]?.int ?? 0, default: 0] += line["quantity"]?.int ?? 0 }
+                }
+                #expect(count == [41: 3, 42: 3], "user \(u): \(cart.text) \(orders.text)")
+            }
+        }
+    }
+
     /// A user whose orders pass the record budget: the first page fits and says where to go on;
     /// following `next_before_order_id` reaches every order once, newest first.
     @Test func listOrdersPagesFitTheBudgetAndReachEveryOrder() async throws {

@@ -18,6 +18,8 @@ public struct RequestPipeline: RecordHandler {
     public let outboxWritten: @Sendable () -> Void
     public let metrics: ServiceMetrics?
     public let logger: Logger
+    /// How often create_order checks again when the cart changed between its check and its lock.
+    static let createOrderAttempts = 5
 
     public init(
         topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, addItemCatalog: (any ProductCatalog)? = nil,
@@ -183,6 +185,7 @@ public struct RequestPipeline: RecordHandler {
                 return reply.bytes
             case .stored(let reply), .alreadyProcessed(let reply): return reply
             case .rejected(let e): return try await fail(e)
+            case .cartChanged: throw PersistFailure.unexpected("cart changed outside create_order")
             }
         }
 
@@ -203,15 +206,23 @@ public struct RequestPipeline: RecordHandler {
         case .removeItem(let user, let productId):
             return try await finish(await persist.setItem(key: key, requestId: rid, action: action, userId: user, productId: productId, quantity: 0))
         case .createOrder(let user):
-            let cart = try await store.cart(userId: user)
-            guard !cart.items.isEmpty else { return try await fail(ServiceError(.cartEmpty, "the cart is empty")) }
-            let found: [Int64: Product]
-            switch await products.run(cart.items.map(\.productId)) {
-            case .failure(let e): return try await fail(e)
-            case .success(let p): found = p
+            // Check (products, stock) on a read of the cart, then order under the cart's lock only
+            // if the cart is still what was checked; a concurrent change means checking again.
+            for _ in 0..<Self.createOrderAttempts {
+                let cart = try await store.cart(userId: user)
+                guard !cart.items.isEmpty else { return try await fail(ServiceError(.cartEmpty, "the cart is empty")) }
+                let found: [Int64: Product]
+                switch await products.run(cart.items.map(\.productId)) {
+                case .failure(let e): return try await fail(e)
+                case .success(let p): found = p
+                }
+                if case .failure(let e) = await inventory.run(cart.items.map { ($0.productId, $0.quantity) }) { return try await fail(e) }
+                let result = try await persist.createOrder(key: key, requestId: rid, userId: user, checked: cart, products: found)
+                if result != .cartChanged { return try await finish(result) }
             }
-            if case .failure(let e) = await inventory.run(cart.items.map { ($0.productId, $0.quantity) }) { return try await fail(e) }
-            return try await finish(await persist.createOrder(key: key, requestId: rid, userId: user, products: found))
+            // Not stored (like a transient error): a retry with the same request_id tries again.
+            let busy = ServiceError(.invalidRequest, "the cart kept changing while the order was being placed; nothing was ordered, try again")
+            return try await store.storedReply(key: key) ?? Reply.error(requestId: rid, action: action, busy).bytes
         case .listOrders(let user, let limit, let before):
             let envelope = Reply.ok(requestId: rid, action: action, body: [("orders", []), ("next_before_order_id", .int(.max))]).bytes.count
             var page = Page(room: budget - envelope, limit: limit ?? .max)

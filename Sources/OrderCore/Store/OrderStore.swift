@@ -141,19 +141,20 @@ public struct OrderStore: Sendable {
     }
 
     /// The user's cart with its lines, its row locked until the transaction ends; nil when the
-    /// user has none. One query.
+    /// user has none. Two statements on purpose: under READ COMMITTED a join locked `FOR UPDATE
+    /// OF c` may return the lines of the snapshot taken before waiting for the lock; the second
+    /// statement reads the lines as committed by whoever held the lock (every cart change takes
+    /// the cart row's lock first).
     func lockCart(userId: Int64, on conn: PostgresConnection) async throws -> Cart? {
-        let rows = try await conn.query(
-            """
-            SELECT c.cart_id, \(timestampSQL("c.created_at")), i.cart_item_id, i.product_id, i.product_name, i.unit_price::text, i.quantity
-            FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.cart_id WHERE c.user_id = $1 ORDER BY i.cart_item_id FOR UPDATE OF c
-            """, [userId]
-        ).rows
-        return try cart(userId: userId, rows: rows, offset: 0)
+        let locked = try await conn.query("SELECT cart_id FROM carts WHERE user_id = $1 FOR UPDATE", [userId]).rows
+        guard !locked.isEmpty else { return nil }
+        return try await cart(userId: userId, on: conn)
     }
 
-    func emptyCart(cartId: Int64, on conn: PostgresConnection) async throws {
-        _ = try await conn.query("DELETE FROM cart_items WHERE cart_id = $1", [cartId])
+    /// Takes these lines out of the cart (lines added meanwhile stay).
+    func deleteLines(cartId: Int64, lineIds: [Int64], on conn: PostgresConnection) async throws {
+        _ = try await conn.query(
+            "DELETE FROM cart_items WHERE cart_id = $1 AND cart_item_id = ANY($2::bigint[])", [cartId, PostgresArrayLiteral(lineIds)])
     }
 
     /// Carts by cart_id ascending after `afterCartId`, at most `limit`, and whether more follow.

@@ -26,10 +26,14 @@ public struct PersistStage: Sendable {
         case rejected(ServiceError)
         /// Another delivery of the same request committed first; its stored reply is the answer.
         case alreadyProcessed(reply: [UInt8])
+        /// Rolled back: the cart under its lock is not the cart that was checked (a concurrent
+        /// change or order); nothing changed, check again.
+        case cartChanged
     }
 
     struct Rejection: Error { let error: ServiceError }
     struct Duplicate: Error {}
+    struct CartChanged: Error {}
 
     func transaction(key: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> (JSON, Bool)) async throws -> Result {
         do {
@@ -42,6 +46,8 @@ public struct PersistStage: Sendable {
             return .rejected(r.error)
         } catch is Duplicate {
             return .alreadyProcessed(reply: try await storedReply(key))
+        } catch is CartChanged {
+            return .cartChanged
         }
     }
 
@@ -99,13 +105,16 @@ public struct PersistStage: Sendable {
         }
     }
 
-    /// Creates the pending order at current prices, empties the cart, and queues the deduction
-    /// request and the `pending` notification in the outbox.
-    public func createOrder(key: String, requestId: String?, userId: Int64, products: [Int64: Product]) async throws -> Result {
+    /// Creates the pending order of the lines in `checked` at the looked-up prices, takes those
+    /// lines (and only those) out of the cart, and queues the deduction request and the `pending`
+    /// notification in the outbox. Under the cart's lock the cart must still hold exactly the
+    /// checked lines (same line ids, products and quantities); otherwise nothing changes and the
+    /// result is `cartChanged`, so that the caller checks the cart as it is now.
+    public func createOrder(key: String, requestId: String?, userId: Int64, checked: Cart, products: [Int64: Product]) async throws -> Result {
         try await transaction(key: key) { conn in
-            guard let cart = try await store.lockCart(userId: userId, on: conn), let cartId = cart.cartId, !cart.items.isEmpty else {
-                throw Rejection(error: ServiceError(.cartEmpty, "the cart is empty"))
-            }
+            guard let cart = try await store.lockCart(userId: userId, on: conn), let cartId = cart.cartId, !cart.items.isEmpty,
+                cart.items.map(\.orderedPart) == checked.items.map(\.orderedPart)
+            else { throw CartChanged() }
             var lines: [(product: Product, quantity: Int)] = []
             for item in cart.items {
                 guard let p = products[item.productId] else {
@@ -122,7 +131,7 @@ public struct PersistStage: Sendable {
             }
             guard let total = Money.sum(lineTotals) else { throw Rejection(error: .overTotal) }
             let order = try await store.insertOrder(userId: userId, lines: lines, total: total, on: conn)
-            try await store.emptyCart(cartId: cartId, on: conn)
+            try await store.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId), on: conn)
             try await store.enqueue([
                 OutgoingMessages.deductionRequest(order, topics: topics),
                 OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics),
@@ -169,4 +178,9 @@ enum OutgoingMessages {
             topic: topics.notifications, key: Array(String(user).utf8), value: body.bytes,
             headers: [KafkaHeader("content-type", "application/json")] + TraceContext.outgoingHeaders)
     }
+}
+
+extension CartItem {
+    /// What an order takes from a cart line: which line, which product, how many.
+    fileprivate var orderedPart: [Int64] { [cartItemId, productId, Int64(quantity)] }
 }
