@@ -75,6 +75,26 @@ struct RequestPipelineTests {
         return try #require(Product(productId: id, name: name, price: amount))
     }
 
+    @Test func idempotencyKeysScopeRequestIdsAndTellTopicIncarnationsApart() async throws {
+        try await withPipeline { pipeline, _ in
+            func key(_ rid: String?, user: Int64 = 7, kind: RequestTopicKind = .cart, offset: Int64 = 5, timestamp: Int64? = 1_000) -> String {
+                let r = KafkaRecord(topic: "cart_requests", partition: 2, offset: offset, key: nil, value: nil, headers: [], timestampMs: timestamp)
+                return pipeline.idempotencyKey(Request(requestId: rid, command: .getCart(userId: user)), kind: kind, record: r)
+            }
+            #expect(key("abc") == "cart/7/abc")
+            #expect(key("abc", user: 8) != key("abc"))
+            #expect(key("abc", kind: .order) != key("abc"))
+            // NUL cannot be stored in text: escaped so that distinct ids stay distinct.
+            #expect(Set([key("a\u{0}"), key("a%00"), key("a%2500"), key("a%")]).count == 4)
+            // Without request_id: the record's position and timestamp.
+            #expect(key(nil) == "offset/cart_requests/2/5/1000")
+            #expect(key(nil) == key(nil), "a redelivery of the same record has the same key")
+            #expect(key(nil, timestamp: 2_000) != key(nil), "a re-created topic's record on a used offset is another request")
+            #expect(key(nil, offset: 6) != key(nil))
+            #expect(key(nil, timestamp: nil) == "offset/cart_requests/2/5/-")
+        }
+    }
+
     @Test func addItemBeyondTheLargestTotalIsInvalidAndChangesNothing() async throws {
         try await withPipeline { pipeline, catalog in
             let u = user()

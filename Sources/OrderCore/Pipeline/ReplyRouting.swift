@@ -54,6 +54,21 @@ public struct ReplyRouting: Sendable {
         }
     }
 
+    /// Allow-list entries that would let a client name one of the service's own topics that is
+    /// not a response topic (request, upstream, event, dead-letter, metrics topics): replies
+    /// written there would be read as requests, upstream answers or events. Refused at start.
+    public static func dangerousAllowListEntries(_ allowList: [String], topics: Topics) -> [(entry: String, topic: String)] {
+        let own = topics.specs.map(\.name).filter { !topics.responseTopicNames.contains($0) }
+        var found: [(String, String)] = []
+        for entry in allowList {
+            let prefix = entry.hasSuffix("*") ? String(entry.dropLast()) : nil
+            for name in own where prefix.map({ name.utf8.starts(with: $0.utf8) && name.utf8.count > $0.utf8.count }) ?? (name == entry) {
+                found.append((entry, name))
+            }
+        }
+        return found
+    }
+
     /// Headers copied from request to reply: correlation ids unchanged (bytes), trace context.
     public static let copiedHeaders: Set<String> = ["correlation-id", "kafka_correlationId", "traceparent", "tracestate"]
 

@@ -17,6 +17,8 @@ public struct RequestPipeline: RecordHandler {
     /// Called after a transaction wrote outbox records, so they are sent without waiting for a sweep.
     public let outboxWritten: @Sendable () -> Void
     public let metrics: ServiceMetrics?
+    /// Whether an allow-listed reply-to topic exists (nil: not checked).
+    public let replyTopics: ReplyTopicCheck?
     public let logger: Logger
     /// How often create_order checks again when the cart changed between its check and its lock.
     static let createOrderAttempts = 5
@@ -24,8 +26,9 @@ public struct RequestPipeline: RecordHandler {
     public init(
         topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, addItemCatalog: (any ProductCatalog)? = nil,
         inventory: any InventoryChecker, store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {},
-        metrics: ServiceMetrics? = nil, logger: Logger
+        metrics: ServiceMetrics? = nil, replyTopics: ReplyTopicCheck? = nil, logger: Logger
     ) {
+        self.replyTopics = replyTopics
         self.topics = topics
         self.routing = routing
         self.products = ProductLookupStage(catalog: catalog)
@@ -73,6 +76,11 @@ public struct RequestPipeline: RecordHandler {
             let (rid, action) = decoded.identity
             let err = ServiceError(.invalidReplyTo, "reply-to must name a response topic; nothing was changed")
             return [routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes)]
+        }
+        if let replyTopics, !topics.responseTopicNames.contains(replyTopic), await !replyTopics.exists(replyTopic) {
+            let (rid, action) = decoded.identity
+            let err = ServiceError(.invalidReplyTo, "the reply-to topic does not exist; nothing was changed")
+            return [routing.reply(to: record, topic: routing.defaultTopic(for: record), value: Reply.error(requestId: rid, action: action, err).bytes)]
         }
 
         switch decoded {
@@ -140,7 +148,8 @@ public struct RequestPipeline: RecordHandler {
 
     // MARK: Actions
 
-    /// Idempotency key: request_id (scoped by request topic and user), else the record's position.
+    /// Idempotency key: request_id (scoped by request topic and user), else the record's position
+    /// and timestamp.
     func idempotencyKey(_ request: Request, kind: RequestTopicKind, record: KafkaRecord) -> String {
         if let rid = request.requestId {
             // PostgreSQL text cannot hold NUL: escape it (and the escape character) so that
@@ -149,7 +158,10 @@ public struct RequestPipeline: RecordHandler {
                 ? rid.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "\u{0}", with: "%00") : rid
             return "\(kind.rawValue)/\(request.command.userId ?? 0)/\(text)"
         }
-        return "offset/\(record.topic)/\(record.partition)/\(record.offset)"
+        // The record's timestamp tells incarnations of a topic apart: after a topic is deleted and
+        // re-created its offsets start again at 0, and a new record on a used offset must not get
+        // the stored reply of an old one. A redelivery of the same record has the same timestamp.
+        return "offset/\(record.topic)/\(record.partition)/\(record.offset)/\(record.timestampMs.map(String.init) ?? "-")"
     }
 
     /// Runs a decoded request; `budget` is the most bytes its reply may have (paged replies end

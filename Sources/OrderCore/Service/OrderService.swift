@@ -19,6 +19,12 @@ public final class OrderService: Service, Sendable {
 
     public func run() async throws {
         let topics = try Topics.load(path: config.topicsFile)
+        let dangerous = ReplyRouting.dangerousAllowListEntries(config.replyToAllowList, topics: topics)
+        guard dangerous.isEmpty else {
+            throw ConfigurationError(
+                "ORDER_SERVICE_REPLY_TO_ALLOW entries match the service's own topics, which are not response topics: "
+                    + dangerous.map { "\($0.entry) matches \($0.topic)" }.joined(separator: ", "))
+        }
         let base = config.kafkaBase
         logger.info("starting", metadata: [
             "kafka": "\(config.bootstrapServers)", "database": "\(config.postgres.redactedURL)",
@@ -49,7 +55,9 @@ public final class OrderService: Service, Sendable {
             topics: topics, routing: ReplyRouting(topics: topics, allowList: config.replyToAllowList, maxRecordBytes: config.maxRecordBytes),
             catalog: catalog, addItemCatalog: RecentProductCatalog(catalog),
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
-            store: store, outboxWritten: { relay.notify() }, metrics: metrics, logger: logger)
+            store: store, outboxWritten: { relay.notify() }, metrics: metrics,
+            replyTopics: config.replyToAllowList.isEmpty ? nil : ReplyTopicCheck { Set(try await producer.topicPartitionCounts().keys) },
+            logger: logger)
 
         let consumerRef = LockedBox<KafkaConsumer?>(nil)
         var dispatcherConfig = Dispatcher.Configuration()

@@ -52,5 +52,10 @@ public final class RenewingProducer: RecordSender {
         return error
     }
 
+    /// Topic name → partition count, from the current producer's view of the cluster.
+    public func topicPartitionCounts() async throws -> [String: Int32] {
+        try await current.withLock { $0 }.producer.topicPartitionCounts()
+    }
+
     public func close() async { await current.withLock { $0 }.producer.close() }
 }
