@@ -32,6 +32,14 @@ public final class OrderService: Service, Sendable {
             _ = try await MigrationRunner(client: db, logger: self.logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
         }
         let store = OrderStore(db: db)
+        // Before the group consumer subscribes: its first assignment must know whether the
+        // previous run of this group died (the crash-loop breaker).
+        let registry = RunRegistry(
+            store: RunStore(db: db), groupId: config.groupId, runId: config.runId, window: config.probationWindow, logger: logger)
+        try await retrying("run registration") { try await registry.start() }
+        if config.testCrashOn != nil {
+            logger.warning("ORDER_SERVICE_TEST_CRASH_ON is set: requests containing it crash the process (tests only)")
+        }
         let producer = try RenewingProducer(configuration: base, logger: logger)
         let upstream = try UpstreamClient(
             producer: producer, consumerConfiguration: base,
@@ -47,11 +55,15 @@ public final class OrderService: Service, Sendable {
             topics: topics, routing: ReplyRouting(topics: topics, allowList: config.replyToAllowList),
             catalog: catalog, addItemCatalog: RecentProductCatalog(catalog),
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
-            store: store, outboxWritten: { relay.notify() }, metrics: metrics, logger: logger)
+            store: store, outboxWritten: { relay.notify() }, metrics: metrics, logger: logger,
+            crashOn: config.testCrashOn.map { Array($0.utf8) })
 
         let consumerRef = LockedBox<KafkaConsumer?>(nil)
         var dispatcherConfig = Dispatcher.Configuration()
         dispatcherConfig.maxInFlight = config.maxInFlight
+        dispatcherConfig.probationRecords = config.probationRecords
+        dispatcherConfig.probationDuration = config.probationWindow
+        dispatcherConfig.poisonAfter = config.probationCrashes
         let logger = self.logger
         let dispatcher = Dispatcher(
             handler: pipeline,
@@ -68,7 +80,7 @@ public final class OrderService: Service, Sendable {
                     logger.info(pause ? "backlog high: pausing fetch" : "backlog drained: resuming fetch")
                     try? pause ? c.pause(tps) : c.resume(tps)
                 }),
-            configuration: dispatcherConfig, logger: logger)
+            configuration: dispatcherConfig, crashGuard: registry.crashGuard, logger: logger)
 
         var consumerConfig = base
         consumerConfig["group.id"] = config.groupId
@@ -105,6 +117,7 @@ public final class OrderService: Service, Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await relay.run() }
+                group.addTask { await cancelWhenGracefulShutdown { await registry.run() } }
                 if let path = config.healthFile { group.addTask { await Heartbeat(path: path).run() } }
                 if config.createTopics {
                     let recovery = TopicRecovery(
@@ -165,6 +178,7 @@ public final class OrderService: Service, Sendable {
         await relay.relayAll()
         await upstream.close()
         await producer.close()
+        await registry.deregister()
         await db.close()
         logger.info("stopped")
     }
