@@ -14,6 +14,10 @@ public struct RunStore: Sendable {
         public var deadRuns: [String]
         /// Seconds since an instance of the group was last found dead (by anyone); nil: never.
         public var secondsSinceUncleanExit: Double?
+        public init(deadRuns: [String], secondsSinceUncleanExit: Double?) {
+            self.deadRuns = deadRuns
+            self.secondsSinceUncleanExit = secondsSinceUncleanExit
+        }
     }
 
     /// In one statement: registers or refreshes this run (with the application_name its session
