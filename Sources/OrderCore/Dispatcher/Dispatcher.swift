@@ -10,8 +10,9 @@ import Synchronization
 ///   answered through the handler's `failure` and never stop the consumer;
 /// - when too much is in flight, fetching pauses until the backlog halves;
 /// - after an unclean exit in the group, newly assigned partitions start on probation: their first
-///   records run one at a time behind a durable marker, and a record that was in progress at
-///   too many unclean exits is answered through the handler's `poisoned` instead of handled.
+///   records run one at a time (all such partitions together) behind a durable marker, and a
+///   record that was in progress at too many unclean exits is answered through the handler's
+///   `poisoned` instead of handled.
 public actor Dispatcher {
     public struct Configuration: Sendable {
         /// Records accepted but not finished before fetching pauses. Default 2,000.
@@ -19,10 +20,11 @@ public actor Dispatcher {
         /// First retry delay after an outage; doubles up to `maxBackoff`. Default 50 ms / 5 s.
         public var initialBackoff: Duration = .milliseconds(50)
         public var maxBackoff: Duration = .seconds(5)
-        /// Records of a partition that run one at a time behind the marker after an unclean exit
-        /// in the group (0: no probation). Default 2,000 (see docs/reliability.md).
+        /// Records of the partitions assigned after an unclean exit in the group that run one at a
+        /// time behind the marker, all partitions together (0: no probation). Default 2,000, the
+        /// default `maxInFlight` (see docs/reliability.md).
         public var probationRecords: Int = 2_000
-        /// Probation of a partition ends after this long even when fewer records came. Default 5 min.
+        /// Probation ends after this long even when fewer records came. Default 5 min.
         public var probationDuration: Duration = .seconds(300)
         /// A probation record found in progress at this many unclean exits before is not handled
         /// again but answered through `poisoned`. Default 2: one kill by an operator spares it.
@@ -162,7 +164,7 @@ public actor Dispatcher {
         } else {
             switch probation.route(record) {
             case .normal: enqueue(record, lane: handler.laneKey(for: record))
-            case .probation: enqueue(record, lane: Self.probationLane(tp))
+            case .probation: enqueue(record, lane: Self.probationLane)
             case .held: break
             }
         }
@@ -185,16 +187,14 @@ public actor Dispatcher {
             hasProbationPending.store(false, ordering: .relaxed)
             return pending
         }
-        for tp in tps where mayStoreOffset(tp) {
-            probation.enter(tp, records: config.probationRecords, duration: config.probationDuration)
-        }
+        probation.enter(tps.filter(mayStoreOffset), records: config.probationRecords, duration: config.probationDuration)
     }
 
-    /// One lane per partition on probation; the NUL keeps it apart from any handler's lane keys.
-    static func probationLane(_ tp: TopicPartition) -> String { "\u{0}probation/\(tp.topic)/\(tp.partition)" }
+    /// The one lane of all records on probation; the NUL keeps it apart from any handler's lane keys.
+    static let probationLane = "\u{0}probation"
 
     private func runLane(_ lane: String) async {
-        let marked = lane.hasPrefix("\u{0}probation/")
+        let marked = lane == Self.probationLane
         while let record = nextRecord(lane) {
             let finished = marked ? await processMarked(record) : await process(record)
             complete(record, finished: finished)
@@ -333,7 +333,9 @@ public actor Dispatcher {
     }
 
     private func dropQueued(_ tps: Set<TopicPartition>) {
-        for r in probation.leave(tps) { tracker.discard(r.topicPartition, r.offset) }
+        let (dropped, released) = probation.leave(tps)
+        for r in dropped { tracker.discard(r.topicPartition, r.offset) }
+        releaseHeld(released)
         for (lane, queue) in lanes {
             var keep: [KafkaRecord] = []
             for r in queue {
@@ -379,7 +381,7 @@ public actor Dispatcher {
     public func drain() async {
         stopping = true
         for lane in lanes.keys { lanes[lane] = [] }
-        _ = probation.removeAll()
+        probation.removeAll()
         await waitIdle(nil)
     }
 

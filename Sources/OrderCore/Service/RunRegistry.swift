@@ -83,7 +83,7 @@ public final class RunRegistry: Sendable {
                 try await self.store.markInProgress(groupId: self.groupId, tp, offset: offset, runId: self.runId)
             },
             clearInProgress: { tp, offset in
-                try await self.store.clearInProgress(groupId: self.groupId, tp, offset: offset, runId: self.runId)
+                try await self.store.clearInProgress(groupId: self.groupId, tp, offset: offset)
             })
     }
 }

@@ -72,31 +72,33 @@ public struct RunStore: Sendable {
     }
 
     /// Marks `offset` of the partition in progress by this run; returns how many other runs had
-    /// this very record in progress before and never finished it (0 for a record new to the marker).
-    public func markInProgress(groupId: String, _ tp: TopicPartition, offset: Int64, runId: String) async throws -> Int {
+    /// this very record in progress before and never finished it (0 for a record new to the
+    /// marker). A mark older than `forgetAfterSeconds` counts nothing (offsets start again when a
+    /// topic is re-created).
+    public func markInProgress(groupId: String, _ tp: TopicPartition, offset: Int64, runId: String, forgetAfterSeconds: Int = 3_600)
+        async throws -> Int
+    {
         let rows = try await db.query(
             """
             INSERT INTO order_service_in_progress AS m (group_id, topic, partition, record_offset, run_id, attempts)
             VALUES ($1, $2, $3, $4, $5, 1)
-            ON CONFLICT (group_id, topic, partition) DO UPDATE SET
-                attempts = CASE WHEN m.record_offset <> EXCLUDED.record_offset THEN 1
-                                WHEN m.run_id <> EXCLUDED.run_id THEN m.attempts + 1
-                                ELSE m.attempts END,
-                record_offset = EXCLUDED.record_offset, run_id = EXCLUDED.run_id, updated_at = now()
+            ON CONFLICT (group_id, topic, partition, record_offset) DO UPDATE SET
+                attempts = CASE WHEN m.run_id = EXCLUDED.run_id THEN m.attempts
+                                WHEN m.updated_at < now() - make_interval(secs => $6) THEN 1
+                                ELSE m.attempts + 1 END,
+                run_id = EXCLUDED.run_id, updated_at = now()
             RETURNING attempts
-            """, [groupId, tp.topic, tp.partition, offset, runId]
+            """, [groupId, tp.topic, tp.partition, offset, runId, forgetAfterSeconds]
         ).rows
         guard let row = rows.first else { throw PersistFailure.unexpected("in-progress marker returned nothing") }
         let attempts: Int = try row.decode(0)
         return max(0, attempts - 1)
     }
 
-    /// The record was answered: its marker goes (unless another run has taken it over since).
-    public func clearInProgress(groupId: String, _ tp: TopicPartition, offset: Int64, runId: String) async throws {
+    /// The record was answered: its marker goes, whichever run left it.
+    public func clearInProgress(groupId: String, _ tp: TopicPartition, offset: Int64) async throws {
         _ = try await db.query(
-            """
-            DELETE FROM order_service_in_progress
-            WHERE group_id = $1 AND topic = $2 AND partition = $3 AND record_offset = $4 AND run_id = $5
-            """, [groupId, tp.topic, tp.partition, offset, runId])
+            "DELETE FROM order_service_in_progress WHERE group_id = $1 AND topic = $2 AND partition = $3 AND record_offset = $4",
+            [groupId, tp.topic, tp.partition, offset])
     }
 }

@@ -193,8 +193,10 @@ public enum OrderSchema {
                     seen_at  TIMESTAMPTZ NOT NULL,
                     runs     BIGINT NOT NULL
                 );
-                -- The record of a partition on probation that is being handled right now, and by
-                -- which run; attempts counts the runs that had it in progress and did not finish it.
+                -- Records on probation in progress, and the last run that started each; attempts
+                -- counts the runs that had it in progress. One row per record, not per partition:
+                -- earlier records redelivered after a crash must not erase the culprit's count.
+                -- A row is deleted once its record was answered; what a crash leaves stays.
                 CREATE TABLE order_service_in_progress (
                     group_id      TEXT NOT NULL,
                     topic         TEXT NOT NULL,
@@ -203,7 +205,7 @@ public enum OrderSchema {
                     run_id        TEXT NOT NULL,
                     attempts      INTEGER NOT NULL,
                     updated_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
-                    PRIMARY KEY (group_id, topic, partition)
+                    PRIMARY KEY (group_id, topic, partition, record_offset)
                 );
                 """),
     ]
