@@ -202,7 +202,7 @@ public actor Dispatcher {
         }
     }
 
-    /// Probation over: the records held back go to their key lanes, in offset order.
+    /// Probation over: the records held back go to their key lanes, in arrival order.
     private func releaseHeld(_ records: [KafkaRecord]) {
         guard !stopping else { return }
         for r in records { enqueue(r, lane: handler.laneKey(for: r)) }
@@ -305,8 +305,8 @@ public actor Dispatcher {
                 logger.error("in-progress marker could not be cleared: \(error)", metadata: record.logMetadata)
                 return true
             } catch {
-                // Answered and its offset stored: a marker left behind only counts if the
-                // record comes again.
+                // Answered (its offset is stored next): a marker left behind only counts if
+                // the record comes again.
                 if await isStopping { return true }
                 logger.warning("in-progress marker: retrying in \(backoff): \(error)", metadata: record.logMetadata)
                 try? await Task.sleep(for: backoff)
