@@ -53,6 +53,12 @@ final class FakeHandler: RecordHandler {
         return [KafkaOutgoingRecord(topic: "replies", key: record.key, value: Array("failed \(rid(record))".utf8))]
     }
 
+    let poisonedRecords = Log<String>()
+    func poisoned(_ record: KafkaRecord) -> [KafkaOutgoingRecord] {
+        poisonedRecords.append(rid(record))
+        return [KafkaOutgoingRecord(topic: "replies", key: record.key, value: Array("poisoned \(rid(record))".utf8))]
+    }
+
     func isRetriable(_ error: any Error) -> Bool { error is RetriableFailure }
 
     func attemptCount(_ id: String) -> Int { attempts.withLock { $0[id] ?? 0 } }

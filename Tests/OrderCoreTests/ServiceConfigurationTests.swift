@@ -25,6 +25,36 @@ import Testing
         #expect(throws: (any Error).self) { try ServiceConfiguration.fromEnvironment([name: "soon"]) }
     }
 
+    @Test func crashLoopBreakerKnobsAndTheTestSwitchAreRead() throws {
+        let d = try ServiceConfiguration.fromEnvironment([:])
+        #expect(d.probationRecords == 2_000)
+        #expect(d.probationWindow == .seconds(300))
+        #expect(d.probationCrashes == 2)
+        #expect(d.testCrashOn == nil)
+        let c = try ServiceConfiguration.fromEnvironment([
+            "ORDER_SERVICE_PROBATION_RECORDS": "0", "ORDER_SERVICE_PROBATION_WINDOW_S": "60",
+            "ORDER_SERVICE_PROBATION_CRASHES": "1", "ORDER_SERVICE_TEST_CRASH_ON": "boom",
+        ])
+        #expect(c.probationRecords == 0)
+        #expect(c.probationWindow == .seconds(60))
+        #expect(c.probationCrashes == 1)
+        #expect(c.testCrashOn == "boom")
+        #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_TEST_CRASH_ON": ""]).testCrashOn == nil)
+        #expect(throws: (any Error).self) { try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_PROBATION_CRASHES": "0"]) }
+    }
+
+    @Test func applicationNameNamesTheRunWithinPostgresLimits() throws {
+        var c = try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_INSTANCE_ID": "pod-7"])
+        #expect(c.applicationName == "order-service/pod-7/\(c.runId)")
+        #expect(c.runId.utf8.count == 8)
+        #expect(c.postgres.applicationName == c.applicationName)
+        c.instanceId = String(repeating: "é", count: 80)
+        #expect(c.applicationName.utf8.count <= 63)
+        #expect(c.applicationName.hasSuffix("/\(c.runId)"))
+        #expect(c.applicationName.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F })
+        #expect(try ServiceConfiguration.fromEnvironment([:]).runId != c.runId)
+    }
+
     @Test func kafkaVariablesBecomeLibrdkafkaProperties() throws {
         let c = try ServiceConfiguration.fromEnvironment([
             "KAFKA_BOOTSTRAP_SERVERS": "broker:9092", "KAFKA_FETCH_WAIT_MAX_MS": "20", "KAFKA_HEAP_OPTS": "-Xmx1g",

@@ -44,6 +44,23 @@ public struct ServiceConfiguration: Sendable {
     public var maxRecordBytes = Limits.defaultMaxRecordBytes
     /// ORDER_SERVICE_CREATE_TOPICS, default true: create missing topics of topics.yaml at start.
     public var createTopics = true
+    /// ORDER_SERVICE_PROBATION_RECORDS, default 2000 (0: no crash-loop breaker): after an unclean
+    /// exit in the group, how many records of each newly assigned partition run one at a time
+    /// behind a durable in-progress marker (docs/reliability.md, "Crash-loop breaker").
+    public var probationRecords = 2_000
+    /// ORDER_SERVICE_PROBATION_WINDOW_S, default 300: partitions assigned this long after an
+    /// unclean exit was seen start on probation; a partition's probation also ends after this long.
+    public var probationWindow: Duration = .seconds(300)
+    /// ORDER_SERVICE_PROBATION_CRASHES, default 2: a record found in progress at this many unclean
+    /// exits (while on probation) is answered internal_error and dead-lettered instead of handled
+    /// again. 1 gives up a record at the first crash it is seen in; one kill by an operator then suffices.
+    public var probationCrashes = 2
+    /// ORDER_SERVICE_TEST_CRASH_ON, unset by default and in production: TEST ONLY. A request whose
+    /// value contains this text makes the process abort, to test the crash-loop breaker.
+    public var testCrashOn: String?
+    /// This process's id (random, not configurable): names its run in `order_service_runs` and
+    /// its PostgreSQL sessions, so a restart with the same instance id is still a new run.
+    public let runId = String(format: "%08x", UInt32.random(in: 0...UInt32.max))
     /// Any `KAFKA_*` variable (e.g. KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
     /// KAFKA_SASL_USERNAME) is passed to librdkafka as the property with `_` → `.`, lower case.
     public var kafka = KafkaConfiguration()
@@ -91,6 +108,12 @@ public struct ServiceConfiguration: Sendable {
             c.maxRecordBytes = try int(v, "ORDER_SERVICE_MAX_RECORD_BYTES", min: 65_536)
         }
         if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = !["0", "false", "no"].contains(v.lowercased()) }
+        if let v = env["ORDER_SERVICE_PROBATION_RECORDS"] { c.probationRecords = try int(v, "ORDER_SERVICE_PROBATION_RECORDS", min: 0) }
+        if let v = env["ORDER_SERVICE_PROBATION_WINDOW_S"] {
+            c.probationWindow = .seconds(try int(v, "ORDER_SERVICE_PROBATION_WINDOW_S", min: 1))
+        }
+        if let v = env["ORDER_SERVICE_PROBATION_CRASHES"] { c.probationCrashes = try int(v, "ORDER_SERVICE_PROBATION_CRASHES", min: 1) }
+        if let v = env["ORDER_SERVICE_TEST_CRASH_ON"], !v.isEmpty { c.testCrashOn = v }
         return c
     }
 
@@ -111,6 +134,17 @@ public struct ServiceConfiguration: Sendable {
     }
 
     public var postgres: PostgresConfiguration {
-        PostgresConfiguration(url: databaseURL, poolSize: databasePoolSize, applicationName: "order-service")
+        PostgresConfiguration(url: databaseURL, poolSize: databasePoolSize, applicationName: applicationName)
+    }
+
+    /// `order-service/<instance id>/<run id>` on every PostgreSQL session of this process: how
+    /// other instances tell that it still runs (`RunRegistry`). At most 63 bytes (PostgreSQL
+    /// truncates longer names) of printable ASCII (it replaces the rest): the instance id is
+    /// shortened and cleaned, the run id kept whole.
+    public var applicationName: String {
+        let room = 63 - "order-service//".utf8.count - runId.utf8.count
+        let instance = String(decoding: instanceId.utf8.prefix(room).map { $0 >= 0x20 && $0 < 0x7F ? $0 : UInt8(ascii: "_") }, as: UTF8.self)
+        return "order-service/\(instance)/\(runId)"
     }
 }
+

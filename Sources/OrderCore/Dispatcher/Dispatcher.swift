@@ -8,7 +8,11 @@ import Synchronization
 ///   and never past an earlier record still running;
 /// - outages (retriable errors) are retried with backoff until they pass; other failures are
 ///   answered through the handler's `failure` and never stop the consumer;
-/// - when too much is in flight, fetching pauses until the backlog halves.
+/// - when too much is in flight, fetching pauses until the backlog halves;
+/// - after an unclean exit in the group, newly assigned partitions start on probation: their first
+///   records run one at a time (all such partitions together) behind a durable marker, and a
+///   record that was in progress at too many unclean exits is answered through the handler's
+///   `poisoned` instead of handled.
 public actor Dispatcher {
     public struct Configuration: Sendable {
         /// Records accepted but not finished before fetching pauses. Default 2,000.
@@ -16,7 +20,37 @@ public actor Dispatcher {
         /// First retry delay after an outage; doubles up to `maxBackoff`. Default 50 ms / 5 s.
         public var initialBackoff: Duration = .milliseconds(50)
         public var maxBackoff: Duration = .seconds(5)
+        /// Records of the partitions assigned after an unclean exit in the group that run one at a
+        /// time behind the marker, all partitions together (0: no probation). Default 2,000, the
+        /// default `maxInFlight` (see docs/reliability.md).
+        public var probationRecords: Int = 2_000
+        /// Probation ends after this long even when fewer records came. Default 5 min.
+        public var probationDuration: Duration = .seconds(300)
+        /// A probation record found in progress at this many unclean exits before is not handled
+        /// again but answered through `poisoned`. Default 2: one kill by an operator spares it.
+        public var poisonAfter: Int = 2
         public init() {}
+    }
+
+    /// The crash-loop breaker's view of the world (`RunRegistry` in the service; fakes in tests).
+    public struct CrashGuard: Sendable {
+        /// Whether an instance of the group exited uncleanly a short while ago. Asked on the poll
+        /// thread when partitions are assigned, so it must be cheap.
+        public var recentUncleanExit: @Sendable () -> Bool
+        /// Durably marks the record in progress; returns how many unclean exits it was in
+        /// progress at before (0: new to the marker).
+        public var markInProgress: @Sendable (TopicPartition, Int64) async throws -> Int
+        /// The record was answered and its answer acknowledged: clears its marker.
+        public var clearInProgress: @Sendable (TopicPartition, Int64) async throws -> Void
+        public init(
+            recentUncleanExit: @escaping @Sendable () -> Bool,
+            markInProgress: @escaping @Sendable (TopicPartition, Int64) async throws -> Int,
+            clearInProgress: @escaping @Sendable (TopicPartition, Int64) async throws -> Void
+        ) {
+            self.recentUncleanExit = recentUncleanExit
+            self.markInProgress = markInProgress
+            self.clearInProgress = clearInProgress
+        }
     }
 
     /// What the dispatcher needs from the outside world; closures so tests need no broker.
@@ -37,6 +71,7 @@ public actor Dispatcher {
 
     private let handler: any RecordHandler
     private let effects: Effects
+    private let crashGuard: CrashGuard?
     private let config: Configuration
     private let logger: Logger
     private var tracker = OffsetTracker()
@@ -56,10 +91,19 @@ public actor Dispatcher {
     /// being revoked are not accepted (their next owner handles them); offsets of owned ones
     /// (also while revoking) are stored.
     private let ownership = Mutex<(owned: Set<TopicPartition>, revoking: Set<TopicPartition>)>(([], []))
+    private var probation = Probation()
+    /// Partitions assigned after a recent unclean exit, not yet taken into `probation` (filled on
+    /// the poll thread); the flag keeps the normal path to one atomic load per record.
+    private let probationPending = Mutex<Set<TopicPartition>>([])
+    private let hasProbationPending = Atomic<Bool>(false)
 
-    public init(handler: any RecordHandler, effects: Effects, configuration: Configuration = Configuration(), logger: Logger) {
+    public init(
+        handler: any RecordHandler, effects: Effects, configuration: Configuration = Configuration(), crashGuard: CrashGuard? = nil,
+        logger: Logger
+    ) {
         self.handler = handler
         self.effects = effects
+        self.crashGuard = crashGuard
         self.config = configuration
         self.logger = logger
     }
@@ -68,6 +112,15 @@ public actor Dispatcher {
 
     public nonisolated func partitionsAssigned(_ tps: [TopicPartition]) {
         ownership.withLock { $0.owned.formUnion(tps) }
+        if let crashGuard, config.probationRecords > 0, !tps.isEmpty, crashGuard.recentUncleanExit() {
+            logger.warning("an instance of the group exited uncleanly: partitions start on probation", metadata: [
+                "partitions": "\(tps.map(\.description).sorted())", "probation.records": "\(config.probationRecords)",
+            ])
+            probationPending.withLock {
+                $0.formUnion(tps)
+                hasProbationPending.store(true, ordering: .releasing)
+            }
+        }
         if pausedFlag.load(ordering: .relaxed) { effects.setPaused(true) }
     }
 
@@ -76,6 +129,7 @@ public actor Dispatcher {
     /// started are dropped: the next owner gets them from the committed offset.
     public nonisolated func partitionsRevoking(_ tps: [TopicPartition], timeout: Duration = .seconds(30)) {
         ownership.withLock { $0.revoking.formUnion(tps) }
+        probationPending.withLock { $0.subtract(tps) }
         let done = Semaphore()
         Task {
             await self.dropQueued(Set(tps))
@@ -104,10 +158,15 @@ public actor Dispatcher {
         guard !stopping else { return }
         let tp = record.topicPartition
         tracker.begin(tp, record.offset)
-        let lane = handler.laneKey(for: record)
-        lanes[lane, default: []].append(record)
-        if running[lane] == nil {
-            running[lane] = Task { await self.runLane(lane) }
+        if hasProbationPending.load(ordering: .acquiring) { takePendingProbation() }
+        if probation.isEmpty {
+            enqueue(record, lane: handler.laneKey(for: record))
+        } else {
+            switch probation.route(record) {
+            case .normal: enqueue(record, lane: handler.laneKey(for: record))
+            case .probation: enqueue(record, lane: Self.probationLane)
+            case .held: break
+            }
         }
         if !paused, tracker.totalInFlight >= config.maxInFlight {
             paused = true
@@ -115,11 +174,38 @@ public actor Dispatcher {
         }
     }
 
-    private func runLane(_ lane: String) async {
-        while let record = nextRecord(lane) {
-            let finished = await process(record)
-            complete(record, finished: finished)
+    private func enqueue(_ record: KafkaRecord, lane: String) {
+        lanes[lane, default: []].append(record)
+        if running[lane] == nil {
+            running[lane] = Task { await self.runLane(lane) }
         }
+    }
+
+    private func takePendingProbation() {
+        let tps = probationPending.withLock { pending in
+            defer { pending = [] }
+            hasProbationPending.store(false, ordering: .relaxed)
+            return pending
+        }
+        probation.enter(tps.filter(mayStoreOffset), records: config.probationRecords, duration: config.probationDuration)
+    }
+
+    /// The one lane of all records on probation; the NUL keeps it apart from any handler's lane keys.
+    static let probationLane = "\u{0}probation"
+
+    private func runLane(_ lane: String) async {
+        let marked = lane == Self.probationLane
+        while let record = nextRecord(lane) {
+            let finished = marked ? await processMarked(record) : await process(record)
+            complete(record, finished: finished)
+            if marked { releaseHeld(probation.completed(record.topicPartition, offset: record.offset)) }
+        }
+    }
+
+    /// Probation over: the records held back go to their key lanes, in arrival order.
+    private func releaseHeld(_ records: [KafkaRecord]) {
+        guard !stopping else { return }
+        for r in records { enqueue(r, lane: handler.laneKey(for: r)) }
     }
 
     private func nextRecord(_ lane: String) -> KafkaRecord? {
@@ -138,9 +224,9 @@ public actor Dispatcher {
     /// Handles and answers one record, retrying outages. False when it gave up (shutting down).
     /// Outputs go out one at a time, reply first, and a retry resends only what was not
     /// acknowledged, so an outage between the reply and its dead-letter copy never doubles the reply.
-    private nonisolated func process(_ record: KafkaRecord) async -> Bool {
+    private nonisolated func process(_ record: KafkaRecord, poisoned: Bool = false) async -> Bool {
         var backoff = config.initialBackoff
-        var outputs: [KafkaOutgoingRecord]?
+        var outputs: [KafkaOutgoingRecord]? = poisoned ? handler.poisoned(record) : nil
         var sent = 0
         var fellBack = false
         while true {
@@ -178,6 +264,57 @@ public actor Dispatcher {
         }
     }
 
+    /// A probation record: marked in progress before it is handled, the mark cleared once its
+    /// answer was acknowledged. Marker I/O is retried like any outage; a marker that cannot be
+    /// written for good (a bug, not an outage) is logged and the record handled without it.
+    private nonisolated func processMarked(_ record: KafkaRecord) async -> Bool {
+        guard let crashGuard else { return await process(record) }
+        let tp = record.topicPartition
+        var backoff = config.initialBackoff
+        var before: Int?
+        while before == nil {
+            do {
+                before = try await crashGuard.markInProgress(tp, record.offset)
+            } catch where !handler.isRetriable(error) {
+                logger.error("in-progress marker failed; handling the record without it: \(error)", metadata: record.logMetadata)
+                return await process(record)
+            } catch {
+                if await isStopping { return false }
+                logger.warning("in-progress marker: retrying in \(backoff): \(error)", metadata: record.logMetadata)
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, config.maxBackoff)
+            }
+        }
+        let poisoned = (before ?? 0) >= config.poisonAfter
+        if poisoned {
+            logger.error(
+                "record was in progress at \(before ?? 0) unclean exits: answering it as poisoned, not handling it",
+                metadata: record.logMetadata)
+        }
+        guard await process(record, poisoned: poisoned) else {
+            // Given up because the service stops: no crash, so the next owner must not count it.
+            try? await crashGuard.clearInProgress(tp, record.offset)
+            return false
+        }
+        backoff = config.initialBackoff
+        while true {
+            do {
+                try await crashGuard.clearInProgress(tp, record.offset)
+                return true
+            } catch where !handler.isRetriable(error) {
+                logger.error("in-progress marker could not be cleared: \(error)", metadata: record.logMetadata)
+                return true
+            } catch {
+                // Answered (its offset is stored next): a marker left behind only counts if
+                // the record comes again.
+                if await isStopping { return true }
+                logger.warning("in-progress marker: retrying in \(backoff): \(error)", metadata: record.logMetadata)
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, config.maxBackoff)
+            }
+        }
+    }
+
     private var isStopping: Bool { stopping }
 
     private func complete(_ record: KafkaRecord, finished: Bool) {
@@ -196,6 +333,9 @@ public actor Dispatcher {
     }
 
     private func dropQueued(_ tps: Set<TopicPartition>) {
+        let (dropped, released) = probation.leave(tps)
+        for r in dropped { tracker.discard(r.topicPartition, r.offset) }
+        releaseHeld(released)
         for (lane, queue) in lanes {
             var keep: [KafkaRecord] = []
             for r in queue {
@@ -241,6 +381,7 @@ public actor Dispatcher {
     public func drain() async {
         stopping = true
         for lane in lanes.keys { lanes[lane] = [] }
+        probation.removeAll()
         await waitIdle(nil)
     }
 

@@ -11,10 +11,20 @@ public protocol RecordHandler: Sendable {
     /// The answer when the broker refused the record's reply for good (too large, the reply-to
     /// topic missing or not writable): a small reply that surely can be delivered.
     func undeliverable(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord]
+    /// The answer for a record that was in progress at repeated unclean exits (the crash-loop
+    /// breaker gave it up): it is not handled; an error reply and a dead-letter copy, say.
+    func poisoned(_ record: KafkaRecord) -> [KafkaOutgoingRecord]
     /// Whether retrying can help (database or broker outage) rather than being a bug.
     func isRetriable(_ error: any Error) -> Bool
 }
 
 extension RecordHandler {
     public func undeliverable(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] { failure(record, error: error) }
+    public func poisoned(_ record: KafkaRecord) -> [KafkaOutgoingRecord] { failure(record, error: PoisonedRecord()) }
+}
+
+/// Why a record was given up by the crash-loop breaker.
+public struct PoisonedRecord: Error, CustomStringConvertible {
+    public init() {}
+    public var description: String { "this record stopped the service repeatedly; it was not processed" }
 }

@@ -22,11 +22,15 @@ public struct RequestPipeline: RecordHandler {
     public let logger: Logger
     /// How often create_order checks again when the cart changed between its check and its lock.
     static let createOrderAttempts = 5
+    /// Test only (ORDER_SERVICE_TEST_CRASH_ON): a request whose value contains these bytes stops
+    /// the process at once, as a record that crashes the service would. Nil (always in
+    /// production): a single nil test per record.
+    public let crashOn: [UInt8]?
 
     public init(
         topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, addItemCatalog: (any ProductCatalog)? = nil,
         inventory: any InventoryChecker, store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {},
-        metrics: ServiceMetrics? = nil, replyTopics: ReplyTopicCheck? = nil, logger: Logger
+        metrics: ServiceMetrics? = nil, replyTopics: ReplyTopicCheck? = nil, logger: Logger, crashOn: [UInt8]? = nil
     ) {
         self.replyTopics = replyTopics
         self.topics = topics
@@ -39,6 +43,7 @@ public struct RequestPipeline: RecordHandler {
         self.outboxWritten = outboxWritten
         self.metrics = metrics
         self.logger = logger
+        self.crashOn = crashOn.flatMap { $0.isEmpty ? nil : $0 }
     }
 
     // MARK: RecordHandler
@@ -67,6 +72,10 @@ public struct RequestPipeline: RecordHandler {
     func answer(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
         if record.topic == topics.deductionResults { return try await handleDeductionResult(record) }
         guard let kind = topics.requestKind(ofTopic: record.topic) else { return [] }
+        if let crashOn, let value = record.value, Self.contains(value, crashOn) {
+            logger.critical("ORDER_SERVICE_TEST_CRASH_ON matched: crashing on purpose", metadata: record.logMetadata)
+            fatalError("test crash switch (ORDER_SERVICE_TEST_CRASH_ON) matched \(record.topic)[\(record.partition)]@\(record.offset)")
+        }
         let decoded = DecodeStage(topic: kind).decode(record.value)
 
         let replyTopic: String
@@ -99,7 +108,21 @@ public struct RequestPipeline: RecordHandler {
 
     public func failure(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] {
         logger.error("internal error: \(String(describing: error))", metadata: record.logMetadata)
-        if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: "internal error: \(error)")] }
+        return errorAnswer(
+            record, message: "the request could not be processed; it was recorded for the operators",
+            deadLetterError: "internal error: \(error)")
+    }
+
+    /// Given up by the crash-loop breaker: never handled, answered like an internal error.
+    public func poisoned(_ record: KafkaRecord) -> [KafkaOutgoingRecord] {
+        errorAnswer(
+            record, message: "this record stopped the service repeatedly; it was not processed and was recorded for the operators",
+            deadLetterError: "crash loop: this record was in progress at repeated unclean exits of the service; it was not processed")
+    }
+
+    /// `internal_error` to the reply topic plus a dead-letter copy; only the copy for a deduction result.
+    private func errorAnswer(_ record: KafkaRecord, message: String, deadLetterError: String) -> [KafkaOutgoingRecord] {
+        if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: deadLetterError)] }
         let (rid, action) = topics.requestKind(ofTopic: record.topic).map { DecodeStage(topic: $0).decode(record.value).identity } ?? (nil, nil)
         let replyTopic: String
         switch routing.target(for: record) {
@@ -108,10 +131,10 @@ public struct RequestPipeline: RecordHandler {
         }
         metrics?.record(action: action ?? "malformed", outcome: "internal_error", latency: .zero)
         metrics?.deadLettered()
-        let err = ServiceError(.internalError, "the request could not be processed; it was recorded for the operators")
+        let err = ServiceError(.internalError, message)
         return [
             routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, err).bytes),
-            routing.deadLetter(record, error: "internal error: \(error)"),
+            routing.deadLetter(record, error: deadLetterError),
         ]
     }
 
@@ -138,6 +161,15 @@ public struct RequestPipeline: RecordHandler {
             routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes),
             routing.deadLetter(record, error: "reply refused: \(error)"),
         ]
+    }
+
+    /// Whether `needle` occurs in `haystack` (the test crash switch; never on the normal path).
+    static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, haystack.count >= needle.count else { return false }
+        for start in 0...(haystack.count - needle.count) where haystack[start] == needle[0] {
+            if haystack[start..<(start + needle.count)].elementsEqual(needle) { return true }
+        }
+        return false
     }
 
     public func isRetriable(_ error: any Error) -> Bool {

@@ -38,6 +38,14 @@ public final class OrderService: Service, Sendable {
             _ = try await MigrationRunner(client: db, logger: self.logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
         }
         let store = OrderStore(db: db)
+        // Before the group consumer subscribes: its first assignment must know whether the
+        // previous run of this group died (the crash-loop breaker).
+        let registry = RunRegistry(
+            store: RunStore(db: db), groupId: config.groupId, runId: config.runId, window: config.probationWindow, logger: logger)
+        try await retrying("run registration") { try await registry.start() }
+        if config.testCrashOn != nil {
+            logger.warning("ORDER_SERVICE_TEST_CRASH_ON is set: requests containing it crash the process (tests only)")
+        }
         var producerConfig = base
         if config.kafka["message.max.bytes"] == nil { producerConfig["message.max.bytes"] = String(config.maxRecordBytes) }
         let producer = try RenewingProducer(configuration: producerConfig, logger: logger)
@@ -57,11 +65,14 @@ public final class OrderService: Service, Sendable {
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
             store: store, outboxWritten: { relay.notify() }, metrics: metrics,
             replyTopics: config.replyToAllowList.isEmpty ? nil : ReplyTopicCheck { Set(try await producer.topicPartitionCounts().keys) },
-            logger: logger)
+            logger: logger, crashOn: config.testCrashOn.map { Array($0.utf8) })
 
         let consumerRef = LockedBox<KafkaConsumer?>(nil)
         var dispatcherConfig = Dispatcher.Configuration()
         dispatcherConfig.maxInFlight = config.maxInFlight
+        dispatcherConfig.probationRecords = config.probationRecords
+        dispatcherConfig.probationDuration = config.probationWindow
+        dispatcherConfig.poisonAfter = config.probationCrashes
         let logger = self.logger
         let dispatcher = Dispatcher(
             handler: pipeline,
@@ -78,7 +89,7 @@ public final class OrderService: Service, Sendable {
                     logger.info(pause ? "backlog high: pausing fetch" : "backlog drained: resuming fetch")
                     try? pause ? c.pause(tps) : c.resume(tps)
                 }),
-            configuration: dispatcherConfig, logger: logger)
+            configuration: dispatcherConfig, crashGuard: registry.crashGuard, logger: logger)
 
         var consumerConfig = base
         consumerConfig["group.id"] = config.groupId
@@ -115,6 +126,7 @@ public final class OrderService: Service, Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await relay.run() }
+                group.addTask { await cancelWhenGracefulShutdown { await registry.run() } }
                 if let path = config.healthFile { group.addTask { await Heartbeat(path: path).run() } }
                 if config.createTopics {
                     let recovery = TopicRecovery(
@@ -175,6 +187,7 @@ public final class OrderService: Service, Sendable {
         await relay.relayAll()
         await upstream.close()
         await producer.close()
+        await registry.deregister()
         await db.close()
         logger.info("stopped")
     }

@@ -265,6 +265,41 @@ public enum OrderSchema {
                 -- back and refused one by one, never crash the service).
                 ALTER TABLE orders ADD CONSTRAINT orders_total_within_max CHECK (total_price <= 999999999999.99) NOT VALID;
                 """),
+        Migration(
+            version: 7, name: "crash-loop breaker: running instances, unclean exits, records in progress",
+            sql: """
+                -- One row per running process of a consumer group; application_name is the one
+                -- its PostgreSQL sessions carry, so a row without a session is a dead process.
+                CREATE TABLE order_service_runs (
+                    group_id         TEXT NOT NULL,
+                    run_id           TEXT NOT NULL,
+                    application_name TEXT NOT NULL,
+                    started_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+                    heartbeat_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+                    PRIMARY KEY (group_id, run_id)
+                );
+                -- When an instance of the group was last found dead (shared by the whole group:
+                -- whichever instance finds it, the partitions may move to any other).
+                CREATE TABLE order_service_unclean_exits (
+                    group_id TEXT PRIMARY KEY,
+                    seen_at  TIMESTAMPTZ NOT NULL,
+                    runs     BIGINT NOT NULL
+                );
+                -- Records on probation in progress, and the last run that started each; attempts
+                -- counts the runs that had it in progress. One row per record, not per partition:
+                -- earlier records redelivered after a crash must not erase the culprit's count.
+                -- A row is deleted once its record was answered; what a crash leaves stays.
+                CREATE TABLE order_service_in_progress (
+                    group_id      TEXT NOT NULL,
+                    topic         TEXT NOT NULL,
+                    partition     INTEGER NOT NULL,
+                    record_offset BIGINT NOT NULL,
+                    run_id        TEXT NOT NULL,
+                    attempts      INTEGER NOT NULL,
+                    updated_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+                    PRIMARY KEY (group_id, topic, partition, record_offset)
+                );
+                """),
     ]
 }
 
