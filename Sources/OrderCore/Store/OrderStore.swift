@@ -280,8 +280,16 @@ public struct OrderStore: Sendable {
 
     // MARK: Outbox
 
+    /// A record for the outbox. Records with the same `orderingKey` are sent in the order they
+    /// were queued, one after another, whatever instance relays them.
+    struct OutboxRecord: Sendable {
+        var record: KafkaOutgoingRecord
+        var orderingKey: String?
+    }
+
     /// Queues records in the outbox, in order, with one statement.
-    func enqueue(_ records: [KafkaOutgoingRecord], on conn: PostgresConnection) async throws {
+    func enqueue(_ queued: [OutboxRecord], on conn: PostgresConnection) async throws {
+        let records = queued.map(\.record)
         guard !records.isEmpty else { return }
         let headers = records.map { record in
             JSON.array(record.headers.map { h in
@@ -290,13 +298,15 @@ public struct OrderStore: Sendable {
         }
         _ = try await conn.query(
             """
-            INSERT INTO outbox (topic, key, value, headers)
-            SELECT v.topic, v.key, v.value, v.headers
-            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[]) WITH ORDINALITY AS v(topic, key, value, headers, n) ORDER BY v.n
+            INSERT INTO outbox (topic, key, value, headers, ordering_key)
+            SELECT v.topic, v.key, v.value, v.headers, v.ordering_key
+            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[]) WITH ORDINALITY AS v(topic, key, value, headers, ordering_key, n)
+            ORDER BY v.n
             """,
             [
                 PostgresArrayLiteral(records.map { Optional($0.topic) }), PostgresArrayLiteral(bytea: records.map(\.key)),
                 PostgresArrayLiteral(bytea: records.map { $0.value ?? [] }), PostgresArrayLiteral(bytea: headers),
+                PostgresArrayLiteral(queued.map(\.orderingKey)),
             ])
     }
 
@@ -305,10 +315,16 @@ public struct OrderStore: Sendable {
         public var record: KafkaOutgoingRecord
     }
 
-    /// Oldest unsent outbox records, locked so that another instance skips them.
+    /// Oldest unsent outbox records, locked so that another instance skips them. A row whose
+    /// ordering key has an older row left (being sent by someone, or not yet) waits for it.
     func lockOutbox(limit: Int, on conn: PostgresConnection) async throws -> [OutboxEntry] {
         let rows = try await conn.query(
-            "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED", [limit]
+            """
+            SELECT o.id, o.topic, o.key, o.value, o.headers FROM outbox o
+            WHERE o.ordering_key IS NULL
+               OR NOT EXISTS (SELECT 1 FROM outbox p WHERE p.ordering_key = o.ordering_key AND p.id < o.id)
+            ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED
+            """, [limit]
         ).rows
         return try rows.map { row in
             var headers: [KafkaHeader] = []

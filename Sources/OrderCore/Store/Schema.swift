@@ -300,6 +300,14 @@ public enum OrderSchema {
                     PRIMARY KEY (group_id, topic, partition, record_offset)
                 );
                 """),
+        Migration(
+            version: 8, name: "outbox: ordering keys (one order's notifications in status order)",
+            sql: """
+                -- Rows with the same ordering key are sent one after another in id order, whatever
+                -- instance relays them: a row is taken only when no older row of its key is left.
+                ALTER TABLE outbox ADD COLUMN ordering_key TEXT;
+                CREATE INDEX outbox_by_ordering_key ON outbox (ordering_key, id) WHERE ordering_key IS NOT NULL;
+                """),
     ]
 }
 

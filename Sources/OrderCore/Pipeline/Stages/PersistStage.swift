@@ -133,7 +133,7 @@ public struct PersistStage: Sendable {
             let order = try await store.insertOrder(userId: userId, lines: lines, total: total, on: conn)
             try await store.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId), on: conn)
             try await store.enqueue([
-                OutgoingMessages.deductionRequest(order, topics: topics),
+                .init(record: OutgoingMessages.deductionRequest(order, topics: topics), orderingKey: nil),
                 OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics),
             ], on: conn)
             return (Reply.ok(requestId: requestId, action: "create_order", body: [("order", order.json)]), true)
@@ -169,14 +169,22 @@ enum OutgoingMessages {
             ] + TraceContext.outgoingHeaders)
     }
 
-    static func notification(order: Int64, user: Int64, status: OrderStatus, total: Money, at: String, topics: Topics) -> KafkaOutgoingRecord {
+    /// The id of one order's status change: the same every time the event is sent (after a crash
+    /// too), so consumers can deduplicate by it.
+    static func eventId(order: Int64, status: OrderStatus) -> String { "order-\(order)-\(status.rawValue)" }
+
+    /// A status change of an order, queued under the order's ordering key so that its events are
+    /// published in status order.
+    static func notification(order: Int64, user: Int64, status: OrderStatus, total: Money, at: String, topics: Topics) -> OrderStore.OutboxRecord {
+        let id = eventId(order: order, status: status)
         let body = JSON.object([
-            ("event", "order_status_changed"), ("order_id", .int(order)), ("user_id", .int(user)),
+            ("event", "order_status_changed"), ("event_id", .string(id)), ("order_id", .int(order)), ("user_id", .int(user)),
             ("status", .string(status.rawValue)), ("total_price", total.json), ("at", .string(at)),
         ])
-        return KafkaOutgoingRecord(
+        let record = KafkaOutgoingRecord(
             topic: topics.notifications, key: Array(String(user).utf8), value: body.bytes,
-            headers: [KafkaHeader("content-type", "application/json")] + TraceContext.outgoingHeaders)
+            headers: [KafkaHeader("content-type", "application/json"), KafkaHeader("event-id", id)] + TraceContext.outgoingHeaders)
+        return OrderStore.OutboxRecord(record: record, orderingKey: "order/\(order)")
     }
 }
 
