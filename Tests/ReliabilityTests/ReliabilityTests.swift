@@ -160,12 +160,12 @@ struct ReliabilityTests {
             let service = try #require(system.process("order-service"))
             let warm = try await send(0..<300)
             #expect(try await answered(warm, timeout: .seconds(60)).count == warm.count)
-            let rssBefore = rssMegabytes(service.pid)
+            let rssBefore = try rssMegabytes(service.pid)
             let main = try await send(300..<(300 + 1_800 * scale))
             let got = try await answered(main, timeout: .seconds(120 * Double(scale)))
             #expect(got.count == main.count, "unanswered: \(main.subtracting(got).sorted().prefix(10))")
             #expect(service.isRunning)
-            let rssAfter = rssMegabytes(service.pid)
+            let rssAfter = try rssMegabytes(service.pid)
             #expect(rssAfter - rssBefore < 40, "RSS grew from \(rssBefore) MB to \(rssAfter) MB")
             // Every reply is a contract error or a valid answer, never internal_error; the service still works.
             let replies = (system.records(on: "cart_responses") + system.records(on: "order_responses") + system.records(on: "admin_responses"))
@@ -211,7 +211,7 @@ struct ReliabilityTests {
                     #expect(r["cart"]?["items"]?.array?.first?["quantity"]?.int == Int64(q))
                 }
             }
-            #expect(rssMegabytes(restarted.pid) < 150)
+            #expect(try rssMegabytes(restarted.pid) < 150)
         }
     }
 }

@@ -93,11 +93,14 @@ func collectReplies(_ system: TestSystem, ids: Set<String>, timeout: Duration) a
     return byId
 }
 
-func rssMegabytes(_ pid: Int32) -> Double {
+/// The resident set of a process in MB; throws when /proc cannot tell (a memory bound must never
+/// pass because nothing was measured).
+func rssMegabytes(_ pid: Int32) throws -> Double {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
-    else { return 0 }
-    return (line.split(separator: " ").compactMap { Double($0) }.first ?? 0) / 1024
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+        let kb = line.split(separator: " ").compactMap({ Double($0) }).first, kb > 0
+    else { throw TestSystemError("no VmRSS for process \(pid)") }
+    return kb / 1024
 }
 
 /// RELIABILITY_SCALE (default 1) multiplies the load of the reliability tests; deploy/local/reliability.sh

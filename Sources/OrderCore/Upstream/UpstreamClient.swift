@@ -26,12 +26,15 @@ public final class UpstreamClient: Sendable {
     let logger: Logger
     private let pending = Mutex<[String: CheckedContinuation<JSON, any Error>]>([:])
     private let counter = Atomic<Int64>(0)
+    /// Upstream requests waiting for a reply at most (far above what `maxInFlight` records need).
+    let maxPending: Int
     private let reader = Mutex<Task<Void, Never>?>(nil)
 
     public init(
         producer: any RecordSender, consumerConfiguration: KafkaConfiguration, replyTopics: [String],
-        instanceId: String, timeout: Duration, logger: Logger
+        instanceId: String, timeout: Duration, maxPending: Int = 20_000, logger: Logger
     ) throws {
+        self.maxPending = maxPending
         var config = consumerConfiguration
         // assign() only: never joins or commits, but librdkafka wants a group id for assign().
         config["group.id"] = "order-service-replies-\(instanceId)"
@@ -67,6 +70,9 @@ public final class UpstreamClient: Sendable {
     /// late, duplicate, unknown ids) are dropped. A reply that is ours but not a JSON object fails
     /// its request at once instead of letting it wait for the timeout.
     private func deliver(_ record: KafkaRecord) {
+        // Most records on the shared reply topics are other instances' (or strays): with a
+        // correlation header that is not ours, drop them before parsing anything.
+        if let header = record.header("correlation-id")?.stringValue, !pending.withLock({ $0[header] != nil }) { return }
         let json = record.value.flatMap { try? JSON.parse($0) }
         var correlation = record.header("correlation-id")?.stringValue
         if correlation == nil, case .string(let id)? = json?["request_id"] { correlation = id }
@@ -87,9 +93,20 @@ public final class UpstreamClient: Sendable {
             headers: [KafkaHeader("reply-to", replyTopic), KafkaHeader("correlation-id", id), KafkaHeader("content-type", "application/json")]
                 + TraceContext.outgoingHeaders)
         let timeout = self.timeout
+        let maxPending = self.maxPending
         do {
             return (id, try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSON, any Error>) in
-                pending.withLock { $0[id] = cont }
+                // Bounded: every entry leaves on its reply or its timeout, and no more than
+                // `maxPending` wait at once (beyond that the request fails at once, changing nothing).
+                let admitted = pending.withLock { p -> Bool in
+                    guard p.count < maxPending else { return false }
+                    p[id] = cont
+                    return true
+                }
+                guard admitted else {
+                    cont.resume(throwing: UpstreamFailure.unavailable(service: service, reason: "\(maxPending) upstream requests are waiting already"))
+                    return
+                }
                 Task {
                     let started = ContinuousClock.now
                     do {
@@ -116,6 +133,9 @@ public final class UpstreamClient: Sendable {
             throw .unavailable(service: service, reason: "\(error)")
         }
     }
+
+    /// Requests waiting for a reply now.
+    public var pendingCount: Int { pending.withLock { $0.count } }
 
     public func close() async {
         await consumer.close()
