@@ -155,7 +155,9 @@ extension EndToEndTests {
 
     @Test("list_orders pages by size: newest first, every page fits in a record; before_order_id reaches each order exactly once; limit")
     func listOrdersPaging() async throws {
-        try await withSystem("pageorders") { system in
+        // One user's add_items run one at a time: let them use remembered product details
+        // (create_order still asks the Product Service).
+        try await withSystem("pageorders", environment: ["ORDER_SERVICE_PRODUCT_CACHE_MS": "600000"]) { system in
             let products = try await longNamedProducts(40)
             let user = TestCatalog.uniqueUserId()
             var orderIds: [Int64] = []

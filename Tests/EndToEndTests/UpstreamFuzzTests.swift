@@ -120,14 +120,58 @@ final class FuzzClient {
     func send(_ logical: String, _ fields: [(String, JSON)], _ label: String, sourceLocation: SourceLocation = #_sourceLocation)
         async throws -> (reply: JSON, elapsed: Duration)
     {
-        counter += 1
-        let requestId = "fuzz-\(counter)"
-        let body = JSON.object([("request_id", .string(requestId))] + fields)
-        let action = body["action"]?.string ?? ""
+        let (requestId, body) = makeBody(fields)
         let started = ContinuousClock.now
         let record = try await system.requestRecord(
             logical, value: body.bytes, key: body["user_id"]?.int.map { String($0) }, timeout: .seconds(40))
         let elapsed = ContinuousClock.now - started
+        return (try validate(record, requestId: requestId, body: body, label, sourceLocation: sourceLocation), elapsed)
+    }
+
+    /// Sends all requests at once, then waits for every reply (`elapsed` is the whole batch's time).
+    func sendConcurrently(_ requests: [(logical: String, fields: [(String, JSON)], label: String)], sourceLocation: SourceLocation = #_sourceLocation)
+        async throws -> [(reply: JSON, elapsed: Duration)]
+    {
+        let prepared = requests.map { r in (r, makeBody(r.fields), UUID().uuidString) }
+        let started = ContinuousClock.now
+        let system = self.system
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (r, (_, body), correlation) in prepared {
+                group.addTask {
+                    try await system.send(
+                        r.logical, value: body.bytes, key: body["user_id"]?.int.map { String($0) },
+                        headers: [KafkaHeader("correlation-id", correlation)])
+                }
+            }
+            try await group.waitForAll()
+        }
+        let wanted = Set(prepared.map(\.2))
+        var found: [String: KafkaRecord] = [:]
+        let deadline = ContinuousClock.now + .seconds(60)
+        while found.count < wanted.count, ContinuousClock.now < deadline {
+            for r in system.records(on: "cart_responses") + system.records(on: "order_responses") {
+                if let c = r.header("correlation-id")?.stringValue, wanted.contains(c), found[c] == nil { found[c] = r }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let elapsed = ContinuousClock.now - started
+        var results: [(reply: JSON, elapsed: Duration)] = []
+        for (r, (requestId, body), correlation) in prepared {
+            let record = try #require(found[correlation], "\(r.label): no reply within 60 s", sourceLocation: sourceLocation)
+            results.append((try validate(record, requestId: requestId, body: body, r.label, sourceLocation: sourceLocation), elapsed))
+        }
+        return results
+    }
+
+    private func makeBody(_ fields: [(String, JSON)]) -> (String, JSON) {
+        counter += 1
+        let requestId = "fuzz-\(counter)"
+        return (requestId, JSON.object([("request_id", .string(requestId))] + fields))
+    }
+
+    /// A contract reply to this request: request_id and action echoed, status ok or a contract error code (never internal_error).
+    private func validate(_ record: KafkaRecord, requestId: String, body: JSON, _ label: String, sourceLocation: SourceLocation) throws -> JSON {
+        let action = body["action"]?.string ?? ""
         if let c = record.header("correlation-id")?.stringValue { correlations.append(c) }
         let value = try #require(record.value, "\(label): a reply without a value", sourceLocation: sourceLocation)
         let reply = try JSON.parse(value)
@@ -141,7 +185,7 @@ final class FuzzClient {
             #expect(reply["error"]?["message"]?.string?.isEmpty == false, "\(label)", sourceLocation: sourceLocation)
         default: Issue.record("\(label): status is neither ok nor error: \(reply.text.prefix(300))", sourceLocation: sourceLocation)
         }
-        return (reply, elapsed)
+        return reply
     }
 
     func addItem(_ user: Int64, _ product: Int64, _ quantity: Int64, _ label: String, sourceLocation: SourceLocation = #_sourceLocation)
@@ -632,6 +676,95 @@ extension EndToEndTests {
             }
         }
 
+        // MARK: random product details, many lookups at once (they travel together upstream).
+        // Each product's entry combines a name and a price of known usability, in random field
+        // order, with random extra fields, identical repeats and broken entries of unasked ids.
+        let seed = ProcessInfo.processInfo.environment["UPSTREAM_FUZZ_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64.max)
+        var rng = SplitMix64(seed: seed)
+        do {
+            let names: [(json: String, name: String?)] = [
+                (#""Mug""#, "Mug"), (#""Ünïcödé 😀""#, "Ünïcödé 😀"), (#""\u00e9t\u00e9""#, "été"), (#""a\/b""#, "a/b"),
+                (#""tab\there""#, "tab\there"), ("\"\(nameOf512)\"", nameOf512), (#"" ""#, " "),
+                ("42", nil), ("null", nil), (#""""#, nil), (#""x\u0000""#, nil), ("\"\(nameOf512)y\"", nil), (#"["a"]"#, nil),
+                ("{}", nil), ("false", nil),
+            ]
+            let prices: [(json: String, cents: Int64?)] = [
+                (#""0""#, 0), (#""12.3""#, 1_230), ("12", 1_200), ("12.34", 1_234), (#""999999999999.99""#, 99_999_999_999_999),
+                ("0.5", 50), (#""250000000000""#, 25_000_000_000_000), ("999999999999", 99_999_999_999_900),
+                (#""1.234""#, nil), ("-1", nil), ("1e2", nil), ("true", nil), ("null", nil), (#""abc""#, nil), ("[]", nil),
+                (#""1000000000000""#, nil), ("1.5e1", nil), (#""-0.01""#, nil), ("12.345", nil),
+            ]
+            let extras = [#""x":1"#, #""tags":["a",{"b":[]}]"#, #""price_text":"n/a""#, #""not_found":true"#, #""name_en":null"#]
+            var requests: [(logical: String, fields: [(String, JSON)], label: String)] = []
+            var expectations: [(product: Int64, expected: Expected)] = []
+            for n in 0..<80 {
+                let user = client.newUser()
+                let product = TestCatalog.uniqueProductId()
+                let name = names[Int.random(in: 0..<names.count, using: &rng)]
+                let price = prices[Int.random(in: 0..<prices.count, using: &rng)]
+                let quantity = Int64.random(in: 1...4, using: &rng)
+                var fields = [#""product_id":\#(product)"#, #""name":\#(name.json)"#, #""price":\#(price.json)"#]
+                for _ in 0..<Int.random(in: 0...2, using: &rng) { fields.append(extras[Int.random(in: 0..<extras.count, using: &rng)]) }
+                fields.shuffle(using: &rng)
+                let entry = Array("{\(fields.joined(separator: ","))}".utf8)
+                var entries = [entry]
+                if Bool.random(using: &rng) { entries.append(entry) }  // an identical repeat
+                if Int.random(in: 0..<3, using: &rng) == 0 { entries.append(productEntry(product + 1, name: "7", price: "false")) }
+                entries.shuffle(using: &rng)
+                scripts.product(product, .entries(entries))
+                let expected: Expected
+                if name.name == nil || price.cents == nil {
+                    expected = .error("product_not_found")
+                } else if let cents = price.cents, cents.multipliedReportingOverflow(by: quantity).partialValue > 99_999_999_999_999 {
+                    expected = .error("invalid_request")
+                } else {
+                    let cents = price.cents ?? 0
+                    expected = .ok(price: "\(cents / 100).\(cents % 100 < 10 ? "0" : "")\(cents % 100)", name: name.name)
+                }
+                let label = "random details #\(n) (seed \(seed)): name \(name.json.prefix(20)), price \(price.json), quantity \(quantity)"
+                requests.append(("cart_requests", [("action", "add_item"), ("user_id", .int(user)), ("product_id", .int(product)), ("quantity", .int(quantity))], label))
+                expectations.append((product, expected))
+            }
+            let results = try await client.sendConcurrently(requests)
+            for (result, (request, expectation)) in zip(results, zip(requests, expectations)) {
+                client.check(result, expectation.expected, product: expectation.product, request.label)
+            }
+        }
+
+        // MARK: randomly damaged bytes of a good answer (one at a time): any contract reply but internal_error.
+        do {
+            var outcomes: [String: Int] = [:]
+            for n in 0..<40 {
+                let user = client.newUser()
+                let product = TestCatalog.uniqueProductId()
+                let quantity = Int64.random(in: 1...10_000, using: &rng)
+                var mutations: [(kind: Int, position: Double, byte: UInt8)] = []
+                for _ in 0..<Int.random(in: 1...3, using: &rng) {
+                    mutations.append((Int.random(in: 0..<4, using: &rng), Double.random(in: 0..<1, using: &rng), UInt8.random(in: 0...255, using: &rng)))
+                }
+                let damage = mutations
+                scripts.product(product, .answers { r in
+                    var v = Array(#"{"request_id":\#(r.requestIdJSON),"products":[{"product_id":\#(product),"name":"Damaged \#(n)","price":"1\#(n).99"}]}"#.utf8)
+                    for m in damage where !v.isEmpty {
+                        let i = min(v.count - 1, Int(m.position * Double(v.count)))
+                        switch m.kind {
+                        case 0: v[i] = m.byte  // overwrite
+                        case 1: v.insert(m.byte, at: i)  // insert
+                        case 2: v.remove(at: i)  // delete
+                        default: v = Array(v.prefix(i))  // truncate
+                        }
+                    }
+                    return [FakeUpstream.Answer(value: v)]
+                })
+                let label = "damaged answer #\(n) (seed \(seed)): \(damage)"
+                let result = try await client.addItem(user, product, quantity, label)
+                let code = result.reply["status"]?.string == "ok" ? "ok" : (result.reply["error"]?["code"]?.string ?? "?")
+                outcomes[code, default: 0] += 1
+                #expect(["ok", "product_not_found", "upstream_timeout", "invalid_request"].contains(code), "\(label): \(result.reply.text.prefix(300))")
+            }
+            #expect(outcomes["upstream_timeout", default: 0] > 0, "seed \(seed): \(outcomes)")
+        }
+
         // MARK: afterwards: still up, still working, everything consistent, one reply per request.
         #expect(system.process("order-service")?.isRunning == true, "the order service exited:\n\(system.process("order-service")?.log.suffix(3000) ?? "")")
         do {
@@ -661,5 +794,18 @@ extension EndToEndTests {
         #expect(fake.sendFailures.isEmpty, "\(fake.sendFailures.prefix(3))")
         let log = system.process("order-service")?.log ?? ""
         #expect(!log.contains("Fatal error"), "\(log.suffix(2000))")
+    }
+}
+
+/// A small seeded generator, so that a failing random case can be run again (UPSTREAM_FUZZ_SEED).
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
