@@ -1,9 +1,10 @@
 /// Whether a `reply-to` topic exists, checked before a request takes effect, so that a reply
 /// that could never be written is answered `invalid_reply_to` on the default topic instead of
 /// stalling its partition. Declared response topics are not checked (the service creates them);
-/// allow-listed ones are, from the cluster's metadata: a topic seen is trusted for
-/// `trustFor`, and the metadata is asked at most once per `refreshAtMost` (one request serves
-/// every caller waiting meanwhile), so a flood of bad reply-to names costs one request a second.
+/// allow-listed ones are, from the cluster's metadata: a topic seen is trusted for `trustFor`,
+/// and the metadata is asked at most once per `refreshAtMost` (one request serves every caller
+/// waiting meanwhile), so a flood of bad reply-to names costs four requests a second; a topic
+/// created less than that long ago may still count as missing.
 /// When the metadata cannot be read (broker trouble) the topic is assumed to exist: the send is
 /// then retried like any other during an outage.
 public actor ReplyTopicCheck {
@@ -16,7 +17,7 @@ public actor ReplyTopicCheck {
     private var refreshing: Task<Set<String>?, Never>?
 
     public init(
-        trustFor: Duration = .seconds(60), refreshAtMost: Duration = .seconds(1),
+        trustFor: Duration = .seconds(60), refreshAtMost: Duration = .milliseconds(250),
         topicNames: @escaping @Sendable () async throws -> Set<String>
     ) {
         self.topicNames = topicNames
