@@ -57,6 +57,10 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible, Equatable {
     public static let messageTimedOutCode: Int32 = RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.rawValue
     public static let destroyedCode: Int32 = RD_KAFKA_RESP_ERR__DESTROY.rawValue
     public static let messageSizeTooLargeCode: Int32 = RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE.rawValue
+    /// The topic is not in the cluster (broker's UNKNOWN_TOPIC_OR_PART, or librdkafka's own).
+    public var isUnknownTopic: Bool {
+        code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART.rawValue || code == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC.rawValue
+    }
 
     private static let retriableCodes: Set<rd_kafka_resp_err_t> = [
         RD_KAFKA_RESP_ERR__TRANSPORT, RD_KAFKA_RESP_ERR__TIMED_OUT, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT,

@@ -167,6 +167,13 @@ struct RequestPipelineTests {
             #expect(reply["error"]?["code"]?.string == "invalid_reply_to")
             #expect(reply["request_id"]?.string == "r-9")
             #expect(outputs[0].headers.first { $0.key == "correlation-id" }?.stringValue == "c-9")
+            // A client's reply-to topic that is missing is not waited for (it may never come);
+            // the service's own topics are (a leader moving, a topic being re-created).
+            let toClient = KafkaOutgoingRecord(topic: "client-inbox", key: nil, value: [], headers: [])
+            let toOwn = KafkaOutgoingRecord(topic: topics.name("cart_responses"), key: nil, value: [], headers: [])
+            #expect(!pipeline.isRetriable(missingTopic, sending: toClient))
+            #expect(pipeline.isRetriable(missingTopic, sending: toOwn))
+            #expect(pipeline.isRetriable(KafkaError.timedOut("send"), sending: toClient), "an outage is waited out for any topic")
             let tooLarge = KafkaError(code: KafkaError.messageSizeTooLargeCode, message: "too large")
             outputs = pipeline.undeliverable(request, error: tooLarge)
             reply = try JSON.parse(outputs[0].value ?? [])

@@ -243,7 +243,7 @@ public actor Dispatcher {
                     do {
                         try await effects.send([all[sent]])
                         sent += 1
-                    } catch where !handler.isRetriable(error) {
+                    } catch where !handler.isRetriable(error, sending: all[sent]) {
                         // The broker refuses this record for good (e.g. too large).
                         if sent == 0 && !fellBack {
                             fellBack = true  // the reply itself: answer with a small reply on the default topic instead

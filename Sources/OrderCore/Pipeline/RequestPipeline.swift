@@ -172,6 +172,14 @@ public struct RequestPipeline: RecordHandler {
         return false
     }
 
+    /// A missing topic is usually a passing state of the cluster (a leader moving, a topic being
+    /// re-created by us), except for a client's own reply-to topic: that one may never come, so
+    /// its reply falls back to the default topic (`undeliverable`) instead of stalling the partition.
+    public func isRetriable(_ error: any Error, sending output: KafkaOutgoingRecord) -> Bool {
+        if let e = error as? KafkaError, e.isUnknownTopic, !topics.specs.contains(where: { $0.name == output.topic }) { return false }
+        return isRetriable(error)
+    }
+
     public func isRetriable(_ error: any Error) -> Bool {
         if let e = error as? PostgresError { return e.isRetriable }
         if let e = error as? KafkaError { return e.isRetriable }
