@@ -160,7 +160,7 @@ struct RequestPipelineTests {
             let request = record(
                 topics.cartRequests, ["request_id": "r-9", "action": "get_cart", "user_id": 5], key: "5",
                 headers: [KafkaHeader("reply-to", topics.name("order_responses")), KafkaHeader("correlation-id", "c-9")])
-            let missingTopic = KafkaError(code: 3, message: "UNKNOWN_TOPIC_OR_PART")
+            let missingTopic = KafkaError(code: 3, message: "UNKNOWN_TOPIC_OR_PART", isRetriable: true)  // as librdkafka reports it
             var outputs = pipeline.undeliverable(request, error: missingTopic)
             #expect(outputs.map(\.topic) == [topics.name("cart_responses"), topics.deadLetters])
             var reply = try JSON.parse(outputs[0].value ?? [])
