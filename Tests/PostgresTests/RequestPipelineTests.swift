@@ -155,6 +155,48 @@ struct RequestPipelineTests {
         }
     }
 
+    @Test func aRepeatedCreateOrderGetsTheSameReplyAndCreatesOneOrder() async throws {
+        try await withPipeline { pipeline, catalog in
+            let u = user()
+            catalog.set(try product(51, "3.00"))
+            _ = try await ask(pipeline, "cart_requests", ["action": "add_item", "user_id": .int(u), "product_id": 51, "quantity": 2])
+            let request: JSON = ["request_id": "once", "action": "create_order", "user_id": .int(u)]
+            let first = try await pipeline.handle(record(topics.orderRequests, request))
+            // Something new in the cart, then the same request again: the stored reply, no second order.
+            _ = try await ask(pipeline, "cart_requests", ["action": "add_item", "user_id": .int(u), "product_id": 51, "quantity": 1])
+            let second = try await pipeline.handle(record(topics.orderRequests, request))
+            #expect(first.first?.value == second.first?.value)
+            let orders = try await ask(pipeline, "order_requests", ["action": "list_orders", "user_id": .int(u)])
+            #expect(orders["orders"]?.array?.count == 1)
+            let cart = try await ask(pipeline, "cart_requests", ["action": "get_cart", "user_id": .int(u)])
+            #expect(cart["cart"]?["items"]?.array?.first?["quantity"]?.int == 1, "the line added afterwards stays in the cart")
+        }
+    }
+
+    @Test func aDeductionResultTakesEffectOnceAndALaterOneChangesNothing() async throws {
+        try await withPipeline { pipeline, catalog in
+            let u = user()
+            catalog.set(try product(52, "1.00"))
+            _ = try await ask(pipeline, "cart_requests", ["action": "add_item", "user_id": .int(u), "product_id": 52, "quantity": 1])
+            let created = try await ask(pipeline, "order_requests", ["action": "create_order", "user_id": .int(u)])
+            let orderId = try #require(created["order"]?["order_id"]?.int)
+            let first = try await pipeline.handle(
+                record(topics.deductionResults, ["request_id": .string("deduct-\(orderId)"), "order_id": .int(orderId), "status": "deducted"]))
+            #expect(first.isEmpty)
+            let results: [JSON] = [
+                ["request_id": .string("deduct-\(orderId)"), "order_id": .int(orderId), "status": "deducted"],
+                ["request_id": .string("deduct-\(orderId)"), "order_id": .int(orderId), "status": "insufficient"],
+            ]
+            for result in results {
+                let outputs = try await pipeline.handle(record(topics.deductionResults, result))
+                #expect(outputs.isEmpty)
+            }
+            let order = try await ask(pipeline, "order_requests", ["action": "get_order", "user_id": .int(u), "order_id": .int(orderId)])
+            #expect(order["order"]?["status"]?.string == "confirmed", "a repeated or contradicting result changes nothing")
+            #expect(try await !pipeline.persist.finishOrder(orderId: orderId, status: .rejected), "only a pending order moves")
+        }
+    }
+
     @Test func aRefusedReplyIsAnsweredSmallOnTheDefaultTopic() async throws {
         try await withPipeline { pipeline, _ in
             let request = record(
