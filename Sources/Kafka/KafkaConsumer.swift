@@ -131,6 +131,7 @@ public final class KafkaConsumer: Sendable {
                 let rk = client.handle
                 core.setWakeQueue(rd_kafka_queue_get_consumer(rk))
                 while !thread.isStopRequested {
+                    core.polled()
                     if core.takeReconcileRequest() { core.reconcilePauses(rk) }
                     guard let msg = rd_kafka_consumer_poll(rk, 50) else { continue }
                     defer { rd_kafka_message_destroy(msg) }
@@ -203,6 +204,11 @@ public final class KafkaConsumer: Sendable {
     /// The partitions this consumer currently owns.
     public var assignment: Set<TopicPartition> { core.assignment }
 
+    /// Iterations of the poll loop so far: a health check that sees it unchanged for long knows
+    /// the poll thread is stuck (a poll returns within 50 ms; rebalance callbacks may block it
+    /// longer). One relaxed atomic add per iteration.
+    public var pollCount: UInt64 { core.pollCount }
+
     /// Low and high watermark offsets of a partition, asked of the broker.
     public func watermarks(_ tp: TopicPartition, timeoutMs: Int32 = 5_000) async throws -> (low: Int64, high: Int64) {
         let client = self.client
@@ -249,6 +255,7 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
     /// The consumer queue, to cut the poll thread's wait short (a `rd_kafka_queue_t` reference).
     private struct QueueRef: @unchecked Sendable { let pointer: OpaquePointer }
     private let wakeQueue = Mutex<QueueRef?>(nil)
+    private let pollIterations = Atomic<UInt64>(0)
 
     /// Fetched records not yet handed out, per partition, each partition's in offset order.
     /// Partitions take turns (round robin) rather than the oldest record going first: a broker may
@@ -345,6 +352,10 @@ final class ConsumerCore: RdKafkaRebalanceHandler {
 
     var assignment: Set<TopicPartition> { state.withLock { $0.assignment } }
     var isClosed: Bool { state.withLock { $0.closing } }
+
+    /// Poll thread: one more iteration of the poll loop.
+    func polled() { pollIterations.wrappingAdd(1, ordering: .relaxed) }
+    var pollCount: UInt64 { pollIterations.load(ordering: .relaxed) }
 
     /// Takes over a queue reference (nil: releases the current one).
     func setWakeQueue(_ queue: OpaquePointer?) {

@@ -32,6 +32,8 @@ struct OrderServiceCommand: AsyncParsableCommand {
               ORDER_SERVICE_CREATE_TOPICS               create missing topics at start (default true)
               ORDER_SERVICE_METRICS_INTERVAL_MS         metrics record interval (default 10000), if topics.yaml has a metrics topic
               ORDER_SERVICE_HEALTH_FILE                 heartbeat file for `health` (default /tmp/order-service.alive; empty: off)
+              ORDER_SERVICE_PROGRESS_BOUND_S            a record running this long without finishing or retrying
+                                                        stops the heartbeat (default 120)
               LOG_FORMAT                                json (default) or text
               LOG_LEVEL                                 trace|debug|info|notice|warning|error (default info)
               KAFKA_<PROPERTY>                          any librdkafka property, `_` → `.`, e.g.
@@ -143,17 +145,23 @@ struct TopicsCommand: AsyncParsableCommand {
 
 struct Health: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Exit 0 when the running service's heartbeat file is fresh (for exec probes; no HTTP).")
+        abstract: "Exit 0 when the running service's heartbeat file is fresh (for exec probes; no HTTP).",
+        discussion: """
+            The service touches the heartbeat file only while it makes progress (its poll loop runs and
+            no record is stuck), and <file>.ready only while it is also in a settled consumer group.
+            """)
     @Option(help: "Heartbeat file (env ORDER_SERVICE_HEALTH_FILE).") var file: String?
     @Option(help: "Maximum age in seconds.") var maxAge = 20
+    @Flag(help: "Check readiness (<file>.ready: alive and in a settled consumer group) instead of liveness.") var ready = false
 
     func run() async throws {
-        let path = file ?? ProcessInfo.processInfo.environment["ORDER_SERVICE_HEALTH_FILE"] ?? "/tmp/order-service.alive"
+        let base = file ?? ProcessInfo.processInfo.environment["ORDER_SERVICE_HEALTH_FILE"] ?? "/tmp/order-service.alive"
+        let path = ready ? Heartbeat.readyPath(for: base) : base
         guard Heartbeat.isFresh(path: path, maxAge: .seconds(maxAge)) else {
-            print("unhealthy: \(path) missing or older than \(maxAge) s")
+            print("\(ready ? "not ready" : "unhealthy"): \(path) missing or older than \(maxAge) s")
             throw ExitCode(1)
         }
-        print("healthy")
+        print(ready ? "ready" : "healthy")
     }
 }
 

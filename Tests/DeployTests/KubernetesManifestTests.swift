@@ -211,11 +211,15 @@ struct KubernetesManifestTests {
 
         let deployment = try Self.object(kind: "Deployment", name: "order-service")
         let container = try #require(Self.containers(ofPodSpec: try Self.podSpec(deployment)).first)
-        for probe in ["livenessProbe", "readinessProbe"] {
+        // Liveness: progress (the heartbeat file); readiness: also settled in the consumer group.
+        for (probe, expected) in [
+            ("livenessProbe", ["order-service", "health"]), ("readinessProbe", ["order-service", "health", "--ready"]),
+        ] {
             let p = try #require(container.map(probe), "\(probe) missing")
             let command = (p.map("exec")?.list("command") ?? []).compactMap(scalarString)
-            #expect(command == ["order-service", "health"], "\(probe) must exec order-service health")
+            #expect(command == expected, "\(probe) must exec \(expected.joined(separator: " "))")
         }
+        #expect(try Repo.text("Sources/order-service/OrderServiceCommand.swift").contains("var ready"), "health has --ready")
         if let startup = container.map("startupProbe") {
             #expect((startup.map("exec")?.list("command") ?? []).compactMap(scalarString) == ["order-service", "health"])
         }

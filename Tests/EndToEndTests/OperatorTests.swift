@@ -43,10 +43,13 @@ extension EndToEndTests {
             let secondListing = r.output.split(separator: "\n").filter { $0.contains("would replay") }
             #expect(firstListing.count == 1 && secondListing.count == 1 && firstListing != secondListing)
 
-            // After a graceful stop the heartbeat is gone and health fails.
+            // After a graceful stop the heartbeat and readiness files are gone and health fails.
             await system.process("order-service")?.stop()
             r = try await system.runCommand(["health", "--file", system.healthFile])
             #expect(r.status == 1)
+            r = try await system.runCommand(["health", "--file", system.healthFile, "--ready"])
+            #expect(r.status == 1)
+            #expect(r.output.contains("not ready"), "\(r.output)")
         }
     }
 }

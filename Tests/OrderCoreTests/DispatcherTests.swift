@@ -527,3 +527,35 @@ struct DispatcherTests {
         #expect(paused.last == false)
     }
 }
+
+@Suite("Dispatcher progress (for the health check)")
+struct DispatcherProgressTests {
+    let p0 = TopicPartition("in", 0)
+
+    @Test func aRunningRecordIsStuckSinceItStartedOrLastRetriedAndClearsWhenDone() async throws {
+        let gates = Gates()
+        let firstAttempt = Mutex<ContinuousClock.Instant?>(nil)
+        let handler = FakeHandler { r, attempt in
+            if attempt == 1 {
+                firstAttempt.withLock { $0 = .now }
+                throw RetriableFailure()
+            }
+            await gates.wait(rid(r))
+        }
+        let effects = FakeEffects()
+        let d = Dispatcher(handler: handler, effects: effects.effects, configuration: fastConfiguration(), logger: quietLogger())
+        d.partitionsAssigned([p0])
+        #expect(await d.progress == Dispatcher.Progress(inFlight: 0, completed: 0, stuckSince: nil))
+        let r = rec(p0, 0, key: "a")
+        await d.submit(r)
+        await eventually("the second attempt runs") { handler.attemptCount(rid(r)) == 2 }
+        let running = await d.progress
+        #expect(running.inFlight == 1)
+        // Moved by the retry: later than the first attempt (which began after the record started).
+        let first = try #require(firstAttempt.withLock { $0 })
+        #expect((running.stuckSince ?? first) > first)
+        await gates.open(rid(r))
+        await d.waitIdle()
+        #expect(await d.progress == Dispatcher.Progress(inFlight: 0, completed: 1, stuckSince: nil))
+    }
+}

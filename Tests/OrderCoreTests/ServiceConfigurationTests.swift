@@ -43,6 +43,17 @@ import Testing
         #expect(throws: (any Error).self) { try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_PROBATION_CRASHES": "0"]) }
     }
 
+    @Test func progressBoundAndTheWedgeSwitchAreRead() throws {
+        let d = try ServiceConfiguration.fromEnvironment([:])
+        #expect(d.progressBound == .seconds(120))
+        #expect(d.testWedgeOn == nil)
+        let c = try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_PROGRESS_BOUND_S": "7", "ORDER_SERVICE_TEST_WEDGE_ON": "stuck"])
+        #expect(c.progressBound == .seconds(7))
+        #expect(c.testWedgeOn == "stuck")
+        #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_TEST_WEDGE_ON": ""]).testWedgeOn == nil)
+        #expect(throws: (any Error).self) { try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_PROGRESS_BOUND_S": "0"]) }
+    }
+
     @Test func applicationNameNamesTheRunWithinPostgresLimits() throws {
         var c = try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_INSTANCE_ID": "pod-7"])
         #expect(c.applicationName == "order-service/pod-7/\(c.runId)")

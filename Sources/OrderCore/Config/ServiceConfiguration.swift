@@ -33,8 +33,13 @@ public struct ServiceConfiguration: Sendable {
     /// of each other travel to the Product Service as one request (0: each alone).
     public var productCoalesceWindow: Duration = .milliseconds(1)
     /// ORDER_SERVICE_HEALTH_FILE, default `/tmp/order-service.alive`: touched every 5 s while the
-    /// service consumes; `order-service health` checks it (exec probes need no HTTP). Empty: off.
+    /// service makes progress, and `<file>.ready` while it is also in a settled consumer group;
+    /// `order-service health [--ready]` checks them (exec probes need no HTTP). Empty: off.
     public var healthFile: String? = "/tmp/order-service.alive"
+    /// ORDER_SERVICE_PROGRESS_BOUND_S, default 120: a running record that neither finishes nor
+    /// begins a retry for this long stops the heartbeat (`Liveness`). Keep it well above the
+    /// longest normal record (upstream timeouts, a 30-s delivery timeout).
+    public var progressBound: Duration = .seconds(120)
     /// ORDER_SERVICE_METRICS_INTERVAL_MS, default 10000: how often a metrics record goes to the
     /// metrics topic (when topics.yaml declares one).
     public var metricsInterval: Duration = .seconds(10)
@@ -58,6 +63,9 @@ public struct ServiceConfiguration: Sendable {
     /// ORDER_SERVICE_TEST_CRASH_ON, unset by default and in production: TEST ONLY. A request whose
     /// value contains this text makes the process abort, to test the crash-loop breaker.
     public var testCrashOn: String?
+    /// ORDER_SERVICE_TEST_WEDGE_ON, unset by default and in production: TEST ONLY. A request whose
+    /// value contains this text never finishes (its handler waits for ever), to test the probes.
+    public var testWedgeOn: String?
     /// This process's id (random, not configurable): names its run in `order_service_runs` and
     /// its PostgreSQL sessions, so a restart with the same instance id is still a new run.
     public let runId = String(format: "%08x", UInt32.random(in: 0...UInt32.max))
@@ -114,6 +122,10 @@ public struct ServiceConfiguration: Sendable {
         }
         if let v = env["ORDER_SERVICE_PROBATION_CRASHES"] { c.probationCrashes = try int(v, "ORDER_SERVICE_PROBATION_CRASHES", min: 1) }
         if let v = env["ORDER_SERVICE_TEST_CRASH_ON"], !v.isEmpty { c.testCrashOn = v }
+        if let v = env["ORDER_SERVICE_TEST_WEDGE_ON"], !v.isEmpty { c.testWedgeOn = v }
+        if let v = env["ORDER_SERVICE_PROGRESS_BOUND_S"] {
+            c.progressBound = .seconds(try int(v, "ORDER_SERVICE_PROGRESS_BOUND_S", min: 1))
+        }
         return c
     }
 

@@ -79,6 +79,10 @@ public actor Dispatcher {
     private var running: [String: Task<Void, Never>] = [:]
     /// Records being handled right now, per partition (queued ones excluded).
     private var active: [TopicPartition: Int] = [:]
+    /// When each running record started or last began a retry (the health check's view: waiting
+    /// out an outage is progress; a record that neither finishes nor retries for long is stuck).
+    private var runningSince: [RecordID: ContinuousClock.Instant] = [:]
+    private var completedRecords: UInt64 = 0
     private var paused: Bool {
         get { pausedFlag.load(ordering: .relaxed) }
         set { pausedFlag.store(newValue, ordering: .relaxed) }
@@ -218,7 +222,15 @@ public actor Dispatcher {
         let r = queue.removeFirst()
         lanes[lane] = queue
         active[r.topicPartition, default: 0] += 1
+        runningSince[RecordID(r)] = .now
         return r
+    }
+
+    /// Before a retry: false when shutting down (give up), else notes the retry as progress.
+    private func mayRetry(_ record: KafkaRecord) -> Bool {
+        guard !stopping else { return false }
+        runningSince[RecordID(record)] = .now
+        return true
     }
 
     /// Handles and answers one record, retrying outages. False when it gave up (shutting down).
@@ -256,7 +268,7 @@ public actor Dispatcher {
                 }
                 return true
             } catch {
-                if await isStopping { return false }
+                if await !mayRetry(record) { return false }
                 logger.warning("retrying in \(backoff): \(error)", metadata: record.logMetadata)
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, config.maxBackoff)
@@ -279,7 +291,7 @@ public actor Dispatcher {
                 logger.error("in-progress marker failed; handling the record without it: \(error)", metadata: record.logMetadata)
                 return await process(record)
             } catch {
-                if await isStopping { return false }
+                if await !mayRetry(record) { return false }
                 logger.warning("in-progress marker: retrying in \(backoff): \(error)", metadata: record.logMetadata)
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, config.maxBackoff)
@@ -307,7 +319,7 @@ public actor Dispatcher {
             } catch {
                 // Answered (its offset is stored next): a marker left behind only counts if
                 // the record comes again.
-                if await isStopping { return true }
+                if await !mayRetry(record) { return true }
                 logger.warning("in-progress marker: retrying in \(backoff): \(error)", metadata: record.logMetadata)
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, config.maxBackoff)
@@ -315,12 +327,12 @@ public actor Dispatcher {
         }
     }
 
-    private var isStopping: Bool { stopping }
-
     private func complete(_ record: KafkaRecord, finished: Bool) {
         let tp = record.topicPartition
         active[tp, default: 1] -= 1
         if active[tp] == 0 { active[tp] = nil }
+        runningSince[RecordID(record)] = nil
+        completedRecords &+= 1
         if finished, let next = tracker.finish(tp, record.offset), mayStoreOffset(tp) {
             effects.storeOffset(tp, next)
         } else if !finished {
@@ -386,6 +398,35 @@ public actor Dispatcher {
     }
 
     public var inFlightCount: Int { tracker.totalInFlight }
+
+    /// What the health check reads (`Liveness`).
+    public struct Progress: Sendable, Equatable {
+        /// Records accepted and not finished (queued ones included).
+        public var inFlight: Int
+        /// Records finished since start (answered, or given up at shutdown).
+        public var completed: UInt64
+        /// Since when the longest-stuck running record has neither finished nor begun a retry;
+        /// nil when none runs.
+        public var stuckSince: ContinuousClock.Instant?
+        public init(inFlight: Int = 0, completed: UInt64 = 0, stuckSince: ContinuousClock.Instant? = nil) {
+            self.inFlight = inFlight
+            self.completed = completed
+            self.stuckSince = stuckSince
+        }
+    }
+
+    public var progress: Progress {
+        Progress(inFlight: tracker.totalInFlight, completed: completedRecords, stuckSince: runningSince.values.min())
+    }
+
+    private struct RecordID: Hashable {
+        let tp: TopicPartition
+        let offset: Int64
+        init(_ r: KafkaRecord) {
+            tp = r.topicPartition
+            offset = r.offset
+        }
+    }
 }
 
 /// A counting semaphore for the poll thread (never used on the cooperative pool).

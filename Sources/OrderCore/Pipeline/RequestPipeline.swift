@@ -26,11 +26,16 @@ public struct RequestPipeline: RecordHandler {
     /// the process at once, as a record that crashes the service would. Nil (always in
     /// production): a single nil test per record.
     public let crashOn: [UInt8]?
+    /// Test only (ORDER_SERVICE_TEST_WEDGE_ON): a request whose value contains these bytes is never
+    /// answered (its handling waits for ever), as a record stuck on a hung call would be. Nil
+    /// (always in production): a single nil test per record.
+    public let wedgeOn: [UInt8]?
 
     public init(
         topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, addItemCatalog: (any ProductCatalog)? = nil,
         inventory: any InventoryChecker, store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {},
-        metrics: ServiceMetrics? = nil, replyTopics: ReplyTopicCheck? = nil, logger: Logger, crashOn: [UInt8]? = nil
+        metrics: ServiceMetrics? = nil, replyTopics: ReplyTopicCheck? = nil, logger: Logger, crashOn: [UInt8]? = nil,
+        wedgeOn: [UInt8]? = nil
     ) {
         self.replyTopics = replyTopics
         self.topics = topics
@@ -44,6 +49,7 @@ public struct RequestPipeline: RecordHandler {
         self.metrics = metrics
         self.logger = logger
         self.crashOn = crashOn.flatMap { $0.isEmpty ? nil : $0 }
+        self.wedgeOn = wedgeOn.flatMap { $0.isEmpty ? nil : $0 }
     }
 
     // MARK: RecordHandler
@@ -75,6 +81,11 @@ public struct RequestPipeline: RecordHandler {
         if let crashOn, let value = record.value, Self.contains(value, crashOn) {
             logger.critical("ORDER_SERVICE_TEST_CRASH_ON matched: crashing on purpose", metadata: record.logMetadata)
             fatalError("test crash switch (ORDER_SERVICE_TEST_CRASH_ON) matched \(record.topic)[\(record.partition)]@\(record.offset)")
+        }
+        if let wedgeOn, let value = record.value, Self.contains(value, wedgeOn) {
+            logger.critical("ORDER_SERVICE_TEST_WEDGE_ON matched: this record is never answered", metadata: record.logMetadata)
+            // A continuation nobody resumes: the record stays running and holds no thread.
+            await withUnsafeContinuation { (_: UnsafeContinuation<Void, Never>) in }
         }
         let decoded = DecodeStage(topic: kind).decode(record.value)
 

@@ -4,7 +4,7 @@ import Synchronization
 /// Watches the group consumer's state in librdkafka's statistics (`cgrp.state`,
 /// `cgrp.join_state`, `cgrp.assignment_size`) and warns when the consumer has not been in a
 /// settled group (`join_state` "steady") for longer than `bound` — a rebalance normally settles
-/// within the rebalance timeout. Diagnostics only: it logs, it changes nothing.
+/// within the rebalance timeout. It logs and changes nothing; readiness (`Liveness`) reads `latest`.
 public final class GroupWatch: Sendable {
     public struct Snapshot: Sendable, Equatable {
         public var state: String
@@ -16,6 +16,7 @@ public final class GroupWatch: Sendable {
         var lastSteady: ContinuousClock.Instant
         var lastWarning: ContinuousClock.Instant?
         var last: Snapshot?
+        var lastAt: ContinuousClock.Instant?
     }
 
     private let bound: Duration
@@ -44,6 +45,7 @@ public final class GroupWatch: Sendable {
         guard let s = Self.snapshot(statistics: json) else { return false }
         let warn = watch.withLock { w -> Duration? in
             w.last = s
+            w.lastAt = now
             if s.joinState == "steady" {
                 w.lastSteady = now
                 w.lastWarning = nil
@@ -64,4 +66,9 @@ public final class GroupWatch: Sendable {
 
     /// The last group state seen.
     public var last: Snapshot? { watch.withLock { $0.last } }
+
+    /// The last group state seen and when (statistics stop when the poll loop does).
+    public var latest: (snapshot: Snapshot, at: ContinuousClock.Instant)? {
+        watch.withLock { w in w.last.flatMap { s in w.lastAt.map { (s, $0) } } }
+    }
 }

@@ -1,32 +1,56 @@
 import Foundation
+import Logging
 import ServiceLifecycle
 
-/// Touches a file every `interval` while the service runs, so probes need no HTTP:
-/// `order-service health` succeeds while the file is fresh.
+/// The probes' files, so that probes need no HTTP: every `interval` it asks `Liveness` and
+/// touches the heartbeat file only while the service is alive, and the readiness file
+/// (`<path>.ready`) only while it is also ready (removing it as soon as it is not). `order-service
+/// health [--ready]` succeeds while the file is fresh.
 public struct Heartbeat: Sendable {
     public let path: String
     public let interval: Duration
+    private let logger: Logger
 
-    public init(path: String, interval: Duration = .seconds(5)) {
+    public init(path: String, interval: Duration = .seconds(5), logger: Logger) {
         self.path = path
         self.interval = interval
+        self.logger = logger
     }
 
-    public func beat() {
-        let now = Date()
+    /// The readiness file that belongs to a heartbeat file.
+    public static func readyPath(for path: String) -> String { path + ".ready" }
+
+    public var readyPath: String { Self.readyPath(for: path) }
+
+    /// Creates the file, or updates its modification time.
+    public static func touch(_ path: String) {
         if FileManager.default.fileExists(atPath: path) {
-            try? FileManager.default.setAttributes([.modificationDate: now], ofItemAtPath: path)
+            try? FileManager.default.setAttributes([.modificationDate: Date()], ofItemAtPath: path)
         } else {
             FileManager.default.createFile(atPath: path, contents: Data("\(ProcessInfo.processInfo.processIdentifier)\n".utf8))
         }
     }
 
-    /// Beats until cancelled (or graceful shutdown), then removes the file.
-    public func run() async {
+    /// Beats until cancelled (or graceful shutdown), then removes both files. `sample` reads the
+    /// service's state; if it hangs (a wedged dispatcher actor), no file is touched any more.
+    public func run(liveness: Liveness, sample: @Sendable () async -> Liveness.Sample) async {
+        var liveness = liveness
+        var last = Liveness.Status(alive: true, ready: false)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            beat()
+            let status = liveness.assess(await sample())
+            if status.alive { Self.touch(path) }
+            if status.ready { Self.touch(readyPath) } else { try? FileManager.default.removeItem(atPath: readyPath) }
+            if status.alive != last.alive {
+                if status.alive { logger.notice("heartbeat resumed") } else {
+                    logger.error("no progress: heartbeat stopped, the liveness probe will fail", metadata: ["reason": "\(status.reason ?? "")"])
+                }
+            } else if status.ready != last.ready {
+                logger.info(status.ready ? "ready" : "not ready", metadata: status.reason.map { ["reason": "\($0)"] } ?? [:])
+            }
+            last = status
             try? await Task.sleep(for: interval)
         }
+        try? FileManager.default.removeItem(atPath: readyPath)
         try? FileManager.default.removeItem(atPath: path)
     }
 

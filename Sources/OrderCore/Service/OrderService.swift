@@ -46,6 +46,9 @@ public final class OrderService: Service, Sendable {
         if config.testCrashOn != nil {
             logger.warning("ORDER_SERVICE_TEST_CRASH_ON is set: requests containing it crash the process (tests only)")
         }
+        if config.testWedgeOn != nil {
+            logger.warning("ORDER_SERVICE_TEST_WEDGE_ON is set: requests containing it are never answered (tests only)")
+        }
         var producerConfig = base
         if config.kafka["message.max.bytes"] == nil { producerConfig["message.max.bytes"] = String(config.maxRecordBytes) }
         let producer = try RenewingProducer(configuration: producerConfig, logger: logger)
@@ -65,7 +68,7 @@ public final class OrderService: Service, Sendable {
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
             store: store, outboxWritten: { relay.notify() }, metrics: metrics,
             replyTopics: config.replyToAllowList.isEmpty ? nil : ReplyTopicCheck { Set(try await producer.topicPartitionCounts().keys) },
-            logger: logger, crashOn: config.testCrashOn.map { Array($0.utf8) })
+            logger: logger, crashOn: config.testCrashOn.map { Array($0.utf8) }, wedgeOn: config.testWedgeOn.map { Array($0.utf8) })
 
         let consumerRef = LockedBox<KafkaConsumer?>(nil)
         var dispatcherConfig = Dispatcher.Configuration()
@@ -99,9 +102,15 @@ public final class OrderService: Service, Sendable {
         // A member that died without leaving holds its partitions this long (6 s is the
         // broker-side minimum by default).
         if config.kafka["session.timeout.ms"] == nil { consumerConfig["session.timeout.ms"] = "6000" }
-        if topics.metricsTopic != nil, config.kafka["statistics.interval.ms"] == nil {
-            consumerConfig["statistics.interval.ms"] = String(max(1_000, config.metricsInterval.components.seconds * 1_000))
+        // Statistics feed the metrics records and readiness (the group state): with a health
+        // file at least every 5 s.
+        if config.kafka["statistics.interval.ms"] == nil {
+            var ms: Int64?
+            if topics.metricsTopic != nil { ms = max(1_000, config.metricsInterval.components.seconds * 1_000) }
+            if config.healthFile != nil { ms = min(ms ?? 5_000, 5_000) }
+            if let ms { consumerConfig["statistics.interval.ms"] = String(ms) }
         }
+        let statisticsMs = consumerConfig["statistics.interval.ms"].flatMap { Int64($0) } ?? 0
         // Warns when the group consumer stays out of a settled group (see docs/reliability.md).
         let groupWatch = GroupWatch(bound: .seconds(120), logger: logger)
         let subscribed = [topics.cartRequests, topics.orderRequests, topics.adminRequests, topics.deductionResults]
@@ -127,7 +136,20 @@ public final class OrderService: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await relay.run() }
                 group.addTask { await cancelWhenGracefulShutdown { await registry.run() } }
-                if let path = config.healthFile { group.addTask { await Heartbeat(path: path).run() } }
+                if let path = config.healthFile {
+                    // Statistics turned off (KAFKA_STATISTICS_INTERVAL_MS=0): readiness cannot see the group.
+                    let liveness = Liveness(
+                        progressBound: config.progressBound,
+                        groupStatsMaxAge: statisticsMs > 0 ? max(.seconds(15), .milliseconds(statisticsMs * 3)) : nil)
+                    group.addTask {
+                        await Heartbeat(path: path, logger: logger).run(liveness: liveness) {
+                            let latest = groupWatch.latest
+                            return Liveness.Sample(
+                                pollCount: consumerRef.withLock { $0?.pollCount } ?? 0, progress: await dispatcher.progress,
+                                group: latest?.snapshot, groupSeenAt: latest?.at)
+                        }
+                    }
+                }
                 if config.createTopics {
                     let recovery = TopicRecovery(
                         topics: topics, manager: TopicManager(configuration: base, logger: logger),
