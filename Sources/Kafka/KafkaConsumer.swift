@@ -660,6 +660,7 @@ extension KafkaRecord {
         let ts = rd_kafka_message_timestamp(msg, &tsType)
         self.init(
             topic: topic, partition: m.partition, offset: m.offset, key: key, value: value, headers: headers,
-            timestampMs: tsType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts)
+            timestampMs: tsType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts,
+            timestampType: tsType == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? .logAppendTime : tsType == RD_KAFKA_TIMESTAMP_CREATE_TIME ? .createTime : .none)
     }
 }

@@ -47,11 +47,19 @@ public struct KafkaRecord: Sendable {
     public var headers: [KafkaHeader]
     /// Milliseconds since the epoch, when the broker or producer set one.
     public var timestampMs: Int64?
+    /// Who set the timestamp.
+    public var timestampType: TimestampType
+
+    public enum TimestampType: String, Sendable {
+        /// Kafka's names, as Java clients print them.
+        case createTime = "CreateTime", logAppendTime = "LogAppendTime", none = "NoTimestampType"
+    }
 
     public init(
         topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8]?,
-        headers: [KafkaHeader] = [], timestampMs: Int64? = nil
+        headers: [KafkaHeader] = [], timestampMs: Int64? = nil, timestampType: TimestampType? = nil
     ) {
+        self.timestampType = timestampType ?? (timestampMs == nil ? .none : .createTime)
         self.topic = topic
         self.partition = partition
         self.offset = offset

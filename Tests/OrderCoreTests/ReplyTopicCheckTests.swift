@@ -9,10 +9,10 @@ struct ReplyTopicCheckTests {
         let topics = Mutex<Set<String>>([])
         let asked = Atomic<Int>(0)
         let failing = Atomic<Bool>(false)
-        func names() throws -> Set<String> {
+        func names() throws -> [String: Int32] {
             asked.add(1, ordering: .relaxed)
             if failing.load(ordering: .relaxed) { throw ConfigurationError("broker down") }
-            return topics.withLock { $0 }
+            return Dictionary(uniqueKeysWithValues: topics.withLock { $0 }.map { ($0, 3) })
         }
     }
 
@@ -36,6 +36,14 @@ struct ReplyTopicCheckTests {
         cluster.topics.withLock { $0.insert("client-late") }
         try await Task.sleep(for: .milliseconds(50))
         #expect(await check.exists("client-late"))
+    }
+
+    @Test func partitionCountsComeFromTheMetadata() async {
+        let cluster = FakeCluster()
+        cluster.topics.withLock { $0 = ["client-a"] }
+        let check = ReplyTopicCheck { try cluster.names() }
+        #expect(await check.lookup("client-a") == .exists(partitions: 3))
+        #expect(await check.lookup("client-b") == .missing)
     }
 
     @Test func unreadableMetadataAssumesTheTopicExists() async {

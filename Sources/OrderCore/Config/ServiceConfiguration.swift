@@ -47,6 +47,8 @@ public struct ServiceConfiguration: Sendable {
     /// the largest record the service sends. Paged replies end early to fit it; the producer's
     /// `message.max.bytes` is set to it unless KAFKA_MESSAGE_MAX_BYTES says otherwise.
     public var maxRecordBytes = Limits.defaultMaxRecordBytes
+    /// ORDER_SERVICE_EVENT_SOURCE, default `/order-service`: the CloudEvents `source` of notifications.
+    public var eventSource = OutgoingMessages.defaultEventSource
     /// ORDER_SERVICE_CREATE_TOPICS, default true: create missing topics of topics.yaml at start.
     public var createTopics = true
     /// ORDER_SERVICE_PROBATION_RECORDS, default 2000 (0: no crash-loop breaker): after an unclean
@@ -115,6 +117,7 @@ public struct ServiceConfiguration: Sendable {
         if let v = env["ORDER_SERVICE_MAX_RECORD_BYTES"] {
             c.maxRecordBytes = try int(v, "ORDER_SERVICE_MAX_RECORD_BYTES", min: 65_536)
         }
+        if let v = env["ORDER_SERVICE_EVENT_SOURCE"], !v.isEmpty { c.eventSource = v }
         if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = !["0", "false", "no"].contains(v.lowercased()) }
         if let v = env["ORDER_SERVICE_PROBATION_RECORDS"] { c.probationRecords = try int(v, "ORDER_SERVICE_PROBATION_RECORDS", min: 0) }
         if let v = env["ORDER_SERVICE_PROBATION_WINDOW_S"] {

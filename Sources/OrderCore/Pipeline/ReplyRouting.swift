@@ -9,11 +9,14 @@ public struct ReplyRouting: Sendable {
     /// The largest record the service sends (`ORDER_SERVICE_MAX_RECORD_BYTES`): key, value and
     /// headers of every reply, dead-letter copy and other output stay within `recordBudget`.
     public let maxRecordBytes: Int
+    /// The consumer group, for dead letters' `kafka_dlt-original-consumer-group` (nil: left out).
+    public let groupId: String?
 
-    public init(topics: Topics, allowList: [String] = [], maxRecordBytes: Int = Limits.defaultMaxRecordBytes) {
+    public init(topics: Topics, allowList: [String] = [], maxRecordBytes: Int = Limits.defaultMaxRecordBytes, groupId: String? = nil) {
         self.topics = topics
         self.allowList = allowList
         self.maxRecordBytes = maxRecordBytes
+        self.groupId = groupId
     }
 
     /// Room kept for the record's and its batch's framing (Kafka's limit counts them too).
@@ -92,19 +95,59 @@ public struct ReplyRouting: Sendable {
         return recordBudget - KafkaOutgoingRecord(topic: "", key: frame.key, value: nil, headers: frame.headers).payloadBytes
     }
 
-    public func reply(to record: KafkaRecord, topic: String, value: [UInt8]) -> KafkaOutgoingRecord {
+    public func reply(to record: KafkaRecord, topic: String, value: [UInt8], partition: Int32? = nil) -> KafkaOutgoingRecord {
         let frame = replyFrame(for: record)
-        return KafkaOutgoingRecord(topic: topic, key: frame.key, value: value, headers: frame.headers)
+        var reply = KafkaOutgoingRecord(topic: topic, key: frame.key, value: value, headers: frame.headers)
+        reply.partition = partition
+        return reply
     }
 
-    /// A copy of a record for the dead-letter topic, with where it came from and why. Unchanged
-    /// when it fits; otherwise without its value (header `dlq-value-omitted`: the value's size),
-    /// then without its own headers (`dlq-headers-omitted`), then without its key.
-    public func deadLetter(_ record: KafkaRecord, error: String) -> KafkaOutgoingRecord {
-        let source = [
+    /// Spring Kafka's `kafka_replyPartition` (a reply container on assigned partitions): a 4-byte
+    /// big-endian partition of the reply topic.
+    public enum ReplyPartition: Sendable, Equatable {
+        /// No header: the reply goes to the key's partition.
+        case any
+        case partition(Int32)
+        /// Not 4 bytes, or negative: refused like an invalid reply-to.
+        case invalid
+    }
+
+    public func replyPartition(for record: KafkaRecord) -> ReplyPartition {
+        guard let header = record.header("kafka_replyPartition") else { return .any }
+        guard let v = header.value, v.count == 4 else { return .invalid }
+        let p = Int32(bitPattern: UInt32(v[0]) << 24 | UInt32(v[1]) << 16 | UInt32(v[2]) << 8 | UInt32(v[3]))
+        return p >= 0 ? .partition(p) : .invalid
+    }
+
+    /// Why a record was dead-lettered, in `kafka_dlt-exception-fqcn` (Spring's field for the
+    /// exception class; here a stable name per kind).
+    public enum DeadLetterKind: String, Sendable {
+        case invalidRequest = "order_service.InvalidRequest"
+        case internalError = "order_service.InternalError"
+        case crashLoop = "order_service.CrashLoop"
+        case replyRefused = "order_service.ReplyRefused"
+        case invalidDeductionResult = "order_service.InvalidDeductionResult"
+    }
+
+    /// A copy of a record for the dead-letter topic, with where it came from and why: the
+    /// project's `dlq-*` headers and Spring Kafka's `kafka_dlt-*` headers (numbers as Spring
+    /// writes them: partition 4 bytes, offset and timestamp 8 bytes, big-endian). Unchanged when it
+    /// fits; otherwise without its value (header `dlq-value-omitted`: the value's size), then
+    /// without its own headers (`dlq-headers-omitted`), then without its key.
+    public func deadLetter(_ record: KafkaRecord, error: String, kind: DeadLetterKind = .invalidRequest, attempts: Int32 = 1) -> KafkaOutgoingRecord {
+        let message = String(error.prefix(1000))
+        var source = [
             KafkaHeader("dlq-source-topic", record.topic), KafkaHeader("dlq-source-partition", String(record.partition)),
-            KafkaHeader("dlq-source-offset", String(record.offset)), KafkaHeader("dlq-error", String(error.prefix(1000))),
+            KafkaHeader("dlq-source-offset", String(record.offset)), KafkaHeader("dlq-error", message),
+            KafkaHeader("kafka_dlt-original-topic", record.topic),
+            KafkaHeader(key: "kafka_dlt-original-partition", value: Self.bigEndian(UInt32(bitPattern: record.partition))),
+            KafkaHeader(key: "kafka_dlt-original-offset", value: Self.bigEndian(UInt64(bitPattern: record.offset))),
+            KafkaHeader(key: "kafka_dlt-original-timestamp", value: Self.bigEndian(UInt64(bitPattern: record.timestampMs ?? -1))),
+            KafkaHeader("kafka_dlt-original-timestamp-type", record.timestampType.rawValue),
+            KafkaHeader("kafka_dlt-exception-fqcn", kind.rawValue), KafkaHeader("kafka_dlt-exception-message", message),
+            KafkaHeader(key: "kafka_deliveryAttempt", value: Self.bigEndian(UInt32(bitPattern: attempts))),
         ]
+        if let groupId { source.append(KafkaHeader("kafka_dlt-original-consumer-group", groupId)) }
         var copy = KafkaOutgoingRecord(topic: topics.deadLetters, key: record.key, value: record.value, headers: record.headers + source)
         if copy.payloadBytes > recordBudget {
             copy.value = []
@@ -117,5 +160,10 @@ public struct ReplyRouting: Sendable {
         }
         if copy.payloadBytes > recordBudget { copy.key = nil }
         return copy
+    }
+
+    /// The bytes of an integer, most significant first (Java's ByteBuffer order, as Spring writes numbers).
+    public static func bigEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+        withUnsafeBytes(of: value.bigEndian) { Array($0) }
     }
 }

@@ -34,7 +34,8 @@ public struct RequestPipeline: RecordHandler {
     public init(
         topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, addItemCatalog: (any ProductCatalog)? = nil,
         inventory: any InventoryChecker, store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {},
-        metrics: ServiceMetrics? = nil, replyTopics: ReplyTopicCheck? = nil, logger: Logger, crashOn: [UInt8]? = nil,
+        metrics: ServiceMetrics? = nil, replyTopics: ReplyTopicCheck? = nil, eventSource: String = OutgoingMessages.defaultEventSource,
+        logger: Logger, crashOn: [UInt8]? = nil,
         wedgeOn: [UInt8]? = nil
     ) {
         self.replyTopics = replyTopics
@@ -43,7 +44,7 @@ public struct RequestPipeline: RecordHandler {
         self.products = ProductLookupStage(catalog: catalog)
         self.recentProducts = ProductLookupStage(catalog: addItemCatalog ?? catalog)
         self.inventory = InventoryCheckStage(inventory: inventory)
-        self.persist = PersistStage(store: store, topics: topics)
+        self.persist = PersistStage(store: store, topics: topics, eventSource: eventSource)
         self.store = store
         self.outboxWritten = outboxWritten
         self.metrics = metrics
@@ -97,23 +98,47 @@ public struct RequestPipeline: RecordHandler {
             let err = ServiceError(.invalidReplyTo, "reply-to must name a response topic; nothing was changed")
             return [routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes)]
         }
-        if let replyTopics, !topics.responseTopicNames.contains(replyTopic), await !replyTopics.exists(replyTopic) {
+        if let refusal = await replyTopicRefusal(record, replyTopic) {
             let (rid, action) = decoded.identity
-            let err = ServiceError(.invalidReplyTo, "the reply-to topic does not exist; nothing was changed")
-            return [routing.reply(to: record, topic: routing.defaultTopic(for: record), value: Reply.error(requestId: rid, action: action, err).bytes)]
+            return [routing.reply(to: record, topic: routing.defaultTopic(for: record), value: Reply.error(requestId: rid, action: action, refusal).bytes)]
         }
+        let replyPartition: Int32?
+        if case .partition(let p) = routing.replyPartition(for: record) { replyPartition = p } else { replyPartition = nil }
 
         switch decoded {
         case .rejected(let rid, let action, let error, let deadLetter):
-            var out = [routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, error).bytes)]
-            if deadLetter { out.append(routing.deadLetter(record, error: error.message)) }
+            var out = [routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, error).bytes, partition: replyPartition)]
+            if deadLetter { out.append(routing.deadLetter(record, error: error.message, kind: .invalidRequest)) }
             return out
         case .request(let request):
             // No look-up first: every outcome is stored with INSERT … ON CONFLICT DO NOTHING, and
             // a conflict means the key was processed before, so its stored reply is sent instead.
             let key = idempotencyKey(request, kind: kind, record: record)
             let reply = try await execute(request, key: key, budget: routing.replyValueBudget(for: record))
-            return [routing.reply(to: record, topic: replyTopic, value: reply)]
+            return [routing.reply(to: record, topic: replyTopic, value: reply, partition: replyPartition)]
+        }
+    }
+
+    /// Why the reply topic (and Spring reply partition) named by the record cannot take the reply,
+    /// or nil when it can: an allow-listed topic that does not exist, a `kafka_replyPartition` that
+    /// is not a 4-byte partition of the reply topic. Checked before anything takes effect.
+    func replyTopicRefusal(_ record: KafkaRecord, _ replyTopic: String) async -> ServiceError? {
+        let declared = topics.responseTopicNames.contains(replyTopic)
+        let wantedPartition = routing.replyPartition(for: record)
+        if wantedPartition == .any && (declared || replyTopics == nil) { return nil }
+        let lookup = await replyTopics?.lookup(replyTopic) ?? .unknown
+        if lookup == .missing && !declared { return ServiceError(.invalidReplyTo, "the reply-to topic does not exist; nothing was changed") }
+        switch wantedPartition {
+        case .any: return nil
+        case .invalid:
+            return ServiceError(.invalidReplyTo, "kafka_replyPartition must be a 4-byte big-endian partition number ≥ 0; nothing was changed")
+        case .partition(let p):
+            var count: Int32?
+            if case .exists(let n) = lookup { count = n } else if declared { count = topics.specs.first { $0.name == replyTopic }?.partitions }
+            guard let count, p < count else {
+                return ServiceError(.invalidReplyTo, "kafka_replyPartition \(p) is not a partition of the reply topic; nothing was changed")
+            }
+            return nil
         }
     }
 
@@ -128,12 +153,15 @@ public struct RequestPipeline: RecordHandler {
     public func poisoned(_ record: KafkaRecord) -> [KafkaOutgoingRecord] {
         errorAnswer(
             record, message: "this record stopped the service repeatedly; it was not processed and was recorded for the operators",
-            deadLetterError: "crash loop: this record was in progress at repeated unclean exits of the service; it was not processed")
+            deadLetterError: "crash loop: this record was in progress at repeated unclean exits of the service; it was not processed",
+            kind: .crashLoop)
     }
 
     /// `internal_error` to the reply topic plus a dead-letter copy; only the copy for a deduction result.
-    private func errorAnswer(_ record: KafkaRecord, message: String, deadLetterError: String) -> [KafkaOutgoingRecord] {
-        if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: deadLetterError)] }
+    private func errorAnswer(
+        _ record: KafkaRecord, message: String, deadLetterError: String, kind: ReplyRouting.DeadLetterKind = .internalError
+    ) -> [KafkaOutgoingRecord] {
+        if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: deadLetterError, kind: kind)] }
         let (rid, action) = topics.requestKind(ofTopic: record.topic).map { DecodeStage(topic: $0).decode(record.value).identity } ?? (nil, nil)
         let replyTopic: String
         switch routing.target(for: record) {
@@ -145,7 +173,7 @@ public struct RequestPipeline: RecordHandler {
         let err = ServiceError(.internalError, message)
         return [
             routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, err).bytes),
-            routing.deadLetter(record, error: deadLetterError),
+            routing.deadLetter(record, error: deadLetterError, kind: kind),
         ]
     }
 
@@ -154,7 +182,7 @@ public struct RequestPipeline: RecordHandler {
     /// dead-letter copy. The request's effect, if any, stands; its stored reply is sent to a repeat.
     public func undeliverable(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] {
         logger.error("the broker refused the reply: \(String(describing: error))", metadata: record.logMetadata)
-        if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: "output refused: \(error)")] }
+        if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: "output refused: \(error)", kind: .replyRefused)] }
         let (rid, action) = topics.requestKind(ofTopic: record.topic).map { DecodeStage(topic: $0).decode(record.value).identity } ?? (nil, nil)
         let fallback = routing.defaultTopic(for: record)
         let tooLarge = (error as? KafkaError)?.code == KafkaError.messageSizeTooLargeCode
@@ -170,7 +198,7 @@ public struct RequestPipeline: RecordHandler {
         metrics?.deadLettered()
         return [
             routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes),
-            routing.deadLetter(record, error: "reply refused: \(error)"),
+            routing.deadLetter(record, error: "reply refused: \(error)", kind: .replyRefused),
         ]
     }
 
@@ -328,12 +356,16 @@ public struct RequestPipeline: RecordHandler {
     func handleDeductionResult(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
         guard let value = record.value, let json = try? JSON.parse(value), case .int(let orderId)? = json["order_id"], orderId >= 1,
             case .string(let status)? = json["status"], status == "deducted" || status == "insufficient"
-        else { return [routing.deadLetter(record, error: "not a deduction result: needs order_id ≥ 1 and status deducted|insufficient")] }
+        else {
+            return [routing.deadLetter(
+                record, error: "not a deduction result: needs order_id ≥ 1 and status deducted|insufficient", kind: .invalidDeductionResult)]
+        }
         // A result that names another order's request cannot be trusted for either order.
         switch json["request_id"] {
         case nil, .null?: break
         case .string(let id)? where id == "deduct-\(orderId)": break
-        default: return [routing.deadLetter(record, error: "deduction result for order \(orderId) carries another request_id")]
+        default:
+            return [routing.deadLetter(record, error: "deduction result for order \(orderId) carries another request_id", kind: .invalidDeductionResult)]
         }
         if try await persist.finishOrder(orderId: orderId, status: status == "deducted" ? .confirmed : .rejected) {
             outboxWritten()

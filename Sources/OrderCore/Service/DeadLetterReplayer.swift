@@ -52,11 +52,14 @@ public struct DeadLetterReplayer: Sendable {
             for await record in consumer.records {
                 let tp = record.topicPartition
                 if record.offset + 1 >= ends[tp]! { remaining.remove(tp) }
-                let source = record.header("dlq-source-topic")?.stringValue
+                // Ours, or written by a Spring DeadLetterPublishingRecoverer.
+                let source = record.header("dlq-source-topic")?.stringValue ?? record.header("kafka_dlt-original-topic")?.stringValue
                 if sourceTopic == nil || source == sourceTopic {
                     entries.append(Entry(partition: record.partition, offset: record.offset, sourceTopic: source, error: record.header("dlq-error")?.stringValue))
                     if !dryRun, let source, !source.isEmpty {
-                        var headers = record.headers.filter { !$0.key.hasPrefix("dlq-") }
+                        var headers = record.headers.filter {
+                            !$0.key.hasPrefix("dlq-") && !$0.key.hasPrefix("kafka_dlt-") && $0.key != "kafka_deliveryAttempt"
+                        }
                         headers.append(KafkaHeader("dlq-replayed-from", "\(dlq)/\(record.partition)/\(record.offset)"))
                         _ = try await producer.send(KafkaOutgoingRecord(topic: source, key: record.key, value: record.value, headers: headers))
                         try consumer.store(tp, nextOffset: record.offset + 1)

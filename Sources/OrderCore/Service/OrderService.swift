@@ -63,11 +63,12 @@ public final class OrderService: Service, Sendable {
             maxStaleness: config.productCacheStaleness)
         let relay = OutboxRelay(store: store, producer: producer, logger: logger)
         let pipeline = RequestPipeline(
-            topics: topics, routing: ReplyRouting(topics: topics, allowList: config.replyToAllowList, maxRecordBytes: config.maxRecordBytes),
+            topics: topics, routing: ReplyRouting(
+                topics: topics, allowList: config.replyToAllowList, maxRecordBytes: config.maxRecordBytes, groupId: config.groupId),
             catalog: catalog, addItemCatalog: RecentProductCatalog(catalog),
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
             store: store, outboxWritten: { relay.notify() }, metrics: metrics,
-            replyTopics: config.replyToAllowList.isEmpty ? nil : ReplyTopicCheck { Set(try await producer.topicPartitionCounts().keys) },
+            replyTopics: ReplyTopicCheck { try await producer.topicPartitionCounts() }, eventSource: config.eventSource,
             logger: logger, crashOn: config.testCrashOn.map { Array($0.utf8) }, wedgeOn: config.testWedgeOn.map { Array($0.utf8) })
 
         let consumerRef = LockedBox<KafkaConsumer?>(nil)

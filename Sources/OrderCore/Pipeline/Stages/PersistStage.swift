@@ -9,10 +9,16 @@ public struct PersistStage: Sendable {
     public let store: OrderStore
     public let topics: Topics
     public let carts: CartBatcher
+    /// CloudEvents `source` of the notifications (`ORDER_SERVICE_EVENT_SOURCE`).
+    public let eventSource: String
 
-    public init(store: OrderStore, topics: Topics, batching: CartBatcher.Configuration = CartBatcher.Configuration()) {
+    public init(
+        store: OrderStore, topics: Topics, batching: CartBatcher.Configuration = CartBatcher.Configuration(),
+        eventSource: String = OutgoingMessages.defaultEventSource
+    ) {
         self.store = store
         self.topics = topics
+        self.eventSource = eventSource
         self.carts = CartBatcher(store: store, configuration: batching)
     }
 
@@ -134,7 +140,7 @@ public struct PersistStage: Sendable {
             try await store.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId), on: conn)
             try await store.enqueue([
                 .init(record: OutgoingMessages.deductionRequest(order, topics: topics), orderingKey: nil),
-                OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics),
+                OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics, source: eventSource),
             ], on: conn)
             return (Reply.ok(requestId: requestId, action: "create_order", body: [("order", order.json)]), true)
         }
@@ -146,7 +152,7 @@ public struct PersistStage: Sendable {
         try await store.db.transaction { conn in
             guard let done = try await store.finishOrder(orderId: orderId, status: status, on: conn) else { return false }
             try await store.enqueue(
-                [OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics)],
+                [OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics, source: eventSource)],
                 on: conn)
             return true
         }
@@ -154,7 +160,12 @@ public struct PersistStage: Sendable {
 }
 
 /// Records the service sends besides replies.
-enum OutgoingMessages {
+public enum OutgoingMessages {
+    /// CloudEvents `type` of every notification (docs/contract.md section 8).
+    public static let notificationEventType = "io.order-service.order.status_changed.v1"
+    /// CloudEvents `source` unless `ORDER_SERVICE_EVENT_SOURCE` says otherwise.
+    public static let defaultEventSource = "/order-service"
+
     static func deductionRequest(_ order: Order, topics: Topics) -> KafkaOutgoingRecord {
         let id = "deduct-\(order.orderId)"
         let body = JSON.object([
@@ -175,7 +186,12 @@ enum OutgoingMessages {
 
     /// A status change of an order, queued under the order's ordering key so that its events are
     /// published in status order.
-    static func notification(order: Int64, user: Int64, status: OrderStatus, total: Money, at: String, topics: Topics) -> OrderStore.OutboxRecord {
+    ///
+    /// CloudEvents 1.0, Kafka protocol binding, binary mode: the value is the event data as
+    /// before, the attributes are `ce_*` headers; `ce_id` is the stable event id.
+    static func notification(
+        order: Int64, user: Int64, status: OrderStatus, total: Money, at: String, topics: Topics, source: String = defaultEventSource
+    ) -> OrderStore.OutboxRecord {
         let id = eventId(order: order, status: status)
         let body = JSON.object([
             ("event", "order_status_changed"), ("event_id", .string(id)), ("order_id", .int(order)), ("user_id", .int(user)),
@@ -183,7 +199,11 @@ enum OutgoingMessages {
         ])
         let record = KafkaOutgoingRecord(
             topic: topics.notifications, key: Array(String(user).utf8), value: body.bytes,
-            headers: [KafkaHeader("content-type", "application/json"), KafkaHeader("event-id", id)] + TraceContext.outgoingHeaders)
+            headers: [
+                KafkaHeader("content-type", "application/json"), KafkaHeader("event-id", id),
+                KafkaHeader("ce_specversion", "1.0"), KafkaHeader("ce_id", id), KafkaHeader("ce_type", notificationEventType),
+                KafkaHeader("ce_source", source), KafkaHeader("ce_time", at), KafkaHeader("ce_subject", String(order)),
+            ] + TraceContext.outgoingHeaders)
         return OrderStore.OutboxRecord(record: record, orderingKey: "order/\(order)")
     }
 }
