@@ -62,38 +62,155 @@ public final class KafkaAdmin: Sendable {
                     guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err, context: "topic config \(k)") }
                 }
             }
-            guard let queue = rd_kafka_queue_new(client.handle) else { throw KafkaError.configuration("rd_kafka_queue_new failed") }
-            defer { rd_kafka_queue_destroy(queue) }
-            let options = rd_kafka_AdminOptions_new(client.handle, RD_KAFKA_ADMIN_OP_CREATETOPICS)
-            defer { rd_kafka_AdminOptions_destroy(options) }
-            _ = rd_kafka_AdminOptions_set_request_timeout(options, Int32(timeoutMs), &errstr, errstr.count)
-            newTopics.withUnsafeMutableBufferPointer { buf in
-                rd_kafka_CreateTopics(client.handle, buf.baseAddress, buf.count, options, queue)
-            }
-            guard let event = rd_kafka_queue_poll(queue, timeoutMs + 1_000) else { throw KafkaError.timedOut("CreateTopics") }
-            defer { rd_kafka_event_destroy(event) }
-            let eventErr = rd_kafka_event_error(event)
-            guard eventErr == RD_KAFKA_RESP_ERR_NO_ERROR, let result = rd_kafka_event_CreateTopics_result(event) else {
-                throw KafkaError(eventErr, context: "CreateTopics")
-            }
-            var count = 0
-            guard let results = rd_kafka_CreateTopics_result_topics(result, &count) else { return [:] }
-            var out: [String: CreateOutcome] = [:]
-            for i in 0..<count {
-                let r = results[i]
-                let name = String(cString: rd_kafka_topic_result_name(r))
-                let err = rd_kafka_topic_result_error(r)
-                switch err {
-                case RD_KAFKA_RESP_ERR_NO_ERROR: out[name] = .created
-                case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS: out[name] = .alreadyExisted
-                default:
-                    let text = rd_kafka_topic_result_error_string(r).map { String(cString: $0) }
-                    out[name] = .failed(KafkaError(err, context: "create \(name)\(text.map { ": \($0)" } ?? "")"))
+            return try client.adminRequest(RD_KAFKA_ADMIN_OP_CREATETOPICS, "CreateTopics", timeoutMs: timeoutMs) { options, queue in
+                newTopics.withUnsafeMutableBufferPointer { buf in
+                    rd_kafka_CreateTopics(client.handle, buf.baseAddress, buf.count, options, queue)
                 }
+            } read: { event in
+                guard let result = rd_kafka_event_CreateTopics_result(event) else { throw KafkaError.configuration("not a CreateTopics result") }
+                var count = 0
+                let results = rd_kafka_CreateTopics_result_topics(result, &count)
+                return topicResults(results, count: count, verb: "create") { err in
+                    switch err {
+                    case RD_KAFKA_RESP_ERR_NO_ERROR: .created
+                    case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS: .alreadyExisted
+                    default: nil
+                    }
+                } failed: { .failed($0) }
             }
-            return out
         }
     }
+
+    public enum DeleteOutcome: Sendable, Equatable {
+        case deleted
+        case didNotExist
+        case failed(KafkaError)
+    }
+
+    /// Deletes the given topics (records, offsets; a broker may re-create one that clients still
+    /// use if it auto-creates topics). A topic that does not exist is reported, not an error.
+    public func deleteTopics(_ names: [String], timeoutMs: Int32 = 15_000) async throws -> [String: DeleteOutcome] {
+        guard !names.isEmpty else { return [:] }
+        let client = self.client
+        return try await runBlocking {
+            var deletes: [OpaquePointer?] = names.map { rd_kafka_DeleteTopic_new($0) }
+            defer { deletes.forEach { rd_kafka_DeleteTopic_destroy($0) } }
+            return try client.adminRequest(RD_KAFKA_ADMIN_OP_DELETETOPICS, "DeleteTopics", timeoutMs: timeoutMs) { options, queue in
+                deletes.withUnsafeMutableBufferPointer { buf in
+                    rd_kafka_DeleteTopics(client.handle, buf.baseAddress, buf.count, options, queue)
+                }
+            } read: { event in
+                guard let result = rd_kafka_event_DeleteTopics_result(event) else { throw KafkaError.configuration("not a DeleteTopics result") }
+                var count = 0
+                let results = rd_kafka_DeleteTopics_result_topics(result, &count)
+                return topicResults(results, count: count, verb: "delete") { err in
+                    switch err {
+                    case RD_KAFKA_RESP_ERR_NO_ERROR: .deleted
+                    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART: .didNotExist
+                    default: nil
+                    }
+                } failed: { .failed($0) }
+            }
+        }
+    }
+
+    public enum ConfigsOutcome: Sendable, Equatable {
+        /// The topic's configuration as the broker reports it (defaults included when the broker
+        /// sends them); entries without a value (sensitive ones) are left out.
+        case configs([String: String])
+        case failed(KafkaError)
+    }
+
+    /// The configuration of the given topics (DescribeConfigs, resource type topic).
+    public func describeTopicConfigs(_ names: [String], timeoutMs: Int32 = 15_000) async throws -> [String: ConfigsOutcome] {
+        guard !names.isEmpty else { return [:] }
+        let client = self.client
+        return try await runBlocking {
+            var resources: [OpaquePointer?] = names.map { rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, $0) }
+            defer { resources.forEach { rd_kafka_ConfigResource_destroy($0) } }
+            return try client.adminRequest(RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, "DescribeConfigs", timeoutMs: timeoutMs) { options, queue in
+                resources.withUnsafeMutableBufferPointer { buf in
+                    rd_kafka_DescribeConfigs(client.handle, buf.baseAddress, buf.count, options, queue)
+                }
+            } read: { event in
+                guard let result = rd_kafka_event_DescribeConfigs_result(event) else {
+                    throw KafkaError.configuration("not a DescribeConfigs result")
+                }
+                var count = 0
+                guard let described = rd_kafka_DescribeConfigs_result_resources(result, &count) else { return [:] }
+                // Copied out here: the strings belong to the event, which is destroyed on return.
+                var out: [String: ConfigsOutcome] = [:]
+                for i in 0..<count {
+                    guard let r = described[i], let namePtr = rd_kafka_ConfigResource_name(r) else { continue }
+                    let name = String(cString: namePtr)
+                    let err = rd_kafka_ConfigResource_error(r)
+                    guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                        let text = rd_kafka_ConfigResource_error_string(r).map { String(cString: $0) }
+                        out[name] = .failed(KafkaError(err, context: "describe configs of \(name)\(text.map { ": \($0)" } ?? "")"))
+                        continue
+                    }
+                    var entryCount = 0
+                    var configs: [String: String] = [:]
+                    if let entries = rd_kafka_ConfigResource_configs(r, &entryCount) {
+                        for j in 0..<entryCount {
+                            guard let e = entries[j], let key = rd_kafka_ConfigEntry_name(e), let value = rd_kafka_ConfigEntry_value(e)
+                            else { continue }
+                            configs[String(cString: key)] = String(cString: value)
+                        }
+                    }
+                    out[name] = .configs(configs)
+                }
+                return out
+            }
+        }
+    }
+}
+
+extension RdKafkaClient {
+    /// One Admin API round trip: `issue` sends the request with `options` to `queue`; `read` reads
+    /// the result event, which is destroyed when it returns (copy everything out).
+    fileprivate func adminRequest<T>(
+        _ op: rd_kafka_admin_op_t, _ what: String, timeoutMs: Int32,
+        issue: (_ options: OpaquePointer?, _ queue: OpaquePointer) -> Void, read: (OpaquePointer) throws -> T
+    ) throws -> T {
+        var errstr = [CChar](repeating: 0, count: 512)
+        guard let queue = rd_kafka_queue_new(handle) else { throw KafkaError.configuration("rd_kafka_queue_new failed") }
+        defer { rd_kafka_queue_destroy(queue) }
+        let options = rd_kafka_AdminOptions_new(handle, op)
+        defer { rd_kafka_AdminOptions_destroy(options) }
+        _ = rd_kafka_AdminOptions_set_request_timeout(options, timeoutMs, &errstr, errstr.count)
+        issue(options, queue)
+        guard let event = rd_kafka_queue_poll(queue, timeoutMs + 1_000) else { throw KafkaError.timedOut(what) }
+        defer { rd_kafka_event_destroy(event) }
+        let eventErr = rd_kafka_event_error(event)
+        guard eventErr == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            let text = rd_kafka_event_error_string(event).map { String(cString: $0) }
+            throw KafkaError(eventErr, context: "\(what)\(text.map { ": \($0)" } ?? "")")
+        }
+        return try read(event)
+    }
+}
+
+/// Per-topic outcomes of CreateTopics/DeleteTopics: `outcome` maps the codes that are not
+/// failures, everything else becomes `failed`.
+private func topicResults<Outcome>(
+    _ results: UnsafeMutablePointer<OpaquePointer?>?, count: Int, verb: String,
+    outcome: (rd_kafka_resp_err_t) -> Outcome?, failed: (KafkaError) -> Outcome
+) -> [String: Outcome] {
+    guard let results else { return [:] }
+    var out: [String: Outcome] = [:]
+    for i in 0..<count {
+        guard let r = results[i], let namePtr = rd_kafka_topic_result_name(r) else { continue }
+        let name = String(cString: namePtr)
+        let err = rd_kafka_topic_result_error(r)
+        if let o = outcome(err) {
+            out[name] = o
+        } else {
+            let text = rd_kafka_topic_result_error_string(r).map { String(cString: $0) }
+            out[name] = failed(KafkaError(err, context: "\(verb) \(name)\(text.map { ": \($0)" } ?? "")"))
+        }
+    }
+    return out
 }
 
 /// librdkafka's in-process mock cluster, for fault-injection tests (request errors, broker

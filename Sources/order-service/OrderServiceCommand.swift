@@ -133,7 +133,12 @@ struct TopicsCommand: AsyncParsableCommand {
             let r = try await manager.check(topics)
             for t in r.missing { print("missing: \(t)") }
             for m in r.partitionMismatch { print("partitions differ: \(m.topic) declared \(m.declared), cluster has \(m.actual)") }
-            if r.missing.isEmpty && r.partitionMismatch.isEmpty { print("all \(topics.specs.count) topics match") } else { throw ExitCode(1) }
+            if r.missing.isEmpty && r.partitionMismatch.isEmpty { print("all \(topics.specs.count) topics match") }
+            // Replays after lost group offsets must find every record's reply (contract 9.1).
+            let findings = await manager.retentionFindings(topics, idempotencyRetentionHours: config.idempotencyRetentionHours)
+            for f in findings { print("\(f.isReplayRisk ? "retention too long" : "retention unknown"): \(f.message)") }
+            if !findings.contains(where: \.isReplayRisk) { print("request topic retention within the idempotency retention (\(config.idempotencyRetentionHours) h)\(findings.isEmpty ? "" : " where known")") }
+            if !r.missing.isEmpty || !r.partitionMismatch.isEmpty || findings.contains(where: \.isReplayRisk) { throw ExitCode(1) }
         case "apply":
             let r = try await manager.ensure(topics, timeout: .seconds(60))
             print(r.created.isEmpty ? "nothing to create" : "created: \(r.created.joined(separator: ", "))")

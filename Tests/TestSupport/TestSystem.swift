@@ -169,11 +169,14 @@ public final class TestSystem: Sendable {
     /// This system's heartbeat file (each system has its own).
     public var healthFile: String { FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix).alive").path }
 
-    /// Runs `order-service <arguments>` with this system's environment; returns exit status and output.
-    public func runCommand(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
+    /// Runs `order-service <arguments>` with this system's environment (plus `extra`); returns
+    /// exit status and output.
+    public func runCommand(
+        _ arguments: [String], environment extra: [String: String] = [:], timeout: Duration = .seconds(60)
+    ) async throws -> (status: Int32, output: String) {
         let p = try ChildProcess(
             name: "order-service-\(arguments.first ?? "cmd")", executable: Self.binDir + "/order-service", arguments: arguments,
-            environment: environment(for: "order-service"))
+            environment: environment(for: "order-service").merging(extra) { _, new in new })
         guard let status = await p.waitForExit(timeout: timeout) else {
             p.signal(SIGKILL)
             throw TestSystemError("order-service \(arguments) did not finish within \(timeout)")
@@ -195,22 +198,25 @@ public final class TestSystem: Sendable {
 
     // MARK: Talking to it
 
-    /// Produces a raw record to a topic given by logical name.
+    /// Produces a raw record to a topic given by logical name (to `partition`, else by key).
+    @discardableResult
     public func send(
-        _ logical: String, value: [UInt8]?, key: String? = nil, headers: [KafkaHeader] = []
-    ) async throws {
-        _ = try await producer.send(
-            KafkaOutgoingRecord(topic: topics.name(logical), key: key.map { Array($0.utf8) }, value: value, headers: headers))
+        _ logical: String, value: [UInt8]?, key: String? = nil, headers: [KafkaHeader] = [], partition: Int32? = nil
+    ) async throws -> DeliveryReport {
+        try await producer.send(
+            KafkaOutgoingRecord(
+                topic: topics.name(logical), partition: partition, key: key.map { Array($0.utf8) }, value: value, headers: headers))
     }
 
     /// Sends a request with a fresh correlation-id and returns the reply record.
     public func requestRecord(
-        _ logical: String, value: [UInt8]?, key: String? = nil, headers: [KafkaHeader] = [], timeout: Duration = .seconds(20)
+        _ logical: String, value: [UInt8]?, key: String? = nil, headers: [KafkaHeader] = [], partition: Int32? = nil,
+        timeout: Duration = .seconds(20)
     ) async throws -> KafkaRecord {
         let correlation = UUID().uuidString
         let all = headers.contains { $0.key == "correlation-id" } ? headers : headers + [KafkaHeader("correlation-id", correlation)]
         let wanted = all.first { $0.key == "correlation-id" }!.value
-        try await send(logical, value: value, key: key, headers: all)
+        try await send(logical, value: value, key: key, headers: all, partition: partition)
         return try await waitFor(timeout: timeout) { r in
             r.header("correlation-id")?.value == wanted && self.topics.entries.values.contains { $0.name == r.topic && $0.role == .response }
         }

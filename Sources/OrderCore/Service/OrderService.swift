@@ -136,6 +136,11 @@ public final class OrderService: Service, Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await relay.run() }
+                group.addTask { [config] in
+                    // Once at start; never fails the start (a broker may not answer DescribeConfigs).
+                    await TopicManager(configuration: base, logger: logger)
+                        .warnAboutRetention(topics, idempotencyRetentionHours: config.idempotencyRetentionHours)
+                }
                 group.addTask { await cancelWhenGracefulShutdown { await registry.run() } }
                 if let path = config.healthFile {
                     // Statistics turned off (KAFKA_STATISTICS_INTERVAL_MS=0): readiness cannot see the group.
@@ -268,6 +273,27 @@ public final class TopicManager: Sendable {
             }
         }
         return report
+    }
+
+    /// Compares the request topics' retention with the idempotency retention (contract 9.1).
+    /// Never throws: a broker that does not answer DescribeConfigs gives `unreadable` findings.
+    public func retentionFindings(_ topics: Topics, idempotencyRetentionHours hours: Int) async -> [RetentionCheck.Finding] {
+        let names = topics.entries.values.filter { $0.role == .request }.map(\.name)
+        let described: [String: KafkaAdmin.ConfigsOutcome]?
+        var failure: String?
+        do { described = try await admin().describeTopicConfigs(names, timeoutMs: 10_000) } catch {
+            described = nil
+            failure = "DescribeConfigs failed: \(error)"
+        }
+        return RetentionCheck.findings(RetentionCheck.retentions(of: names, described: described, failure: failure), idempotencyRetentionHours: hours)
+    }
+
+    /// Logs each finding: a replay risk as an error (one per topic, with both values and what to
+    /// change), an unreadable retention as a notice.
+    public func warnAboutRetention(_ topics: Topics, idempotencyRetentionHours hours: Int) async {
+        for f in await retentionFindings(topics, idempotencyRetentionHours: hours) {
+            if f.isReplayRisk { logger.error("\(f.message)") } else { logger.notice("\(f.message)") }
+        }
     }
 
     /// Retries while the cluster is unreachable; gives up after `timeout` (nil: never, as the
