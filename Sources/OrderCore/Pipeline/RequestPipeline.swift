@@ -135,7 +135,8 @@ public struct RequestPipeline: RecordHandler {
         case .partition(let p):
             var count: Int32?
             if case .exists(let n) = lookup { count = n } else if declared { count = topics.specs.first { $0.name == replyTopic }?.partitions }
-            guard let count, p < count else {
+            // Unknown (metadata unreadable): taken as valid, like an unknown topic; the send decides.
+            if let count, p >= count {
                 return ServiceError(.invalidReplyTo, "kafka_replyPartition \(p) is not a partition of the reply topic; nothing was changed")
             }
             return nil
