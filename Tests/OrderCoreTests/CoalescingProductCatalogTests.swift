@@ -45,11 +45,14 @@ struct CoalescingProductCatalogTests {
 
     @Test func idsAskedWithinTheWindowTravelTogetherAsOneSortedUpstreamCall() async throws {
         let upstream = CountingCatalog()
-        let catalog = CoalescingProductCatalog(upstream: upstream, window: .milliseconds(400))
-        async let a = catalog.lookup([3, 1])
-        async let b = catalog.lookup([2, 3])
-        async let c = catalog.lookup([4])
-        let (ra, rb, rc) = try await (a, b, c)
+        let catalog = CoalescingProductCatalog(upstream: upstream, window: .milliseconds(800))
+        // Callers 100 ms apart: well within the window, far beyond scheduling noise.
+        let a = Task { try await catalog.lookup([3, 1]) }
+        try await Task.sleep(for: .milliseconds(100))
+        let b = Task { try await catalog.lookup([2, 3]) }
+        try await Task.sleep(for: .milliseconds(100))
+        let c = Task { try await catalog.lookup([4]) }
+        let (ra, rb, rc) = try await (a.value, b.value, c.value)
         #expect(upstream.calls == [[1, 2, 3, 4]], "one upstream call with every distinct id, ascending")
         #expect(Set(ra.products.keys) == [1, 3])
         #expect(Set(rb.products.keys) == [2, 3])
