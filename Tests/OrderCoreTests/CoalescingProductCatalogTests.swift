@@ -45,8 +45,9 @@ struct CoalescingProductCatalogTests {
 
     @Test func idsAskedWithinTheWindowTravelTogetherAsOneSortedUpstreamCall() async throws {
         let upstream = CountingCatalog()
-        let catalog = CoalescingProductCatalog(upstream: upstream, window: .milliseconds(800))
-        // Callers 100 ms apart: well within the window, far beyond scheduling noise.
+        let catalog = CoalescingProductCatalog(upstream: upstream, window: .seconds(5))
+        // Callers 100 ms apart: well within the window (even on a loaded machine), far beyond
+        // scheduling noise.
         let a = Task { try await catalog.lookup([3, 1]) }
         try await Task.sleep(for: .milliseconds(100))
         let b = Task { try await catalog.lookup([2, 3]) }
@@ -76,30 +77,35 @@ struct CoalescingProductCatalogTests {
         #expect(upstream.calls == [[1], [2]])
     }
 
-    @Test func aBatchThatWouldExceedMaxIdsLeavesBeforeTheNextCallerJoins() async throws {
+    @Test func noUpstreamCallCarriesMoreThanMaxIdsAndEveryCallerGetsItsPart() async throws {
+        // Callers in any order (the order they join is up to the scheduler): whenever the next
+        // caller's ids would take the batch past maxIds, the batch leaves without it.
         let upstream = CountingCatalog()
-        let catalog = CoalescingProductCatalog(upstream: upstream, window: .milliseconds(600), maxIds: 3)
-        let a = Task { try await catalog.lookup([1, 2]) }
-        try await Task.sleep(for: .milliseconds(60))  // a joined first (well within the window)
-        let b = Task { try await catalog.lookup([3, 4]) }
-        try await Task.sleep(for: .milliseconds(60))
-        let c = Task { try await catalog.lookup([5]) }  // 2 + 1 ≤ 3: rides with b
-        let (ra, rb, rc) = try await (a.value, b.value, c.value)
-        #expect(upstream.calls == [[1, 2], [3, 4, 5]], "[1, 2] + [3, 4] would be 4 ids > maxIds 3")
-        #expect(Set(ra.products.keys) == [1, 2])
-        #expect(Set(rb.products.keys) == [3, 4])
-        #expect(Set(rc.products.keys) == [5])
-        // Exactly maxIds fits in one batch.
-        let d = Task { try await catalog.lookup([6]) }
-        try await Task.sleep(for: .milliseconds(60))
-        let e = Task { try await catalog.lookup([7, 8]) }
-        _ = try await (d.value, e.value)
-        #expect(upstream.calls.last == [6, 7, 8])
+        let catalog = CoalescingProductCatalog(upstream: upstream, window: .seconds(5), maxIds: 3)
+        let asks: [[Int64]] = [[1, 2], [3, 4], [5], [6, 7, 8], [2, 9]]
+        let answers = try await withThrowingTaskGroup(of: ([Int64], ProductLookup).self) { group in
+            for ids in asks { group.addTask { (ids, try await catalog.lookup(ids)) } }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        let calls = upstream.calls
+        #expect(calls.allSatisfy { $0.count <= 3 }, "calls: \(calls)")
+        #expect(calls.count >= 3, "9 distinct ids, at most 3 per call")
+        #expect(Set(calls.joined()) == Set(1...9))
+        for ids in asks { #expect(answers[ids].map { Set($0.products.keys) } == Set(ids)) }
+    }
+
+    @Test func exactlyMaxIdsStillTravelTogether() async throws {
+        let upstream = CountingCatalog()
+        let catalog = CoalescingProductCatalog(upstream: upstream, window: .seconds(5), maxIds: 3)
+        async let a = catalog.lookup([6])
+        async let b = catalog.lookup([7, 8])
+        _ = try await (a, b)
+        #expect(upstream.calls == [[6, 7, 8]])
     }
 
     @Test func everyCallerGetsOnlyWhatItAskedWithItsOwnNotFoundInItsOwnOrderWithoutDuplicates() async throws {
         let upstream = CountingCatalog()
-        let catalog = CoalescingProductCatalog(upstream: upstream, window: .milliseconds(400))
+        let catalog = CoalescingProductCatalog(upstream: upstream, window: .seconds(1))
         async let a = catalog.lookup([5, 999, 5, 998, 999, 7])
         async let b = catalog.lookup([998, 6, 997])
         async let c = catalog.lookup([8])
@@ -116,7 +122,7 @@ struct CoalescingProductCatalogTests {
 
     @Test func anUpstreamFailureReachesEveryWaiterOfItsBatchAndNotTheNextBatch() async throws {
         let upstream = CountingCatalog(failingCalls: [1])
-        let catalog = CoalescingProductCatalog(upstream: upstream, window: .milliseconds(400))
+        let catalog = CoalescingProductCatalog(upstream: upstream, window: .seconds(1))
         async let a = Self.failure(catalog, [1])
         async let b = Self.failure(catalog, [2, 3])
         let (ra, rb) = await (a, b)
@@ -130,7 +136,7 @@ struct CoalescingProductCatalogTests {
 
     @Test func recentLookupUsesTheCacheOnlyWithinMaxStalenessAndLookupNever() async throws {
         let upstream = CountingCatalog()
-        let catalog = CoalescingProductCatalog(upstream: upstream, window: .milliseconds(1), maxStaleness: .milliseconds(400))
+        let catalog = CoalescingProductCatalog(upstream: upstream, window: .milliseconds(1), maxStaleness: .seconds(4))
         // Call 1 fills the cache (prices 1.00).
         #expect(try await catalog.recentLookup([1]).products[1]?.price == Money(units: 1))
         // Within the staleness: from the cache, no upstream call; a missing id is asked alone.
@@ -143,7 +149,7 @@ struct CoalescingProductCatalogTests {
         #expect(try await catalog.lookup([1]).products[1]?.price == Money(units: 3))
         #expect(upstream.calls.count == 3)
         // Past the staleness: asked again.
-        try await Task.sleep(for: .milliseconds(600))
+        try await Task.sleep(for: .milliseconds(4_500))
         #expect(try await catalog.recentLookup([1]).products[1]?.price == Money(units: 4))
         #expect(upstream.calls.count == 4)
     }
