@@ -75,7 +75,7 @@ let package = Package(
             name: "TestSupport",
             dependencies: ["Kafka", "Postgres", "OrderCore", "ReferenceServices"],
             path: "Tests/TestSupport"),
-        .testTarget(name: "KafkaTests", dependencies: ["Kafka", "TestSupport"]),
+        .testTarget(name: "KafkaTests", dependencies: ["Kafka", "OrderCore", "TestSupport"]),
         // The Postgres wrapper, and the order domain's SQL (OrderStore, CartBatcher) against the real server.
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "OrderCore", "TestSupport"]),
         .testTarget(name: "OrderCoreTests", dependencies: ["OrderCore", "TestSupport"]),

@@ -49,7 +49,8 @@ public struct ServiceConfiguration: Sendable {
     public var maxRecordBytes = Limits.defaultMaxRecordBytes
     /// ORDER_SERVICE_EVENT_SOURCE, default `/order-service`: the CloudEvents `source` of notifications.
     public var eventSource = OutgoingMessages.defaultEventSource
-    /// ORDER_SERVICE_CREATE_TOPICS, default true: create missing topics of topics.yaml at start.
+    /// ORDER_SERVICE_CREATE_TOPICS, default true (on/true/yes/1; off/false/no/0): create missing
+    /// topics of topics.yaml at start.
     public var createTopics = true
     /// ORDER_SERVICE_PROBATION_RECORDS, default 2000 (0: no crash-loop breaker): after an unclean
     /// exit in the group, how many records of each newly assigned partition run one at a time
@@ -118,7 +119,7 @@ public struct ServiceConfiguration: Sendable {
             c.maxRecordBytes = try int(v, "ORDER_SERVICE_MAX_RECORD_BYTES", min: 65_536)
         }
         if let v = env["ORDER_SERVICE_EVENT_SOURCE"], !v.isEmpty { c.eventSource = v }
-        if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = !["0", "false", "no"].contains(v.lowercased()) }
+        if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = try bool(v, "ORDER_SERVICE_CREATE_TOPICS") }
         if let v = env["ORDER_SERVICE_PROBATION_RECORDS"] { c.probationRecords = try int(v, "ORDER_SERVICE_PROBATION_RECORDS", min: 0) }
         if let v = env["ORDER_SERVICE_PROBATION_WINDOW_S"] {
             c.probationWindow = .seconds(try int(v, "ORDER_SERVICE_PROBATION_WINDOW_S", min: 1))
@@ -137,6 +138,15 @@ public struct ServiceConfiguration: Sendable {
             throw ConfigurationError("\(name) must be an integer ≥ \(min), got '\(text)'")
         }
         return v
+    }
+
+    /// on/true/yes/1 or off/false/no/0, case-insensitive, surrounding white space ignored.
+    static func bool(_ text: String, _ name: String) throws -> Bool {
+        switch text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() {
+        case "on", "true", "yes", "1": return true
+        case "off", "false", "no", "0": return false
+        default: throw ConfigurationError("\(name) must be on/off, true/false, yes/no or 1/0, got '\(text)'")
+        }
     }
 
     static func list(_ text: String) -> [String] {

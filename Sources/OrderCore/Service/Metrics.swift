@@ -48,8 +48,12 @@ public final class ServiceMetrics: Sendable {
             return w
         }
         let sorted = w.latenciesMs.sorted()
-        func p(_ q: Double) -> JSON {
-            sorted.isEmpty ? .null : .number(String(format: "%.2f", sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]))
+        // Nearest rank: the smallest sample with at least `perMille`/1000 of all samples at or
+        // below it (integer arithmetic: no rounding surprises at exact ranks).
+        func p(_ perMille: Int) -> JSON {
+            guard !sorted.isEmpty else { return .null }
+            let rank = (sorted.count * perMille + 999) / 1000
+            return .number(String(format: "%.2f", sorted[min(sorted.count, max(1, rank)) - 1]))
         }
         let seconds = ContinuousClock.now - w.started
         return .object([
@@ -57,7 +61,7 @@ public final class ServiceMetrics: Sendable {
             ("at", .string(ISO8601DateFormatter().string(from: Date()))),
             ("window_seconds", .number(String(format: "%.1f", Double(seconds.components.seconds)))),
             ("requests", .object(w.requests.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
-            ("latency_ms", .object([("p50", p(0.5)), ("p95", p(0.95)), ("p99", p(0.99)), ("max", sorted.last.map { .number(String(format: "%.2f", $0)) } ?? .null)])),
+            ("latency_ms", .object([("p50", p(500)), ("p95", p(950)), ("p99", p(990)), ("max", sorted.last.map { .number(String(format: "%.2f", $0)) } ?? .null)])),
             ("in_flight", .int(Int64(inFlight))), ("dead_letters", .int(Int64(w.deadLetters))),
             ("consumer_lag", .object(lag.withLock { $0 }.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
         ])
