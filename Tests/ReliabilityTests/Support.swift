@@ -17,6 +17,8 @@ final class TCPProxy: Sendable {
     private static let script = """
         import asyncio, signal, sys
         thost, tport, logpath = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+        # The test runner's threads block some signals, and a child inherits that mask.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM})
         state = {'down': False, 'accepted': 0, 'refused': 0}
         live = set()
         def log(*a):
