@@ -85,8 +85,10 @@ extension ReliabilityTests {
     /// such a wipe: a Fetch error response from Tansu carries a leader-change tag for a topic
     /// with a zero topic id, and librdkafka's leader-discovery update then looks the topic up by
     /// its (NULL) name (docs/reliability.md). So the test's own reader is stopped across the
-    /// wipe, and an order service that crashed is started again, as its supervisor (Kubernetes,
-    /// Compose `restart: unless-stopped`) would; an instance that stays up must serve again.
+    /// wipe, and any executable that crashed (order, product or inventory service) is started
+    /// again, as its supervisor (Kubernetes, Compose `restart: unless-stopped`) would; an instance
+    /// that stays up must serve again. What must be served is new: requests with ids made after
+    /// the wipe, for users and a product that did not exist before it (`freshReplies`).
     @Test(
         "broker wipe: after the in-memory broker lost all state under a running service, requests are answered again",
         .timeLimit(.minutes(6)))
