@@ -93,6 +93,22 @@ struct ReliabilityTests {
         }
     }
 
+    @Test("a start that fails (the order service exits at once) leaves none of the processes it started running", .timeLimit(.minutes(2)))
+    func failedStartStopsItsProcesses() async throws {
+        let name = "failstart\(UUID().uuidString.prefix(6).lowercased())"
+        let outcome = await TestKafka.result {
+            try await TestSystem.start(name, serviceEnvironment: ["ORDER_SERVICE_TOPICS_FILE": "/nonexistent/topics.yaml"])
+        }
+        #expect(throws: TestSystemError.self) { try outcome.get() }
+        // Children of that system carry its prefix in their environment (ORDER_SERVICE_TOPICS_FILE, group id).
+        let marker = Array("e2e_\(name)_".utf8)
+        let left = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init).filter { pid in
+            guard pid != getpid(), let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return Array(env).firstRange(of: marker) != nil
+        }
+        #expect(left.isEmpty, "processes of the failed start still run: \(left)")
+    }
+
     @Test(
         "PostgreSQL outage: the service pauses and retries; no request is lost or answered internal_error",
         .timeLimit(.minutes(5)))
