@@ -53,6 +53,8 @@ extension ReliabilityTests {
                         try cluster.setGroupCoordinator(group: "\(prefix)_\(g)", broker: Self.otherLeader)
                     }
                 })
+            // A run takes about 70 s here; every wait in `run` is bounded and fails with a message,
+            // and the 3-minute limit catches a hang (or a slow run) before those bounds add up.
             let outcome = await TestKafka.result { try await run(system, cluster) }
             await system.stop()
             withExtendedLifetime(cluster) {}  // the cluster lives until every process is gone
@@ -191,9 +193,9 @@ extension ReliabilityTests {
                 configuration: KafkaConfiguration(["bootstrap.servers": system.bootstrapServers, "group.id": system.groupId]),
                 logger: TestKafka.logger(level: .critical))
             let topic = system.topics.name("cart_requests")
-            let offsets = try await reader.committed(partitions.map { TopicPartition(topic, $0) }, timeoutMs: 10_000)
+            let offsets = await TestKafka.result { try await reader.committed(partitions.map { TopicPartition(topic, $0) }, timeoutMs: 10_000) }
             await reader.close()
-            return offsets
+            return try offsets.get()
         }
     }
 }

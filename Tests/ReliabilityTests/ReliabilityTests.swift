@@ -4,17 +4,38 @@ import OrderCore
 import Testing
 import TestSupport
 
+// Every test below has a time limit of its own, sized to its waits; this one caps any test added
+// without one (a hang then fails with "Time limit was exceeded" instead of holding up CI).
 @Suite("Reliability", .serialized, .timeLimit(.minutes(30)))
 struct ReliabilityTests {
-    @Test("hard crash under load: SIGKILL one of two instances; every request answered, every effect applied once")
+    @Test(
+        "hard crash under load: SIGKILL one of two instances; every request answered, every effect applied once",
+        .timeLimit(.minutes(8 * scale)))
     func crashUnderLoad() async throws {
         try await withSystem("crash") { system in
-            try system.startProcess("order-service", as: "order-service-2")
+            let second = try system.startProcess("order-service", as: "order-service-2")
             if scale > 1 { try system.startProcess("order-service", as: "order-service-2b") }
+            // The load starts once the group has settled with both members, so the kill below
+            // hits an instance that serves partitions, not one that is still joining.
+            try await waitForAssignment(second)
             let product = TestCatalog.uniqueProductId()
             try await TestCatalog.add(product, price: "1.00", stock: 1_000_000)
             let users = (0..<(40 * scale)).map { _ in TestCatalog.uniqueUserId() }
             var ids: Set<String> = []
+            /// SIGKILLs `name` while it owns request partitions (waiting for that, bounded, if a
+            /// rebalance is under way), and checks from its final log what it owned when it died:
+            /// otherwise this would not test a takeover.
+            func killOwner(_ name: String) async throws {
+                let victim = try #require(system.process(name))
+                try await waitUntil("\(name) owned no request partitions before the kill", timeout: .seconds(60)) {
+                    !ownedPartitions(victim, of: system).isEmpty
+                }
+                victim.signal(SIGKILL)
+                #expect(await victim.waitForExit(timeout: .seconds(10)) != nil, "\(name) survived SIGKILL")
+                let owned = ownedPartitions(victim, of: system)
+                print("CRASH killed \(name) owning \(owned.count) request partitions")
+                #expect(!owned.isEmpty, "\(name) owned no partitions when it was killed: no takeover tested")
+            }
             for round in 0..<15 {
                 for u in users {
                     let id = "crash-\(u)-\(round)"
@@ -22,11 +43,11 @@ struct ReliabilityTests {
                     try await system.send("cart_requests", value: add(u, product, 1, id: id).bytes, key: String(u))
                 }
                 if round == 5 {
-                    system.process("order-service")?.signal(SIGKILL)
+                    try await killOwner("order-service")
                     try system.startProcess("order-service", as: "order-service-3")
                 }
                 if round == 10 && scale > 1 {
-                    system.process("order-service-2")?.signal(SIGKILL)
+                    try await killOwner("order-service-2")
                     try system.startProcess("order-service", as: "order-service-4")
                 }
             }
@@ -62,35 +83,76 @@ struct ReliabilityTests {
                 #expect(orders.count == 1, "user \(u) has \(orders.count) orders")
                 #expect(orders.first?["items"]?.array?.first?["quantity"]?.int == 15)
             }
-            // One deduction request per order (the outbox may resend after a crash; count distinct orders).
-            try await Task.sleep(for: .seconds(2))
-            let deductions = system.records(on: "inventory_deduction").compactMap { try? JSON.parse($0.value ?? []) }
-            let ordered = Set(deductions.compactMap { $0["order_id"]?.int })
-            #expect(ordered.count == 12)
+            // One deduction request per order (the outbox may resend after a crash; count distinct
+            // orders). The outbox sends after the order's commit: wait for all 12, then check no more.
+            func ordered() -> Set<Int64> {
+                Set(system.records(on: "inventory_deduction").compactMap { try? JSON.parse($0.value ?? []) }.compactMap { $0["order_id"]?.int })
+            }
+            try await waitUntil("deduction requests for 12 orders (have \(ordered().count))", timeout: .seconds(30)) { ordered().count >= 12 }
+            #expect(ordered().count == 12)
         }
     }
 
-    @Test("PostgreSQL outage: the service pauses and retries; no request is lost or answered internal_error")
+    @Test("a start that fails (the order service exits at once) leaves none of the processes it started running", .timeLimit(.minutes(2)))
+    func failedStartStopsItsProcesses() async throws {
+        let name = "failstart\(UUID().uuidString.prefix(6).lowercased())"
+        let outcome = await TestKafka.result {
+            try await TestSystem.start(name, serviceEnvironment: ["ORDER_SERVICE_TOPICS_FILE": "/nonexistent/topics.yaml"])
+        }
+        #expect(throws: TestSystemError.self) { try outcome.get() }
+        // Children of that system carry its prefix in their environment (ORDER_SERVICE_TOPICS_FILE, group id).
+        let marker = Array("e2e_\(name)_".utf8)
+        let left = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init).filter { pid in
+            guard pid != getpid(), let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return Array(env).firstRange(of: marker) != nil
+        }
+        #expect(left.isEmpty, "processes of the failed start still run: \(left)")
+    }
+
+    @Test(
+        "PostgreSQL outage: the service pauses and retries; no request is lost or answered internal_error",
+        .timeLimit(.minutes(5)))
     func databaseOutage() async throws {
-        let proxy = try TCPProxy()
-        defer { proxy.stop() }
-        let system = try await TestSystem.start("pgoutage", serviceEnvironment: ["DATABASE_URL": proxy.url(from: TestDatabase.url)])
+        // The order service reaches PostgreSQL only through the proxy, whatever DATABASE_URL is
+        // (the proxy targets the host and port libpq would use; anything it cannot stand in for
+        // fails here instead of letting the service talk to the database directly).
+        let (proxy, url) = try await TCPProxy.inFront(of: TestDatabase.url)
+        defer { proxy.terminate() }
+        let system = try await TestSystem.start("pgoutage", serviceEnvironment: ["DATABASE_URL": url])
         do {
+            let service = try #require(system.process("order-service"))
+            // It answered a get_cart, so it went through the proxy.
+            #expect(proxy.accepted > 0, "the order service never connected through the proxy")
             let product = TestCatalog.uniqueProductId()
             try await TestCatalog.add(product, price: "2.00")
             let users = (0..<20).map { _ in TestCatalog.uniqueUserId() }
             var ids: Set<String> = []
+            var retriesBefore = 0
+            var openAtCut = 0
+            func retries() -> Int {
+                service.log.split(separator: "\n").filter { $0.contains("retrying in") && $0.contains("PostgresError") }.count
+            }
             for round in 0..<10 {
-                if round == 3 { proxy.stop() }  // the database disappears mid-load…
+                if round == 3 {  // the database disappears mid-load…
+                    retriesBefore = retries()
+                    openAtCut = try await proxy.cut()
+                }
                 for u in users {
                     let id = "pg-\(u)-\(round)"
                     ids.insert(id)
                     try await system.send("cart_requests", value: add(u, product, 1, id: id).bytes, key: String(u))
                 }
-                try await Task.sleep(for: .milliseconds(500))
+                try await Task.sleep(for: .milliseconds(500))  // pacing: rounds spread over 5 s of load
             }
-            try await Task.sleep(for: .seconds(2))
-            try proxy.start()  // …and comes back after about five seconds
+            // …and stays away until the service has shown that it saw the outage (its own
+            // "retrying in …" warning, Dispatcher.process), then comes back.
+            try await waitUntil("the order service never logged a retry during the outage", timeout: .seconds(30)) {
+                retries() > retriesBefore
+            }
+            let refusedDuringOutage = proxy.refused
+            try await proxy.restore()
+            print("PG OUTAGE connections open at the cut: \(openAtCut), turned away while cut: \(refusedDuringOutage), retry warnings: \(retries() - retriesBefore)")
+            #expect(openAtCut + refusedDuringOutage > 0, "the cut met no connection of the service: it did not depend on the proxy")
             let replies = try await collectReplies(system, ids: ids, timeout: .seconds(90))
             #expect(replies.count == ids.count)
             let codes = replies.values.compactMap { try? JSON.parse($0[0]) }.map { $0["status"]?.string == "ok" ? "ok" : ($0["error"]?["code"]?.string ?? "?") }
@@ -99,7 +161,9 @@ struct ReliabilityTests {
                 let cart = try await system.request("cart_requests", ["action": "get_cart", "user_id": .int(u)])
                 #expect(cart["cart"]?["items"]?.array?.first?["quantity"]?.int == 10)
             }
-            #expect(system.process("order-service")?.isRunning == true)
+            #expect(service.isRunning)
+            // Connection errors are logged during the outage: none may carry the password.
+            expectNoSecretsInLogs(system)
         } catch {
             await system.stop()
             throw error
@@ -107,7 +171,9 @@ struct ReliabilityTests {
         await system.stop()
     }
 
-    @Test("hostile input: thousands of malformed records; every one answered, no crash, memory flat, no secrets in logs")
+    @Test(
+        "hostile input: thousands of malformed records; every one answered, no crash, memory flat, no secrets in logs",
+        .timeLimit(.minutes(4 + 3 * scale)))
     func hostileInput() async throws {
         try await withSystem("hostile") { system in
             var generator = SystemRandomNumberGenerator()
@@ -174,13 +240,16 @@ struct ReliabilityTests {
             #expect(!replies.contains { $0["error"]?["code"]?.string == "internal_error" })
             let ok = try await system.request("cart_requests", ["action": "get_cart", "user_id": 77])
             #expect(ok["status"]?.string == "ok")
-            // No secret in logs or replies.
-            #expect(!service.log.contains(":orders@"), "the database password appears in the log")
+            // No secret (the password of the URL each process got, any password in the environment)
+            // in any process's log, nor SQL or a URL in replies.
+            expectNoSecretsInLogs(system)
             #expect(!replies.contains { $0.text.contains("SELECT") || $0.text.contains("postgresql://") })
         }
     }
 
-    @Test("backlog: requests produced while the service is down are worked through in order with bounded memory")
+    @Test(
+        "backlog: requests produced while the service is down are worked through in order with bounded memory",
+        .timeLimit(.minutes(2 + 4 * scale)))
     func backlog() async throws {
         try await withSystem("backlog", environment: ["ORDER_SERVICE_MAX_IN_FLIGHT": "500"]) { system in
             let service = try #require(system.process("order-service"))
@@ -211,7 +280,9 @@ struct ReliabilityTests {
                     #expect(r["cart"]?["items"]?.array?.first?["quantity"]?.int == Int64(q))
                 }
             }
-            #expect(try rssMegabytes(restarted.pid) < 150)
+            #expect(restarted.isRunning, "the restarted service died:\n\(restarted.log.suffix(3000))")
+            let rss = try rssMegabytes(restarted.pid)  // throws (fails) when /proc cannot tell
+            #expect(rss < 150, "RSS \(rss) MB after the backlog")
         }
     }
 }

@@ -35,25 +35,43 @@ extension ReliabilityTests {
         throw TestSystemError("\(p.name) got no partitions within \(timeout)")
     }
 
-    @Test("takeover: partitions of a stopped instance are served again quickly after SIGTERM, and after SIGKILL within the session timeout")
+    @Test(
+        "takeover: partitions of a stopped instance are served again after SIGTERM (a graceful hand-over) and after SIGKILL (the session timeout)",
+        .timeLimit(.minutes(6)))
     func takeover() async throws {
         try await withSystem("takeover") { system in
+            let first = try #require(system.process("order-service"))
             let second = try system.startProcess("order-service", as: "order-service-2")
             let users = (0..<64).map { _ in TestCatalog.uniqueUserId() }
             try await waitForAssignment(second)  // both members are serving
             _ = try await slowestReply(system, users: users)
 
-            system.process("order-service")?.signal(SIGTERM)
+            // SIGTERM: the instance hands its partitions over (revokes, commits, leaves) and exits 0.
+            #expect(!ownedPartitions(first, of: system).isEmpty, "order-service owned nothing: no hand-over to test")
+            first.signal(SIGTERM)
             let afterTerm = try await slowestReply(system, users: users)
+            #expect(await first.waitForExit(timeout: .seconds(30)) == 0, "SIGTERM did not end order-service cleanly:\n\(first.log.suffix(2000))")
+            #expect(ownedPartitions(first, of: system).isEmpty, "order-service exited without revoking its partitions")
+            #expect(first.log.contains("partitions revoked"), "no graceful revoke in the log of order-service")
             let third = try system.startProcess("order-service", as: "order-service-3")
             try await waitForAssignment(third)
             _ = try await slowestReply(system, users: users)
 
-            system.process("order-service-2")?.signal(SIGKILL)
+            // SIGKILL: its partitions wait for the session timeout, then move.
+            try await waitUntil("order-service-2 owned no request partitions", timeout: .seconds(60)) {
+                !ownedPartitions(second, of: system).isEmpty
+            }
+            second.signal(SIGKILL)
+            #expect(await second.waitForExit(timeout: .seconds(10)) != nil)
+            #expect(!ownedPartitions(second, of: system).isEmpty, "order-service-2 owned nothing when killed: no takeover tested")
             let afterKill = try await slowestReply(system, users: users)
             print("TAKEOVER sigterm=\(afterTerm) sigkill=\(afterKill)")
-            #expect(afterTerm < .seconds(10))
-            #expect(afterKill < .seconds(30))
+            // Wall-clock bounds, generous for a shared 2-core machine (measured here: a few seconds
+            // each). What they protect: partitions of a departed member must not wait for the group's
+            // 60-s rebalance timeout (max.poll.interval.ms), nor stay unserved; both stay below it.
+            // That a graceful stop is a hand-over, not a time-out, is checked above from the log.
+            #expect(afterTerm < .seconds(30))
+            #expect(afterKill < .seconds(45))
         }
     }
 }

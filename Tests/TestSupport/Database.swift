@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import CLibPQ
 import Postgres
 
 /// The test database. Tests that need it fail (never skip) when it is unreachable:
@@ -63,4 +64,85 @@ public enum TestDatabase {
             throw error
         }
     }
+}
+
+/// Where libpq would connect for a connection string, as libpq itself parses it.
+public struct DatabaseEndpoint: Sendable, Equatable {
+    /// The address connected to: `hostaddr` when given, else `host` (a name or an IP address).
+    public var host: String
+    public var port: Int
+    /// The password in the string, else `PGPASSWORD`.
+    public var password: String?
+}
+
+extension TestDatabase {
+    /// The TCP endpoint of `conninfo` (a `postgresql://` URI or a keyword/value string), parsed by
+    /// libpq (`PQconninfoParse`); `PGHOSTADDR`/`PGHOST`/`PGPORT` fill what the string leaves out.
+    /// Throws for what a test cannot stand a TCP proxy in front of: a string libpq rejects,
+    /// several hosts, a Unix socket (also libpq's default when no host is given at all).
+    public static func endpoint(of conninfo: String) throws -> DatabaseEndpoint {
+        let options = try parseConnectionString(conninfo)
+        let env = ProcessInfo.processInfo.environment
+        func value(_ keyword: String, _ variable: String) -> String? {
+            if let v = options[keyword], !v.isEmpty { return v }
+            if let v = env[variable], !v.isEmpty { return v }
+            return nil
+        }
+        guard let host = value("hostaddr", "PGHOSTADDR") ?? value("host", "PGHOST") else {
+            throw TestDatabaseError("no host in the connection string (\(redacted(conninfo))) nor PGHOST: libpq would use a Unix socket")
+        }
+        guard !host.contains(",") else { throw TestDatabaseError("several hosts in \(redacted(conninfo)): not supported here") }
+        guard !host.hasPrefix("/"), !host.hasPrefix("@") else {
+            throw TestDatabaseError("\(redacted(conninfo)) connects over a Unix socket (\(host)), not TCP")
+        }
+        let portText = value("port", "PGPORT") ?? "5432"
+        guard let port = Int(portText), (1...65_535).contains(port) else {
+            throw TestDatabaseError("unusable port '\(portText)' in \(redacted(conninfo))")
+        }
+        return DatabaseEndpoint(host: host, port: port, password: value("password", "PGPASSWORD"))
+    }
+
+    /// `conninfo` made to connect to `host`:`port` (an IP address) and otherwise unchanged:
+    /// `hostaddr` and `port` are appended (later settings win in both syntaxes; `host` stays, so
+    /// TLS verification and the password file still see the original name). Checked by parsing
+    /// the result again: throws unless libpq would connect where asked.
+    public static func connectionString(_ conninfo: String, connectingTo host: String, port: Int) throws -> String {
+        let rewritten: String
+        if conninfo.hasPrefix("postgresql://") || conninfo.hasPrefix("postgres://") {
+            rewritten = conninfo + (conninfo.contains("?") ? "&" : "?") + "hostaddr=\(host)&port=\(port)"
+        } else {
+            rewritten = conninfo + " hostaddr=\(host) port=\(port)"
+        }
+        let check = try endpoint(of: rewritten)
+        guard check.host == host, check.port == port else {
+            throw TestDatabaseError("rewriting \(redacted(conninfo)) to \(host):\(port) gave \(check.host):\(check.port)")
+        }
+        return rewritten
+    }
+
+    /// Every keyword libpq finds in `conninfo`, with its value.
+    public static func parseConnectionString(_ conninfo: String) throws -> [String: String] {
+        var error: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(conninfo, &error) else {
+            let message = error.map { String(cString: $0) } ?? "out of memory"
+            if let error { PQfreemem(error) }
+            throw TestDatabaseError("libpq cannot parse the connection string \(redacted(conninfo)): \(message)")
+        }
+        defer { PQconninfoFree(options) }
+        var result: [String: String] = [:]
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if let val = option.pointee.val { result[String(cString: keyword)] = String(cString: val) }
+            option += 1
+        }
+        return result
+    }
+
+    /// `conninfo` with its passwords replaced by `***` (as the services log it).
+    public static func redacted(_ conninfo: String) -> String { PostgresConfiguration(url: conninfo).redactedURL }
+}
+
+public struct TestDatabaseError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

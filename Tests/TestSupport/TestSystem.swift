@@ -34,11 +34,12 @@ public final class ChildProcess: Sendable {
 
     public func signal(_ sig: Int32) { if process.isRunning { kill(process.processIdentifier, sig) } }
 
-    /// Waits for the process to exit; returns its status, or nil if it is still running at the deadline.
+    /// Waits for the process to exit; returns its status, or nil if it is still running at the
+    /// deadline (or when the calling task is cancelled).
     public func waitForExit(timeout: Duration) async -> Int32? {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
-            if ContinuousClock.now > deadline { return nil }
+            if ContinuousClock.now > deadline || Task.isCancelled { return nil }
             try? await Task.sleep(for: .milliseconds(50))
         }
         return process.terminationStatus
@@ -46,9 +47,14 @@ public final class ChildProcess: Sendable {
 
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
+    /// SIGTERM, then SIGKILL after 15 s. Runs to the end also in a cancelled task (a test that hit
+    /// its time limit still stops its processes): the waiting happens in a task of its own.
     public func stop() async {
-        signal(SIGTERM)
-        if await waitForExit(timeout: .seconds(15)) == nil { signal(SIGKILL); _ = await waitForExit(timeout: .seconds(5)) }
+        guard isRunning else { return }
+        await Task.detached { [self] in
+            signal(SIGTERM)
+            if await waitForExit(timeout: .seconds(15)) == nil { signal(SIGKILL); _ = await waitForExit(timeout: .seconds(5)) }
+        }.value
     }
 }
 
@@ -72,6 +78,7 @@ public final class TestSystem: Sendable {
     private let listener = Mutex<KafkaConsumer?>(nil)
     private let seen = SeenRecords()
     private let processes = Mutex<[String: ChildProcess]>([:])
+    private let started = Mutex<[ChildProcess]>([])
     private let extraEnvironment: [String: String]
     private let orderServiceEnvironment: [String: String]
     public let logger: Logger
@@ -98,10 +105,17 @@ public final class TestSystem: Sendable {
         let system = try await TestSystem(
             name: name, environment: environment, serviceEnvironment: serviceEnvironment, bootstrapServers: bootstrapServers,
             createTopics: createTopics)
-        if product { try system.startProcess("product-service") }
-        if inventory { try system.startProcess("inventory-service") }
-        try system.startProcess("order-service")
-        try await system.waitUntilServing()
+        // Whatever fails from here on (an executable that does not start, a service that never
+        // answers) stops what was started, so no child outlives the failed start.
+        do {
+            if product { try system.startProcess("product-service") }
+            if inventory { try system.startProcess("inventory-service") }
+            try system.startProcess("order-service")
+            try await system.waitUntilServing()
+        } catch {
+            await system.stop()
+            throw error
+        }
         return system
     }
 
@@ -131,12 +145,18 @@ public final class TestSystem: Sendable {
         } else {
             try await TopicManager(configuration: kafka, logger: logger).ensure(topics)
         }
-        producerBox = Mutex(try KafkaProducer(configuration: kafka, logger: logger))
-        try startListening()
-        let db = TestDatabase.client(poolSize: 1)
-        try await ReferenceSchema.migrate(db, logger: logger)
-        _ = try await MigrationRunner(client: db, logger: logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
-        await db.close()
+        try await TestDatabase.withClient(poolSize: 1) { db in
+            try await ReferenceSchema.migrate(db, logger: logger)
+            _ = try await MigrationRunner(client: db, logger: logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
+        }
+        let producer = try KafkaProducer(configuration: kafka, logger: logger)
+        producerBox = Mutex(producer)
+        do {
+            try startListening()
+        } catch {
+            await producer.close()
+            throw error
+        }
     }
 
     public func environment(for executable: String) -> [String: String] {
@@ -161,10 +181,15 @@ public final class TestSystem: Sendable {
         let args = executable == "order-service" ? [] : ["--group-id", "\(prefix)_\(executable)"]
         let p = try ChildProcess(name: name ?? executable, executable: path, arguments: args, environment: environment(for: executable).merging(extra) { _, new in new })
         processes.withLock { $0[name ?? executable] = p }
+        started.withLock { $0.append(p) }
         return p
     }
 
+    /// The latest process started under `name`.
     public func process(_ name: String) -> ChildProcess? { processes.withLock { $0[name] } }
+
+    /// Every process this system started, restarted ones and `runCommand`s included, in order.
+    public var allProcesses: [ChildProcess] { started.withLock { $0 } }
 
     /// This system's heartbeat file (each system has its own).
     public var healthFile: String { FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix).alive").path }
@@ -177,6 +202,7 @@ public final class TestSystem: Sendable {
         let p = try ChildProcess(
             name: "order-service-\(arguments.first ?? "cmd")", executable: Self.binDir + "/order-service", arguments: arguments,
             environment: environment(for: "order-service").merging(extra) { _, new in new })
+        started.withLock { $0.append(p) }
         guard let status = await p.waitForExit(timeout: timeout) else {
             p.signal(SIGKILL)
             throw TestSystemError("order-service \(arguments) did not finish within \(timeout)")
@@ -188,6 +214,7 @@ public final class TestSystem: Sendable {
     public func waitUntilServing(timeout: Duration = .seconds(60)) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
+            try Task.checkCancellation()
             if let p = process("order-service"), !p.isRunning {
                 throw TestSystemError("order-service exited:\n\(p.log.suffix(3000))")
             }
@@ -284,7 +311,9 @@ public final class TestSystem: Sendable {
     }
 
     public func stop() async {
-        for p in processes.withLock({ Array($0.values) }) { await p.stop() }
+        // Every process ever started, not only the latest per name: a test may reuse a name while
+        // the earlier process still runs.
+        for p in allProcesses { await p.stop() }
         await stopListening()
         await producer.close()
         try? FileManager.default.removeItem(atPath: topicsFile)
