@@ -91,7 +91,15 @@ struct MockClusterTests {
 
         cluster.setBrokerDown(1)
         let pending = Task { try await producer.send(record("orders", "while down")) }
-        try await Task.sleep(for: .milliseconds(1_500))
+        // For the outage's 1.5 s the send neither completes nor fails: it waits for the broker.
+        let whileDown = await TestKafka.result {
+            try await TestKafka.within(.milliseconds(1_500), "the send while the broker is down") { try await pending.value }
+        }
+        switch whileDown {
+        case .failure(let error as TestKafkaError): _ = error  // still pending, as it should be
+        case .failure(let error): Issue.record("the send failed while the broker was down: \(error)")
+        case .success(let report): Issue.record("the send completed while the broker was down: \(report)")
+        }
         cluster.setBrokerUp(1)
         let report = try await TestKafka.within(.seconds(20), "send after the broker returns") { try await pending.value }
         #expect(report.offset == 1)
