@@ -3,6 +3,7 @@ import OrderCore
 import Testing
 
 /// deploy/docker/compose.yaml, parsed (never run).
+@Suite(.timeLimit(.minutes(1)))
 struct ComposeTests {
     static let path = "deploy/docker/compose.yaml"
 

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 /// deploy/docker/Dockerfile, parsed into instructions (never built here: no Docker engine).
+@Suite(.timeLimit(.minutes(1)))
 struct DockerfileTests {
     struct Instruction {
         var keyword: String

@@ -3,6 +3,7 @@ import OrderCore
 import Testing
 
 /// The Kubernetes manifests in deploy/k8s, parsed (never applied).
+@Suite(.timeLimit(.minutes(1)))
 struct KubernetesManifestTests {
     static let required: Set<String> = [
         "configmap.yaml", "secret.example.yaml", "deployment.yaml", "pdb.yaml", "keda-scaledobject.yaml",
@@ -207,7 +208,15 @@ struct KubernetesManifestTests {
         for (file, object) in try Self.objects() {
             #expect(values(forKey: "httpGet", in: object).isEmpty, "\(file) uses an httpGet probe; the service has no HTTP server")
         }
-        #expect(try Repo.text("Sources/order-service/OrderServiceCommand.swift").contains("Health.self"), "order-service has a health subcommand")
+        // What the probes exec really is a health check: the built order-service's `health`
+        // subcommand exits 0 for a fresh heartbeat file and non-zero for a missing one.
+        let heartbeat = FileManager.default.temporaryDirectory.appendingPathComponent("deploy-test-\(UUID().uuidString).alive").path
+        try Data().write(to: URL(fileURLWithPath: heartbeat))
+        defer { try? FileManager.default.removeItem(atPath: heartbeat) }
+        let fresh = try Repo.runOrderService(["health", "--file", heartbeat])
+        #expect(fresh.status == 0 && fresh.output.contains("healthy") && !fresh.output.contains("unhealthy"), "health with a fresh heartbeat: \(fresh)")
+        let missing = try Repo.runOrderService(["health", "--file", heartbeat + ".missing"])
+        #expect(missing.status != 0 && missing.output.contains("unhealthy"), "health without a heartbeat: \(missing)")
 
         let deployment = try Self.object(kind: "Deployment", name: "order-service")
         let container = try #require(Self.containers(ofPodSpec: try Self.podSpec(deployment)).first)

@@ -3,6 +3,7 @@ import OrderCore
 import Testing
 
 /// docs/security.md stays in step with the code and topics.yaml.
+@Suite(.timeLimit(.minutes(1)))
 struct SecurityDocTests {
     @Test func everyKafkaVariableIsALibrdkafkaProperty() throws {
         let doc = try Repo.text("docs/security.md")

@@ -54,6 +54,42 @@ enum Repo {
     }
 }
 
+extension Repo {
+    /// Directory of the built executables: ORDER_SERVICE_BIN_DIR, else .build/debug.
+    static var binDir: String {
+        if let d = ProcessInfo.processInfo.environment["ORDER_SERVICE_BIN_DIR"], !d.isEmpty { return d }
+        return url(".build/debug").path
+    }
+
+    /// Runs the built `order-service` with `arguments` (no broker or database needed for the
+    /// subcommands tested here); its exit status and combined output. Fails, never skips, when
+    /// the executable is not built.
+    static func runOrderService(_ arguments: [String], timeout: Duration = .seconds(30)) throws -> (status: Int32, output: String) {
+        let path = binDir + "/order-service"
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw DeployTestError("\(path) is not built (swift build; or set ORDER_SERVICE_BIN_DIR)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["ORDER_SERVICE_HEALTH_FILE"] = nil
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()  // until it exits (closes the pipe)
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        if process.isRunning {
+            process.terminate()
+            throw DeployTestError("order-service \(arguments.joined(separator: " ")) did not exit within \(timeout)")
+        }
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+}
+
 struct DeployTestError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }

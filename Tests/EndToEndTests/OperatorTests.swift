@@ -36,7 +36,6 @@ extension EndToEndTests {
             r = try await system.runCommand(["replay-dlq"])
             #expect(r.output.contains("1 dead letter(s) replayed"), "\(r.output)")
             let cartResponses = system.topics.name("cart_responses")
-            try await Task.sleep(for: .seconds(1))
             let deadline = ContinuousClock.now + .seconds(20)
             while system.records(on: "cart_responses").filter({ $0.key == Array(key.utf8) }).count < 2 && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(200))

@@ -7,7 +7,7 @@ import TestSupport
 extension EndToEndTests {
     @Test("order lifecycle: cart_empty, create at current prices, cart emptied, deduction, confirmed, notifications, list and get")
     func orderLifecycle() async throws {
-        try await withSystem("orders") { system in
+        try await withSystem("orders", environment: ["ORDER_SERVICE_METRICS_INTERVAL_MS": "1000"]) { system in
             let user = TestCatalog.uniqueUserId()
             let other = TestCatalog.uniqueUserId()
             let mug = TestCatalog.uniqueProductId()
@@ -76,18 +76,36 @@ extension EndToEndTests {
             r = try await system.request("order_requests", ["action": "list_orders", "user_id": .int(other)])
             #expect(r["orders"]?.array?.isEmpty == true)
 
-            // A repeated deduction result changes nothing and emits nothing.
-            let before = system.records(on: "order_notification").count
-            try await system.send(
-                "inventory_deduction_results",
-                value: JSON.object([("request_id", "x"), ("order_id", .int(orderId)), ("status", "insufficient")]).bytes,
-                key: String(orderId))
-            try await Task.sleep(for: .seconds(1))
+            // A repeated deduction result (the same request_id, a contradicting status) changes
+            // nothing and emits nothing; one naming another request is dead-lettered and changes
+            // nothing either. The metrics count every deduction result handled: the reference
+            // inventory's two (one per order) and these two, so four means both were handled
+            // (no sleep standing in for that).
+            let deductionId = try #require(dj["request_id"]?.string)
+            for requestId in [deductionId, "x"] {
+                try await system.send(
+                    "inventory_deduction_results",
+                    value: JSON.object([("request_id", .string(requestId)), ("order_id", .int(orderId)), ("status", "insufficient")]).bytes,
+                    key: String(orderId))
+            }
+            do {
+                try await TestKafka.eventually("the two extra deduction results handled", timeout: .seconds(30)) {
+                    deductionResults(metricsTotals(system)) >= 4
+                }
+            } catch {
+                Issue.record("\(error); counted: \(metricsTotals(system))")
+            }
+            #expect(deductionResults(metricsTotals(system)) == 4, "\(metricsTotals(system))")
             r = try await system.request("order_requests", ["action": "get_order", "user_id": .int(user), "order_id": .int(orderId)])
             #expect(r["order"]?["status"]?.string == "confirmed")
-            #expect(system.records(on: "order_notification").count >= before)
-            #expect(system.records(on: "order_notification").compactMap { try? JSON.parse($0.value ?? []) }
-                .filter { $0["order_id"]?.int == orderId }.count == 2)
+            #expect(try await TestCatalog.stock(mug) == 8, "neither gives stock back")
+            let ours = system.records(on: "order_notification").compactMap { try? JSON.parse($0.value ?? []) }
+                .filter { $0["order_id"]?.int == orderId }
+            #expect(ours.compactMap { $0["status"]?.string } == ["pending", "confirmed"], "no notification for either")
+            let deadLetter = try await system.waitFor { $0.topic == system.topics.deadLetters }
+            #expect(deadLetter.header("dlq-error")?.stringValue?.contains("another request_id") == true)
+            let deadBodies = system.records(on: "order_service_dlq").compactMap { try? JSON.parse($0.value ?? []) }
+            #expect(deadBodies.compactMap { $0["request_id"]?.string } == ["x"], "only the foreign result is a dead letter")
         }
     }
 
@@ -167,7 +185,9 @@ extension EndToEndTests {
             let started = ContinuousClock.now
             var r = try await system.request("cart_requests", add(user, product, 1, id: "t-1"))
             expectError(r, "upstream_timeout")
-            #expect(ContinuousClock.now - started < .seconds(10))
+            // What this protects: the reply comes from the 1 s upstream timeout, not from waiting
+            // on (the request's own timeout is 20 s); generous for a loaded machine.
+            #expect(ContinuousClock.now - started < .seconds(15))
             r = try await system.request("cart_requests", ["action": "get_cart", "user_id": .int(user)])
             #expect(cartLines(r).isEmpty)
             #expect(r["cart"]?["cart_id"]?.isNull == true)

@@ -189,14 +189,69 @@ extension EndToEndTests {
         }
     }
 
-    @Test("SIGTERM: the service drains and exits 0 promptly")
+    /// Requests are in flight at SIGTERM: the service has asked the (fake) Product Service about
+    /// them, which answers only 1.5 s after each question. Draining means each is still answered
+    /// (ok, with the item in the cart) before the service exits 0.
+    @Test("SIGTERM with requests in flight: each is answered, then the service exits 0 promptly")
     func gracefulStop() async throws {
-        try await withSystem("sigterm") { system in
-            let service = try #require(system.process("order-service"))
-            service.signal(SIGTERM)
-            let status = await service.waitForExit(timeout: .seconds(20))
-            #expect(status == 0, "log:\n\(service.log.suffix(2000))")
-            #expect(service.log.contains("stopped"))
+        try await withSystem("sigterm", product: false, inventory: false) { system in
+            let answerDelay: Duration = .milliseconds(1_500)
+            let upstream = try FakeUpstream(system) { r in
+                switch r.service {
+                case .product:
+                    let entries = r.productIds.map { String(decoding: productEntry($0), as: UTF8.self) }.joined(separator: ",")
+                    return [FakeUpstream.Answer(#"{"request_id":\#(r.requestIdJSON),"products":[\#(entries)]}"#, delay: answerDelay)]
+                case .inventory:
+                    let items = r.productIds.map { #"{"product_id":\#($0),"available":1000}"# }.joined(separator: ",")
+                    return [FakeUpstream.Answer(#"{"request_id":\#(r.requestIdJSON),"items":[\#(items)]}"#, delay: answerDelay)]
+                }
+            }
+            do {
+                try await stopWithRequestsInFlight(system, upstream, answerDelay: answerDelay)
+            } catch {
+                await upstream.stop()
+                throw error
+            }
+            await upstream.stop()
         }
+    }
+
+    private func stopWithRequestsInFlight(_ system: TestSystem, _ upstream: FakeUpstream, answerDelay: Duration) async throws {
+        let service = try #require(system.process("order-service"))
+        // One request per user (so none waits queued behind another in its lane) and product.
+        let work = (0..<5).map { i in (id: "drain-\(i)", user: TestCatalog.uniqueUserId(), product: TestCatalog.uniqueProductId()) }
+        for w in work {
+            try await system.send("cart_requests", value: add(w.user, w.product, 3, id: w.id).bytes, key: String(w.user))
+        }
+        let wanted = Set(work.map(\.product))
+        try await TestKafka.eventually("the service to ask about every product", timeout: .seconds(30)) {
+            Set(upstream.requests.filter { $0.service == .product }.flatMap(\.productIds)).isSuperset(of: wanted)
+        }
+        let cartResponses = system.topics.name("cart_responses")
+        let ours = { @Sendable () -> [JSON] in
+            system.records(on: cartResponses).compactMap { try? JSON.parse($0.value ?? []) }
+                .filter { $0["request_id"]?.string?.hasPrefix("drain-") == true }
+        }
+        // In flight: asked upstream, not answered yet (the answers come 1.5 s after each question).
+        try #require(ours().isEmpty, "answered before SIGTERM: \(ours().map(\.text))")
+        service.signal(SIGTERM)
+        let status = await service.waitForExit(timeout: .seconds(30))
+        #expect(status == 0, "log:\n\(service.log.suffix(2000))")
+        #expect(service.log.contains("draining"), "log:\n\(service.log.suffix(2000))")
+        #expect(service.log.contains("stopped"))
+
+        // Every request in flight at SIGTERM was answered, and as it should be.
+        try await TestKafka.eventually("the replies of the drained requests", timeout: .seconds(20)) {
+            ours().count >= work.count
+        }
+        let replies = ours()
+        #expect(Set(replies.compactMap { $0["request_id"]?.string }) == Set(work.map(\.id)))
+        #expect(replies.count == work.count, "one reply each: \(replies.map(\.text))")
+        for w in work {
+            let reply = try #require(replies.first { $0["request_id"]?.string == w.id })
+            expectOK(reply, "add_item")
+            #expect(cartLines(reply).map { [$0.product, $0.quantity] } == [[w.product, 3]], "\(reply.text)")
+        }
+        #expect(upstream.sendFailures.isEmpty, "\(upstream.sendFailures)")
     }
 }

@@ -187,17 +187,22 @@ struct BrokerTests {
         let collector = RecordCollector(consumer) { _ in try? await Task.sleep(for: .milliseconds(10)) }
         try await collector.waitFor(count: 5)
         try consumer.pause([p0])
-        try await Task.sleep(for: .milliseconds(50))  // the record being handled at pause time
-        let atPause = collector.records.filter { $0.partition == 0 }.count
-        #expect(atPause < 100)
+        let p0Count = { collector.records.filter { $0.partition == 0 }.count }
+        let rightAfterPause = p0Count()
 
         try await produce(p0, 100..<110)
         try await produce(p1, 0..<10)
         try await TestKafka.eventually("records of the other partition") {
             collector.records.filter { $0.partition == 1 }.count == 10
         }
+        // The reader (one record at a time) has gone on to the other partition's records, so the
+        // p0 record it may have been handling at pause time is in; nothing else of p0 came since.
+        let atPause = p0Count()
+        #expect(atPause - rightAfterPause <= 1, "\(atPause - rightAfterPause) records of the paused partition arrived")
+        #expect(atPause < 100)
+        // A leak would show within this window (the reader is idle, 100+ records wait buffered).
         try await Task.sleep(for: .milliseconds(500))
-        #expect(collector.records.filter { $0.partition == 0 }.count == atPause, "records arrived while paused")
+        #expect(p0Count() == atPause, "records arrived while paused")
 
         try consumer.resume([p0])
         try await TestKafka.eventually("the paused partition's records after resume") {
@@ -218,8 +223,8 @@ struct BrokerTests {
         let group = TestKafka.uniqueName("g")
         try await TestKafka.createTopic(topic, partitions: 4)
         // A, the member that leaves, has a 30 s session: without LeaveGroup, B waits for it to
-        // expire. B joins first: Tansu paces the group by its first member's session (5 s here:
-        // joins take ~2.5 s and a silent member expires after ~4.5 s, whatever its own session).
+        // expire. B joins first: Tansu paces the group by its first member's session (see
+        // `takeoverLimit`), whatever A's own session.
         let b = try KafkaConsumer(configuration: Self.firstMemberConfiguration(group), logger: logger)
         try b.subscribe([topic])
         let collectorB = RecordCollector(b)
@@ -255,11 +260,15 @@ struct BrokerTests {
         await producer.close()
     }
 
-    /// Takeover after a LeaveGroup is one rebalance (~2.5 s on Tansu with the settings below);
-    /// without it the departed member must expire first (≥ ~4.5 s on Tansu, 30 s on Kafka).
-    static let takeoverLimit: Duration = .seconds(4)
+    /// What the takeover bound protects: the remaining member got the partitions because the
+    /// departed one sent LeaveGroup, not because it expired. Tansu paces the group by its first
+    /// member's session; with 10 s, measured on the shared 2-core box: takeover after a
+    /// LeaveGroup ~5.5 s (one rebalance), after a silent departure (a static member, which sends
+    /// no LeaveGroup) ~15.5 s. 10 s leaves a wide margin on both sides (with a 5 s session they
+    /// were ~3.5 s and ~8 s, too close for a 4 s bound on a loaded machine).
+    static let takeoverLimit: Duration = .seconds(10)
     static func firstMemberConfiguration(_ group: String) -> KafkaConfiguration {
-        TestKafka.consumerConfiguration(group: group, ["session.timeout.ms": "5000"])
+        TestKafka.consumerConfiguration(group: group, ["session.timeout.ms": "10000"])
     }
 
     /// A consumer dropped without close() still leaves the group (and stops its thread).
@@ -298,13 +307,34 @@ struct BrokerTests {
             KafkaOutgoingRecord(topic: topic, partition: Int32($0 % 2), key: nil, value: bytes("\($0)"))
         })
         await producer.close()
+        let bound = 24
+        let (p0, p1) = (TopicPartition(topic, 0), TopicPartition(topic, 1))
+        let handedOver = HandedOver()
         let consumer = try KafkaConsumer(
-            configuration: TestKafka.configuration(), options: .init(maxBufferedRecordsPerPartition: 24), logger: logger)
-        try consumer.assign([TopicPartition(topic, 0): KafkaOffset.beginning, TopicPartition(topic, 1): KafkaOffset.beginning])
-        try await Task.sleep(for: .milliseconds(300))  // let the buffers fill and fetching pause
+            configuration: TestKafka.configuration(HandedOver.properties),
+            options: .init(maxBufferedRecordsPerPartition: bound, onStatistics: handedOver.update), logger: logger)
+        try consumer.assign([p0: KafkaOffset.beginning, p1: KafkaOffset.beginning])
+
+        // Nobody reads yet. librdkafka hands records over until a partition's buffer holds `bound`,
+        // then fetching pauses there: several statistics later it still has not handed over the
+        // rest of the partition (50 records, one fetch's worth), which it would without the pause.
+        try await TestKafka.eventually("both buffers full") {
+            handedOver[p0] >= Int64(bound) && handedOver[p1] >= Int64(bound)
+        }
+        try await handedOver.waitForSnapshots(5)
+        for tp in [p0, p1] {
+            #expect(handedOver[tp] >= Int64(bound) && handedOver[tp] < Int64(n / 2),
+                    "\(tp): \(handedOver[tp]) of \(n / 2) records handed over while nobody reads (expected the bound, \(bound))")
+        }
+
         let collector = RecordCollector(consumer) { r in if r.offset % 20 == 0 { try? await Task.sleep(for: .milliseconds(50)) } }
         let got = try await collector.waitFor(count: n)
-        try await Task.sleep(for: .milliseconds(300))
+        // Fetching resumed and reached the end of both partitions; a few statistics later nothing
+        // more (no duplicate) has been delivered.
+        try await TestKafka.eventually("everything handed over") {
+            handedOver[p0] == Int64(n / 2) && handedOver[p1] == Int64(n / 2)
+        }
+        try await handedOver.waitForSnapshots(3)
         #expect(collector.count == n)
         for p in Int32(0)...1 {
             #expect(got.filter { $0.partition == p }.map(\.offset) == Array(0..<Int64(n / 2)), "partition \(p)")
@@ -331,12 +361,17 @@ struct BrokerTests {
         let (big, small) = try await twoSinglePartitionTopics()
         let producer = try KafkaProducer(configuration: TestKafka.configuration(), logger: logger)
         try await sendNumbered(400, to: big, with: producer)
-        let consumer = try KafkaConsumer(configuration: TestKafka.configuration(), logger: logger)
+        let handedOver = HandedOver()
+        let consumer = try KafkaConsumer(
+            configuration: TestKafka.configuration(HandedOver.properties), options: .init(onStatistics: handedOver.update),
+            logger: logger)
         try consumer.assign([TopicPartition(big, 0): KafkaOffset.beginning, TopicPartition(small, 0): KafkaOffset.beginning])
-        try await Task.sleep(for: .milliseconds(1500))  // the backlog is buffered, nothing read yet
+        // The backlog is buffered, nothing read yet.
+        try await TestKafka.eventually("the backlog buffered") { handedOver[TopicPartition(big, 0)] == 400 }
         try await sendNumbered(5, to: small, with: producer)
         await producer.close()
-        try await Task.sleep(for: .milliseconds(1500))  // and now the later records too
+        // And now the later records too.
+        try await TestKafka.eventually("the later records buffered") { handedOver[TopicPartition(small, 0)] == 5 }
         let collector = RecordCollector(consumer) { _ in }
         let got = try await collector.waitFor(count: 405)
         let lastOfSmall = try #require(got.lastIndex { $0.topic == small })
@@ -355,9 +390,15 @@ struct BrokerTests {
         try await sendNumbered(50, to: a, with: producer)
         try await sendNumbered(50, to: b, with: producer)
         await producer.close()
-        let consumer = try KafkaConsumer(configuration: TestKafka.configuration(), logger: logger)
+        let handedOver = HandedOver()
+        let consumer = try KafkaConsumer(
+            configuration: TestKafka.configuration(HandedOver.properties), options: .init(onStatistics: handedOver.update),
+            logger: logger)
         try consumer.assign([TopicPartition(a, 0): KafkaOffset.beginning, TopicPartition(b, 0): KafkaOffset.beginning])
-        try await Task.sleep(for: .seconds(1))  // both buffered, nothing read
+        // Both buffered, nothing read.
+        try await TestKafka.eventually("both partitions buffered") {
+            handedOver[TopicPartition(a, 0)] == 50 && handedOver[TopicPartition(b, 0)] == 50
+        }
         try consumer.assign([TopicPartition(b, 0): KafkaOffset.beginning])
         // `limit` ends each reader without cancelling (which would end the stream for good).
         let gotB = try await RecordCollector(consumer, limit: 50).waitFor(count: 50)
@@ -429,6 +470,44 @@ struct BrokerTests {
         let never = try KafkaConsumer(configuration: TestKafka.configuration(), logger: logger)
         await never.close()
         for await _ in never.records { Issue.record("a never-started consumer delivered a record") }
+    }
+}
+
+/// What librdkafka has handed over to the consumer's poll thread (into its buffers), per
+/// partition: `app_offset` of librdkafka's statistics, the offset after the last record handed over.
+private final class HandedOver: Sendable {
+    static let properties = ["statistics.interval.ms": "100"]
+    private let state = Mutex((snapshots: 0, next: [TopicPartition: Int64]()))
+
+    var update: @Sendable (String) -> Void { { [self] json in parse(json) } }
+
+    subscript(tp: TopicPartition) -> Int64 { state.withLock { $0.next[tp] ?? -1 } }
+    var snapshots: Int { state.withLock { $0.snapshots } }
+
+    /// Waits until `count` more statistics have arrived (librdkafka's own clock, not a sleep).
+    func waitForSnapshots(_ count: Int) async throws {
+        let target = snapshots + count
+        try await TestKafka.eventually("\(count) more statistics") { self.snapshots >= target }
+    }
+
+    private func parse(_ json: String) {
+        guard let root = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+              let topics = root["topics"] as? [String: Any]
+        else { return }
+        var next: [TopicPartition: Int64] = [:]
+        for (topic, value) in topics {
+            guard let partitions = (value as? [String: Any])?["partitions"] as? [String: Any] else { continue }
+            for (_, p) in partitions {
+                guard let p = p as? [String: Any], let partition = (p["partition"] as? NSNumber)?.int32Value,
+                      partition >= 0, let offset = (p["app_offset"] as? NSNumber)?.int64Value
+                else { continue }
+                next[TopicPartition(topic, partition)] = offset
+            }
+        }
+        state.withLock {
+            $0.snapshots += 1
+            $0.next = next
+        }
     }
 }
 

@@ -38,10 +38,21 @@ struct ConfigurationTests {
         #expect(custom.properties == ["client.id": "svc"])
     }
 
-    @Test func environmentConfigurationIsAcceptedByLibrdkafka() throws {
+    @Test func environmentConfigurationIsAcceptedByLibrdkafka() async throws {
         let env = ["KAFKA_CLIENT_ID": "svc", "KAFKA_LOG_LEVEL": "3", "KAFKA_SOCKET_KEEPALIVE_ENABLE": "true"]
-        let producer = try KafkaProducer(configuration: .fromEnvironment(env), logger: logger)
-        _ = producer
+        let config = KafkaConfiguration.fromEnvironment(env)
+        #expect(config.properties == ["client.id": "svc", "log_level": "3", "socket.keepalive.enable": "true"])
+        // Constructing a client is where librdkafka validates every property (it throws otherwise).
+        let producer = try KafkaProducer(configuration: config, logger: logger)
+        await producer.close(timeoutMs: 500)
+        let consumer = try KafkaConsumer(configuration: config.merging(KafkaConfiguration(["group.id": "g"])), logger: logger)
+        try await TestKafka.within(.seconds(10), "closing an unsubscribed consumer") { await consumer.close() }
+        _ = try KafkaAdmin(configuration: config, logger: logger)
+        // The same path does reach librdkafka's validation: a bad value for one of these names is refused.
+        let bad = KafkaConfiguration.fromEnvironment(env.merging(["KAFKA_SOCKET_KEEPALIVE_ENABLE": "banana"]) { _, new in new })
+        let error = #expect(throws: KafkaError.self) { _ = try KafkaProducer(configuration: bad, logger: logger) }
+        #expect(error?.code == KafkaError.invalidArgumentCode)
+        #expect(error?.message.contains("socket.keepalive.enable") == true, "\(String(describing: error))")
     }
 
     @Test func parsingNameValuePairs() throws {

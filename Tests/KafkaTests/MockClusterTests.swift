@@ -70,6 +70,8 @@ struct MockClusterTests {
         }
         #expect(error?.code == KafkaError.messageTimedOutCode)
         #expect(error?.isRetriable == true)
+        // Generous for a loaded machine; what it protects: the send fails at message.timeout.ms
+        // (1.5 s), it does not wait for the broker to come back.
         #expect(ContinuousClock.now - start < .seconds(10))
 
         let batch = await #expect(throws: KafkaError.self) {
@@ -89,7 +91,15 @@ struct MockClusterTests {
 
         cluster.setBrokerDown(1)
         let pending = Task { try await producer.send(record("orders", "while down")) }
-        try await Task.sleep(for: .milliseconds(1_500))
+        // For the outage's 1.5 s the send neither completes nor fails: it waits for the broker.
+        let whileDown = await TestKafka.result {
+            try await TestKafka.within(.milliseconds(1_500), "the send while the broker is down") { try await pending.value }
+        }
+        switch whileDown {
+        case .failure(let error as TestKafkaError): _ = error  // still pending, as it should be
+        case .failure(let error): Issue.record("the send failed while the broker was down: \(error)")
+        case .success(let report): Issue.record("the send completed while the broker was down: \(report)")
+        }
         cluster.setBrokerUp(1)
         let report = try await TestKafka.within(.seconds(20), "send after the broker returns") { try await pending.value }
         #expect(report.offset == 1)
@@ -99,10 +109,23 @@ struct MockClusterTests {
     @Test func slowBrokerStillDelivers() async throws {
         let cluster = try KafkaMockCluster(logger: logger)
         try cluster.createTopic("orders", partitions: 2)
-        cluster.setRoundTripTime(broker: 1, milliseconds: 200)
         let producer = try producer(cluster)
-        let reports = try await producer.sendAll((0..<20).map { record("orders", "\($0)") })
-        #expect(reports.count == 20)
+        // Connection and metadata in place first, so what is timed below is produce round trips.
+        let warmUp = try await producer.send(record("orders", "warm-up"))
+        #expect(warmUp.offset == 0)
+        cluster.setRoundTripTime(broker: 1, milliseconds: 300)
+        let start = ContinuousClock.now
+        let reports = try await TestKafka.within(.seconds(30), "sends to a slow broker") {
+            try await producer.sendAll((0..<20).map { self.record("orders", "\($0)") })
+        }
+        let elapsed = ContinuousClock.now - start
+        // The delay really was in the path: no produce request can be answered sooner than the
+        // round trip (a lower bound, so a loaded machine cannot make it fail).
+        #expect(elapsed >= .milliseconds(300), "20 sends took only \(elapsed): the round-trip delay was not applied")
+        // Each record written once, in order, after the warm-up (one key, so one partition).
+        #expect(reports.map(\.topic) == Array(repeating: "orders", count: 20))
+        #expect(reports.map(\.partition) == Array(repeating: warmUp.partition, count: 20))
+        #expect(reports.map(\.offset) == Array(1...20))
         await producer.close()
     }
 
@@ -119,7 +142,12 @@ struct MockClusterTests {
             ]), logger: logger)
         try consumer.subscribe(["orders"])
         let got = try await TestKafka.collect(consumer, count: 10)
-        #expect(got.count == 10)
+        // What was written, each record once: the values, and per partition the offsets from 0 up.
+        #expect(Set(got.map { String(decoding: $0.value ?? [], as: UTF8.self) }) == Set((0..<10).map { "\($0)" }))
+        for (partition, records) in Dictionary(grouping: got, by: \.partition) {
+            #expect(records.map(\.offset) == Array(0..<Int64(records.count)), "partition \(partition)")
+            #expect(records.allSatisfy { $0.topic == "orders" && $0.key == Array("k".utf8) })
+        }
         await consumer.close()
     }
 }

@@ -2,7 +2,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite("DecodeStage")
+@Suite("DecodeStage", .timeLimit(.minutes(1)))
 struct DecodeStageTests {
     struct Rejection: Equatable, CustomStringConvertible {
         var requestId: String?

@@ -18,7 +18,7 @@ private struct TwoOutputs: RecordHandler {
     func isRetriable(_ error: any Error) -> Bool { (error as? KafkaError)?.isRetriable ?? false }
 }
 
-@Suite struct DispatcherOutputsTests {
+@Suite(.timeLimit(.minutes(1))) struct DispatcherOutputsTests {
     @Test func aRetryAfterAPartialSendDoesNotResendTheReply() async {
         let sent = Mutex<[String]>([])
         let dlqAttempts = Mutex(0)

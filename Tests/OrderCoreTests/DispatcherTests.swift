@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import OrderCore
@@ -151,7 +152,7 @@ final class Flag: Sendable {
     var isSet: Bool { state.withLock { $0 } }
 }
 
-@Suite("Dispatcher")
+@Suite("Dispatcher", .timeLimit(.minutes(1)))
 struct DispatcherTests {
     let p0 = TopicPartition("in", 0)
     let p1 = TopicPartition("in", 1)
@@ -428,10 +429,27 @@ struct DispatcherTests {
         #expect(effects.stored(p0).isEmpty)
     }
 
-    @Test func drainOfAnIdleDispatcherReturns() async {
-        let d = make(FakeHandler(), FakeEffects())
-        await d.drain()
-        await d.waitIdle()
+    @Test func drainOfAnIdleDispatcherReturns() async throws {
+        let handler = FakeHandler()
+        let effects = FakeEffects()
+        let d = make(handler, effects)
+        #expect(await d.inFlightCount == 0)
+        // Bounded: a drain that waits for work that does not exist fails here with a message
+        // instead of hanging until the suite's time limit.
+        try await TestKafka.within(.seconds(10), "drain of an idle dispatcher") { await d.drain() }
+        try await TestKafka.within(.seconds(10), "waitIdle after drain") { await d.waitIdle() }
+        #expect(await d.inFlightCount == 0)
+        #expect(handler.started.all.isEmpty)
+        #expect(effects.sent.all.isEmpty)
+        #expect(effects.stored.all.isEmpty)
+        #expect(effects.paused.all.isEmpty)
+
+        // Drained means stopped: a record submitted afterwards is not handled or answered.
+        await d.submit(rec(p0, 0, key: "a"))
+        try await TestKafka.within(.seconds(10), "waitIdle after a late submit") { await d.waitIdle() }
+        #expect(await d.inFlightCount == 0)
+        #expect(handler.started.all.isEmpty)
+        #expect(effects.sent.all.isEmpty)
     }
 
     @Test func recordsOfPartitionsNotOwnedAreAnsweredButTheirOffsetsAreNotStored() async {

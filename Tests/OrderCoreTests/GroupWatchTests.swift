@@ -4,7 +4,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite("Group watch (librdkafka statistics)")
+@Suite("Group watch (librdkafka statistics)", .timeLimit(.minutes(1)))
 struct GroupWatchTests {
     func stats(_ join: String, size: Int = 4) -> String {
         #"{"name":"c","type":"consumer","cgrp":{"state":"up","stateage":1,"join_state":"\#(join)","rebalance_age":1,"rebalance_cnt":2,"assignment_size":\#(size)},"topics":{}}"#

@@ -2,7 +2,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite("JSON parser and writer")
+@Suite("JSON parser and writer", .timeLimit(.minutes(1)))
 struct JSONTests {
     func parse(_ text: String) throws -> JSON { try JSON.parse(text) }
     func rejects(_ bytes: [UInt8]) -> Bool { (try? JSON.parse(bytes)) == nil }

@@ -1,7 +1,7 @@
 import OrderCore
 import Testing
 
-@Suite("Metrics: action and outcome read from reply bytes")
+@Suite("Metrics: action and outcome read from reply bytes", .timeLimit(.minutes(1)))
 struct MetricsTests {
     @Test func actionAndOutcomeOfReplies() {
         let ok = Reply.ok(requestId: "r1", action: "add_item", body: [("cart", .null)]).bytes

@@ -2,7 +2,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite("Reply envelope and model JSON")
+@Suite("Reply envelope and model JSON", .timeLimit(.minutes(1)))
 struct ModelsTests {
     func keys(_ json: JSON) -> [String] {
         guard case .object(let fields) = json else { return [] }

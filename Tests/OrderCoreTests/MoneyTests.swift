@@ -2,7 +2,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite("Money")
+@Suite("Money", .timeLimit(.minutes(1)))
 struct MoneyTests {
     @Test(arguments: [
         ("19.99", 1999, "19.99"), ("19.9", 1990, "19.90"), ("19", 1900, "19.00"), ("0", 0, "0.00"),
@@ -118,7 +118,7 @@ struct MoneyTests {
     }
 }
 
-@Suite("Product (checked upstream details)")
+@Suite("Product (checked upstream details)", .timeLimit(.minutes(1)))
 struct ProductTests {
     @Test(arguments: [
         ("", "empty name"), (String(repeating: "a", count: Product.maxNameBytes + 1), "name longer than 512 bytes"),

@@ -3,7 +3,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite("OffsetTracker")
+@Suite("OffsetTracker", .timeLimit(.minutes(1)))
 struct OffsetTrackerTests {
     let p0 = TopicPartition("t", 0)
     let p1 = TopicPartition("t", 1)

@@ -38,7 +38,7 @@ final class FakeCrashGuard: Sendable {
     }
 }
 
-@Suite("Probation (crash-loop breaker)")
+@Suite("Probation (crash-loop breaker)", .timeLimit(.minutes(1)))
 struct ProbationTests {
     let p0 = TopicPartition("in", 0)
     let p1 = TopicPartition("in", 1)
@@ -197,7 +197,8 @@ struct ProbationTests {
         for o in Int64(0)..<4 { await d.submit(rec(p0, o, key: "k\(o)")) }
         await eventually("offset 0 started") { handler.started.count == 1 }
         let revoked = Task.detached { d.partitionsRevoking([self.p0], timeout: .seconds(20)) }
-        try? await Task.sleep(for: .milliseconds(50))
+        // The revoke has begun (ownership is given up first) while offset 0 is still running.
+        await eventually("ownership of p0 given up") { !d.isOwned(self.p0) }
         await gates.open("in/0@0")
         await revoked.value
         await d.waitIdle()

@@ -4,7 +4,7 @@ import Testing
 @testable import OrderCore
 
 /// Everything sent fits the maximum record size: replies, dead-letter copies, and paged lists.
-@Suite("Record budget")
+@Suite("Record budget", .timeLimit(.minutes(1)))
 struct RecordBudgetTests {
     let topics = Fixture.topics()
     let max = 70_000

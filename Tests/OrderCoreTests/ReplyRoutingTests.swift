@@ -3,7 +3,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite("ReplyRouting")
+@Suite("ReplyRouting", .timeLimit(.minutes(1)))
 struct ReplyRoutingTests {
     let topics = Fixture.topics()
 

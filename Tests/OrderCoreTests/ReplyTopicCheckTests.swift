@@ -3,7 +3,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite("Reply-to topics: existence check and dangerous allow-lists")
+@Suite("Reply-to topics: existence check and dangerous allow-lists", .timeLimit(.minutes(1)))
 struct ReplyTopicCheckTests {
     final class FakeCluster: Sendable {
         let topics = Mutex<Set<String>>([])

@@ -2,7 +2,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite struct ServiceConfigurationTests {
+@Suite(.timeLimit(.minutes(1))) struct ServiceConfigurationTests {
     @Test func defaultsWhenNothingIsSet() throws {
         let c = try ServiceConfiguration.fromEnvironment([:])
         #expect(c.productCacheStaleness == .zero)

@@ -4,7 +4,7 @@ import Testing
 
 @testable import OrderCore
 
-@Suite("Topics (topics.yaml)")
+@Suite("Topics (topics.yaml)", .timeLimit(.minutes(1)))
 struct TopicsTests {
     func fails(_ yaml: String, sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(throws: ConfigurationError.self, sourceLocation: sourceLocation) { try Topics.parse(yaml: yaml) }

@@ -6,7 +6,7 @@ import Testing
 /// Product and Inventory answers are checked once, where they enter (ProductLookup(reply:asked:)
 /// and KafkaInventoryChecker.stock(reply:asked:)): what breaks the contract is an unusable
 /// product or an unusable answer, never a value the rest of the code cannot handle.
-@Suite("Upstream answers at the boundary")
+@Suite("Upstream answers at the boundary", .timeLimit(.minutes(1)))
 struct UpstreamAnswerTests {
     func products(_ entries: [JSON], asked: [Int64]) throws(UpstreamFailure) -> ProductLookup {
         try ProductLookup(reply: .object([("products", .array(entries))]), asked: asked)

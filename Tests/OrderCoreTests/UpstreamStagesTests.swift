@@ -19,7 +19,7 @@ struct FakeInventory: InventoryChecker {
     }
 }
 
-@Suite("ProductLookup(reply:asked:)")
+@Suite("ProductLookup(reply:asked:)", .timeLimit(.minutes(1)))
 struct ProductLookupParsingTests {
     func lookup(_ reply: String, asked: [Int64]) throws(UpstreamFailure) -> ProductLookup {
         try ProductLookup(reply: JSON.literal(reply), asked: asked)
@@ -105,7 +105,7 @@ struct ProductLookupParsingTests {
     }
 }
 
-@Suite("ProductLookupStage and InventoryCheckStage")
+@Suite("ProductLookupStage and InventoryCheckStage", .timeLimit(.minutes(1)))
 struct UpstreamStagesTests {
     let tea = Product(productId: 1, name: "Tea", price: Money(cents: 250)!)!
 

@@ -6,7 +6,7 @@ import Testing
 
 /// Group commit of cart requests against the real server: what a batch commits, how repeats of a
 /// key are answered, and that one bad request does not fail its batch-mates.
-@Suite("Cart batches (group commit)")
+@Suite("Cart batches (group commit)", .timeLimit(.minutes(2)))
 struct CartBatcherTests {
     static let product = Product(productId: 7, name: "Batched \"thing\" \\ , {x}", price: Money("2.50")!)!
 

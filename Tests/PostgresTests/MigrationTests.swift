@@ -3,7 +3,7 @@ import Postgres
 import TestSupport
 import Testing
 
-@Suite struct MigrationTests {
+@Suite(.timeLimit(.minutes(2))) struct MigrationTests {
     /// Migrations on tables named after `prefix`, so parallel tests never share schema objects.
     private func migrations(_ prefix: String) -> [Migration] {
         [

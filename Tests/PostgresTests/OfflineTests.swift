@@ -4,7 +4,7 @@ import Testing
 @testable import Postgres
 
 /// Pure conversions and classification; no server needed.
-@Suite struct OfflineTests {
+@Suite(.timeLimit(.minutes(2))) struct OfflineTests {
     @Test(arguments: [
         ("postgresql://orders:orders@127.0.0.1:5432/orders", "postgresql://orders:***@127.0.0.1:5432/orders"),
         ("postgres://u:p%40ss@db:5432/x?sslmode=require", "postgres://u:***@db:5432/x?sslmode=require"),

@@ -11,7 +11,7 @@ import Testing
 /// One order's notifications leave the outbox in status order whatever instance relays them, and
 /// each carries a stable event id. Runs in a schema of its own, so that the relays of services
 /// running other tests never take these rows (and this test never takes theirs).
-@Suite("Outbox ordering (PostgreSQL)")
+@Suite("Outbox ordering (PostgreSQL)", .timeLimit(.minutes(2)))
 struct OutboxOrderingTests {
     func withIsolatedStore(_ body: (OrderStore) async throws -> Void) async throws {
         let schema = TestDatabase.uniqueName("outbox")

@@ -1,11 +1,19 @@
 import Foundation
 import Postgres
+import Synchronization
 import TestSupport
 import Testing
 
 /// PostgresClient: transactions, pooling, recovery from lost connections.
-@Suite struct PoolTests {
+@Suite(.timeLimit(.minutes(2))) struct PoolTests {
     struct Boom: Error {}
+
+    /// Shared state for closures a task group or unstructured task runs.
+    final class Shared<Value: Sendable>: Sendable {
+        private let state: Mutex<Value>
+        init(_ value: Value) { state = Mutex(value) }
+        func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { state.withLock { body(&$0) } }
+    }
 
     @Test func transactionCommitsOrRollsBack() async throws {
         try await TestDatabase.withClient { client in
@@ -71,39 +79,77 @@ import Testing
 
     @Test func twoConnectionsServeTwentyConcurrentQueries() async throws {
         try await TestDatabase.withClient(poolSize: 2) { client in
+            // Every body waits (bounded) until two bodies have held a connection at the same time, so
+            // the pool must really open its second connection: a pool that serves everything over one
+            // fails here instead of passing with a single backend.
+            let lent = Shared((now: 0, most: 0))
             let results = try await withThrowingTaskGroup(of: (Int, Int, Int32).self) { group in
                 for i in 0..<20 {
                     group.addTask {
-                        let row = try await client.query(
-                            "SELECT $1::int, pg_backend_pid() FROM pg_sleep(0.05)", [i]
-                        ).rows[0]
-                        return (i, try row.decode(0, as: Int.self), try row.decode(1, as: Int32.self))
+                        try await client.withConnection { connection in
+                            lent.withLock {
+                                $0.now += 1
+                                $0.most = max($0.most, $0.now)
+                            }
+                            defer { lent.withLock { $0.now -= 1 } }
+                            try await TestKafka.eventually("a second connection lent at the same time", timeout: .seconds(20)) {
+                                lent.withLock { $0.most >= 2 }
+                            }
+                            let row = try await connection.query(
+                                "SELECT $1::int, pg_backend_pid() FROM pg_sleep(0.05)", [i]
+                            ).rows[0]
+                            return (i, try row.decode(0, as: Int.self), try row.decode(1, as: Int32.self))
+                        }
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(results.count == 20)
+            #expect(Set(results.map(\.0)) == Set(0..<20))
             #expect(results.allSatisfy { $0.0 == $0.1 })
-            let pids = Set(results.map(\.2))
-            #expect(pids.count <= 2)
-            #expect(!pids.isEmpty)
+            #expect(Set(results.map(\.2)).count == 2, "two backends served the queries, no third was opened")
+            #expect(lent.withLock { $0.most } == 2, "never more connections lent out than the pool's size")
         }
     }
 
     @Test func aCancelledWaiterLeavesTheQueue() async throws {
         try await TestDatabase.withClient(poolSize: 1) { client in
+            // The holder keeps the only connection until the test has seen the waiter give up, so the
+            // waiter cannot be rescued by the connection coming back: only leaving the queue ends it.
+            let holding = Shared(false)
+            let release = AsyncStream<Void>.makeStream()
             let holder = Task {
                 try await client.withConnection { connection in
-                    _ = try await connection.query("SELECT pg_sleep(1)")
+                    _ = try await connection.query("SELECT 1")
+                    holding.withLock { $0 = true }
+                    for await _ in release.stream {}
                 }
             }
-            try await Task.sleep(for: .milliseconds(200))
+            try await TestKafka.eventually("the holder has the only connection", timeout: .seconds(20)) {
+                holding.withLock { $0 }
+            }
             let waiter = Task { try await client.query("SELECT 1") }
+            // Give the waiter time to queue (best effort: cancelled before queueing, it must fail the same way).
             try await Task.sleep(for: .milliseconds(100))
             waiter.cancel()
-            await #expect(throws: CancellationError.self) { _ = try await waiter.value }
-            try await holder.value
-            #expect(try await client.query("SELECT 4").rows[0].decode(0, as: Int.self) == 4)
+            // Bounded: were cancellation not to remove the waiter from the queue, it would wait forever.
+            let outcome = await TestKafka.result {
+                try await TestKafka.within(.seconds(10), "the cancelled waiter (still queued?)") {
+                    try await waiter.value
+                }
+            }
+            switch outcome {
+            case .success: Issue.record("the cancelled waiter got a connection the holder still has")
+            case .failure(let error as TestKafkaError): Issue.record("\(error)")
+            case .failure(let error): #expect(error is CancellationError, "\(error)")
+            }
+            release.continuation.finish()
+            try await TestKafka.within(.seconds(10), "the holder") { try await holder.value }
+            // The slot is not lost to the cancelled waiter: the next caller gets the connection.
+            let four = try await TestKafka.within(.seconds(10), "a query after the cancelled waiter") {
+                try await client.query("SELECT 4").rows[0].decode(0, as: Int.self)
+            }
+            #expect(four == 4)
         }
     }
 

@@ -5,7 +5,7 @@ import TestSupport
 import Testing
 
 /// Parameter binding, decoding and errors against the real server (`DATABASE_URL`).
-@Suite struct QueryTests {
+@Suite(.timeLimit(.minutes(2))) struct QueryTests {
     @Test func databaseIsReachable() async throws {
         let version = try await TestDatabase.withClient { client in
             try await client.query("SELECT current_setting('server_version_num')::int").rows[0].decode(0, as: Int.self)
@@ -331,24 +331,28 @@ import Testing
 
     @Test func cancellingATaskCancelsTheRunningStatement() async throws {
         try await TestDatabase.withClient(poolSize: 1) { client in
-            let marker = TestDatabase.uniqueName("sleep")
+            // The pool's only connection: its backend is the one that will run the statement.
+            let pid = try await client.query("SELECT pg_backend_pid()").rows[0].decode(0, as: Int32.self)
             let started = ContinuousClock.now
-            let task = Task { try await client.query("SELECT pg_sleep(30), $1::text", [marker]) }
+            let task = Task { try await client.query("SELECT pg_sleep(30)") }
             // Wait until the server is really running it, so the cancel has to go through the server.
             try await TestDatabase.withClient(poolSize: 1) { observer in
-                for _ in 0..<100 {
+                try await TestKafka.eventually("pg_sleep running on backend \(pid)", timeout: .seconds(20)) {
                     let active = try await observer.query(
-                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1",
-                        ["SELECT pg_sleep(30)%"])
-                    if try active.rows[0].decode(0, as: Int.self) > 0 { break }
-                    try await Task.sleep(for: .milliseconds(50))
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE 'SELECT pg_sleep(30)%'",
+                        [pid])
+                    return try active.rows[0].decode(0, as: Int.self) == 1
                 }
             }
             task.cancel()
-            let error = try await #require(throws: PostgresError.self) { _ = try await task.value }
-            #expect(error.sqlState == "57014")  // query_canceled
+            let error = try await #require(throws: PostgresError.self) {
+                _ = try await TestKafka.within(.seconds(20), "the cancelled statement") { try await task.value }
+            }
+            #expect(error.sqlState == "57014", "\(error)")  // query_canceled
             #expect(!error.isRetriable)
-            #expect(ContinuousClock.now - started < .seconds(10))
+            // Generous on a loaded machine; what it protects: the statement was interrupted, not
+            // waited out (it sleeps 30 s).
+            #expect(ContinuousClock.now - started < .seconds(20))
             #expect(try await client.query("SELECT 3").rows[0].decode(0, as: Int.self) == 3)
         }
     }
@@ -356,17 +360,29 @@ import Testing
     @Test func aCancelledTaskStartsNoStatementAndCommitsNothing() async throws {
         try await TestDatabase.withClient(poolSize: 1) { client in
             try await TestDatabase.withTemporaryTable(client, columns: "id int") { table in
+                let pid = try await client.query("SELECT pg_backend_pid()").rows[0].decode(0, as: Int32.self)
                 let gate = AsyncStream<Void>.makeStream()
+                let inserted = AsyncStream<Void>.makeStream()
                 let task = Task {
                     try await client.transaction { connection in
                         _ = try await connection.query("INSERT INTO \(table) VALUES ($1)", [1])
+                        inserted.continuation.finish()
                         for await _ in gate.stream {}  // returns once cancelled
                         _ = try await connection.query("INSERT INTO \(table) VALUES ($1)", [2])
                     }
                 }
-                try await Task.sleep(for: .milliseconds(200))
+                // Cancel only once the first row is written inside the open transaction (seen by
+                // the server too), so the test shows that row rolled back, not a cancel that came first.
+                try await TestKafka.within(.seconds(20), "the first insert") { for await _ in inserted.stream {} }
+                try await TestDatabase.withClient(poolSize: 1) { observer in
+                    let state = try await observer.query("SELECT state FROM pg_stat_activity WHERE pid = $1", [pid])
+                    #expect(try state.rows.first?.decode(0, as: String.self) == "idle in transaction")
+                }
                 task.cancel()
-                await #expect(throws: CancellationError.self) { try await task.value }
+                let outcome = await TestKafka.result {
+                    try await TestKafka.within(.seconds(20), "the cancelled transaction") { try await task.value }
+                }
+                #expect(throws: CancellationError.self) { try outcome.get() }
                 let count = try await client.query("SELECT count(*) FROM \(table)")
                 #expect(try count.rows[0].decode(0, as: Int.self) == 0)
             }

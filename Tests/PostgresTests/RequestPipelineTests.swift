@@ -11,7 +11,7 @@ import Testing
 /// The pipeline as a unit over the real database, with scripted Product and Inventory answers:
 /// the money bound, deduction results that break the contract, replies the broker refuses, and
 /// list_orders pages that fit the record budget.
-@Suite("RequestPipeline (PostgreSQL)")
+@Suite("RequestPipeline (PostgreSQL)", .timeLimit(.minutes(2)))
 struct RequestPipelineTests {
     /// Product details the fake Product Service answers with; changeable during a test.
     final class Catalog: ProductCatalog {

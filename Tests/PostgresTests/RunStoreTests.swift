@@ -8,7 +8,7 @@ import Testing
 /// The crash-loop breaker's SQL against the real server: a run whose sessions are gone is found
 /// dead (by pg_stat_activity), the group remembers it, and in-progress markers count the runs
 /// that left a record unfinished.
-@Suite("Run registry and in-progress markers")
+@Suite("Run registry and in-progress markers", .timeLimit(.minutes(2)))
 struct RunStoreTests {
     /// A pool whose sessions carry `applicationName`, on a migrated database.
     static func client(_ applicationName: String) async throws -> PostgresClient {
@@ -42,7 +42,9 @@ struct RunStoreTests {
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(found?.deadRuns == [nameA])
-            #expect((found?.secondsSinceUncleanExit ?? -1) >= 0 && (found?.secondsSinceUncleanExit ?? 99) < 5)
+            // The unclean exit is dated when it was found (just now), not at some older time; the
+            // upper bound is generous for a loaded machine.
+            #expect((found?.secondsSinceUncleanExit ?? -1) >= 0 && (found?.secondsSinceUncleanExit ?? 99) < 30)
             // Removed once; the group still knows when.
             let again = try await storeB.check(groupId: group, runId: "b", staleAfterSeconds: 60)
             #expect(again.deadRuns.isEmpty)

@@ -5,7 +5,7 @@ import Testing
 @testable import Postgres
 
 /// The per-connection prepared-statement cache behind `query`.
-@Suite struct StatementCacheTests {
+@Suite(.timeLimit(.minutes(2))) struct StatementCacheTests {
     /// One connection (closed afterwards, also when `body` throws).
     private func withConnection<T: Sendable>(
         capacity: Int = 256, prepared: Bool = true, _ body: (PostgresConnection) async throws -> T
