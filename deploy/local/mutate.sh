@@ -53,7 +53,7 @@ sync_copy() {  # the working tree as it is (tracked and new files), without buil
 run_filter() {  # $1: filter; returns the test run's status
   (cd "$copy" && swift build --build-tests --scratch-path "$build" >"$work/build.log" 2>&1) || return 2
   (cd "$copy" && ORDER_SERVICE_BIN_DIR="$(swift build --scratch-path "$build" --show-bin-path)" \
-     timeout 900 swift test --scratch-path "$build" --skip-build --filter "$1" >"$work/test.log" 2>&1)
+     timeout 600 swift test --scratch-path "$build" --skip-build --filter "$1" >"$work/test.log" 2>&1)
 }
 
 selected=("$@")
