@@ -680,7 +680,7 @@ extension EndToEndTests {
         // Each product's entry combines a name and a price of known usability, in random field
         // order, with random extra fields, identical repeats and broken entries of unasked ids.
         let seed = ProcessInfo.processInfo.environment["UPSTREAM_FUZZ_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64.max)
-        var rng = SplitMix64(seed: seed)
+        var rng = SeededRandom(seed: seed)
         do {
             let names: [(json: String, name: String?)] = [
                 (#""Mug""#, "Mug"), (#""Ünïcödé 😀""#, "Ünïcödé 😀"), (#""\u00e9t\u00e9""#, "été"), (#""a\/b""#, "a/b"),
@@ -797,15 +797,3 @@ extension EndToEndTests {
     }
 }
 
-/// A small seeded generator, so that a failing random case can be run again (UPSTREAM_FUZZ_SEED).
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,5 +1,6 @@
 import Kafka
 import Testing
+import TestSupport
 
 @testable import OrderCore
 
@@ -41,7 +42,7 @@ struct OffsetTrackerTests {
     }
 
     @Test func committedOffsetNeverPassesAnUnfinishedOffsetUnderRandomOrder() {
-        var rng = SplitMix(seed: 7)
+        var rng = SeededRandom(seed: 7)
         for _ in 0..<50 {
             var t = OffsetTracker()
             let offsets = Array(Int64(0)..<40).map { $0 * 2 + 5 }  // gaps, as after compaction
@@ -119,15 +120,3 @@ struct OffsetTrackerTests {
     }
 }
 
-/// Deterministic generator so a failure can be replayed.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -14,21 +14,7 @@ import Testing
 @Suite("Outbox ordering (PostgreSQL)", .timeLimit(.minutes(2)))
 struct OutboxOrderingTests {
     func withIsolatedStore(_ body: (OrderStore) async throws -> Void) async throws {
-        let schema = TestDatabase.uniqueName("outbox")
-        try await TestDatabase.withClient { db in try await db.withConnection { try await $0.execute("CREATE SCHEMA \(schema)") } }
-        let url = TestDatabase.url + (TestDatabase.url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
-        let client = PostgresClient(configuration: TestDatabase.configuration(poolSize: 6, url: url), logger: TestDatabase.logger)
-        do {
-            _ = try await MigrationRunner(client: client, logger: TestDatabase.logger, table: OrderSchema.migrationsTable)
-                .migrate(OrderSchema.migrations)
-            try await body(OrderStore(db: client))
-        } catch {
-            await client.close()
-            try? await TestDatabase.withClient { db in try await db.withConnection { try await $0.execute("DROP SCHEMA \(schema) CASCADE") } }
-            throw error
-        }
-        await client.close()
-        try await TestDatabase.withClient { db in try await db.withConnection { try await $0.execute("DROP SCHEMA \(schema) CASCADE") } }
+        try await IsolatedSchema.withStore("outbox", body)
     }
 
     let topics: Topics
