@@ -52,7 +52,8 @@ struct AsyncAPIDocumentTests {
     func channelsMatchTopicsYAML() throws {
         let topics = try Topics.parse(yaml: try String(contentsOfFile: TestSystem.repoRoot + "/topics.yaml", encoding: .utf8))
         #expect(doc.problems(against: topics) == [])
-        #expect(Set(doc.channels.keys) == Set(topics.entries.keys))
+        #expect(Set(doc.topicChannels.keys) == Set(topics.entries.keys))
+        #expect(Set(doc.channels.keys).subtracting(doc.topicChannels.keys) == ["reply_to"])
     }
 
     @Test("renaming, adding or dropping a topic in topics.yaml without the document is caught")
@@ -82,7 +83,7 @@ struct AsyncAPIDocumentTests {
             #expect(Set(actions) == kind.actions, "\(channel): request messages for \(actions.sorted())")
             #expect(actions.count == kind.actions.count)
         }
-        for channel in ["cart_responses", "order_responses", "admin_responses"] {
+        for channel in ["cart_responses", "order_responses", "admin_responses", "reply_to"] {
             let messages = doc.messages(ofChannel: channel)
             let okActions = messages.filter { $0.id != "error" }.compactMap(actionConstant)
             #expect(Set(okActions) == allActions, "\(channel)")
@@ -92,6 +93,7 @@ struct AsyncAPIDocumentTests {
 
     @Test("request/reply operations: reply address from reply-to, the default response channel, correlation-id")
     func requestReplyOperations() throws {
+        let topics = try Topics.parse(yaml: try String(contentsOfFile: TestSystem.repoRoot + "/topics.yaml", encoding: .utf8))
         let operations = try #require(doc.root["operations"] as? [String: Any]).compactMapValues { $0 as? [String: Any] }
         for kind in RequestTopicKind.allCases {
             let channel = "\(kind.rawValue)_requests"
@@ -99,26 +101,37 @@ struct AsyncAPIDocumentTests {
             #expect(op["action"] as? String == "receive")
             let reply = try #require(op["reply"] as? [String: Any])
             #expect((reply["address"] as? [String: Any])?["location"] as? String == "$message.header#/reply-to")
-            #expect((reply["channel"] as? [String: Any])?["$ref"] as? String == "#/channels/\(kind.rawValue)_responses")
+            // AsyncAPI 3: with a reply address, the reply channel's address is null.
+            #expect((reply["channel"] as? [String: Any])?["$ref"] as? String == "#/channels/reply_to")
+            #expect(doc.channels["reply_to"]?["address"] is NSNull)
+            #expect(reply["x-default-reply-channel"] as? String == topics.entries[channel]?.responseTopic)
             // Operation messages are messages of its channel, reply messages of the reply channel.
             for ref in (op["messages"] as? [Any] ?? []).compactMap({ ($0 as? [String: Any])?["$ref"] as? String }) {
                 #expect(ref.hasPrefix("#/channels/\(channel)/messages/"), "\(ref)")
             }
             let replyRefs = (reply["messages"] as? [Any] ?? []).compactMap { ($0 as? [String: Any])?["$ref"] as? String }
-            #expect(replyRefs.allSatisfy { $0.hasPrefix("#/channels/\(kind.rawValue)_responses/messages/") })
+            #expect(replyRefs.allSatisfy { $0.hasPrefix("#/channels/reply_to/messages/") })
             let replyActions = Set(replyRefs.compactMap { doc.mapping(doc.pointer($0)).map { AsyncAPIDocument.Message(id: "", object: $0) } }.compactMap(actionConstant))
             #expect(replyActions == kind.actions)
-            #expect(replyRefs.contains("#/channels/\(kind.rawValue)_responses/messages/error"))
+            #expect(replyRefs.contains("#/channels/reply_to/messages/error"))
             for m in doc.messages(ofChannel: channel) + doc.messages(ofChannel: "\(kind.rawValue)_responses") {
                 #expect((m.object["correlationId"] as? [String: Any])?["location"] as? String == "$message.header#/correlation-id", "\(m.id)")
             }
         }
-        // Every operation's messages belong to its channel.
+        // Every operation's messages belong to its channel, its reply's to the reply channel; a
+        // reply without a run-time address goes to a channel with a real address.
         for (name, op) in operations {
             let channel = try #require((op["channel"] as? [String: Any])?["$ref"] as? String, "\(name)")
             for ref in (op["messages"] as? [Any] ?? []).compactMap({ ($0 as? [String: Any])?["$ref"] as? String }) {
                 #expect(ref.hasPrefix(channel + "/messages/") && doc.pointer(ref) != nil, "\(name): \(ref)")
             }
+            guard let reply = op["reply"] as? [String: Any] else { continue }
+            let replyChannel = try #require((reply["channel"] as? [String: Any])?["$ref"] as? String, "\(name)")
+            for ref in (reply["messages"] as? [Any] ?? []).compactMap({ ($0 as? [String: Any])?["$ref"] as? String }) {
+                #expect(ref.hasPrefix(replyChannel + "/messages/") && doc.pointer(ref) != nil, "\(name): \(ref)")
+            }
+            let replyAddress = doc.mapping(doc.pointer(replyChannel))?["address"]
+            #expect((reply["address"] != nil) == (replyAddress is NSNull), "\(name): reply address and channel address")
         }
     }
 

@@ -59,6 +59,10 @@ public struct AsyncAPIDocument: @unchecked Sendable {
         (root["channels"] as? [String: Any] ?? [:]).compactMapValues { mapping($0) }
     }
 
+    /// Channels of real topics: all but those whose `address` is null (a reply address known
+    /// only at run time, such as `reply_to`).
+    public var topicChannels: [String: [String: Any]] { channels.filter { !($0.value["address"] is NSNull) } }
+
     public struct Message: @unchecked Sendable {
         /// Its id in the channel (`add_item`, `error`).
         public let id: String
@@ -88,10 +92,11 @@ public struct AsyncAPIDocument: @unchecked Sendable {
     /// Where the document and topics.yaml disagree: the channel ids must be the logical topic
     /// names, each channel's `address` the topic's real name, `x-role` its role,
     /// `x-response-channel` (request topics) its response topic, `x-reply-channel` (upstream
-    /// requests) its reply topic, and the Kafka binding's `partitions` its partitions.
+    /// requests) its reply topic, and the Kafka binding's `partitions` its partitions. Channels
+    /// with a null address (run-time reply addresses) are not topics and are left out.
     public func problems(against topics: Topics) -> [String] {
         var problems: [String] = []
-        let channels = self.channels
+        let channels = self.topicChannels
         for logical in Set(topics.entries.keys).subtracting(channels.keys).sorted() {
             problems.append("topics.yaml has \(logical), the document has no channel \(logical)")
         }
