@@ -29,6 +29,14 @@ struct OrderServiceCommand: AsyncParsableCommand {
               ORDER_SERVICE_DB_POOL_SIZE                PostgreSQL connections (default 8)
               ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS how long replies are kept for replays (default 168)
               ORDER_SERVICE_PRODUCT_CACHE_MS            how old product details add_item may use (default 0: always ask)
+              ORDER_SERVICE_PRODUCT_COALESCE_MS         product look-ups this close together travel as one (default 1)
+              ORDER_SERVICE_MAX_RECORD_BYTES            the largest record the service sends (default 1048576)
+              ORDER_SERVICE_EVENT_SOURCE                CloudEvents source of notifications (default /order-service)
+              ORDER_SERVICE_PROBATION_RECORDS           crash-loop breaker: records run one at a time after an
+                                                        unclean exit (default 2000; 0: off)
+              ORDER_SERVICE_PROBATION_WINDOW_S          how long after an unclean exit assignments go on probation (default 300)
+              ORDER_SERVICE_PROBATION_CRASHES           unclean exits with a record in progress before it is
+                                                        answered and dead-lettered instead (default 2)
               ORDER_SERVICE_CREATE_TOPICS               create missing topics at start (default true)
               ORDER_SERVICE_METRICS_INTERVAL_MS         metrics record interval (default 10000), if topics.yaml has a metrics topic
               ORDER_SERVICE_HEALTH_FILE                 heartbeat file for `health` (default /tmp/order-service.alive; empty: off)

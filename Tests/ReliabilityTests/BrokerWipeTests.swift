@@ -86,8 +86,9 @@ extension ReliabilityTests {
     /// with a zero topic id, and librdkafka's leader-discovery update then looks the topic up by
     /// its (NULL) name (docs/reliability.md). So the test's own reader is stopped across the
     /// wipe, and any executable that crashed (order, product or inventory service) is started
-    /// again, as its supervisor (Kubernetes, Compose `restart: unless-stopped`) would; an instance
-    /// that stays up must serve again. What must be served is new: requests with ids made after
+    /// again, as its supervisor (Kubernetes, Compose `restart: unless-stopped`) would; an order
+    /// service that stays up must serve again (the reference upstreams are restarted once the
+    /// topics are back: they have no topic recovery). What must be served is new: requests with ids made after
     /// the wipe, for users and a product that did not exist before it (`freshReplies`).
     @Test(
         "broker wipe: after the in-memory broker lost all state under a running service, requests are answered again",
@@ -134,6 +135,15 @@ extension ReliabilityTests {
                     if responses.allSatisfy({ counts[$0] != nil }) {
                         try system.startListening()
                         listening = true
+                        // The reference Product and Inventory services stand in for other teams'
+                        // services and have no topic recovery of their own: a wipe that does not
+                        // crash them leaves their group consumers without partitions for good. What
+                        // is under test is the order service, so they are restarted once its topics
+                        // are back, as an operator would restart every client of a wiped broker.
+                        for name in ["product-service", "inventory-service"] where restarts[name] == nil {
+                            await system.process(name)?.stop()
+                            try system.startProcess(name)
+                        }
                     } else {
                         try await Task.sleep(for: .seconds(1))
                         continue

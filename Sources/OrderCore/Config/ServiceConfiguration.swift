@@ -53,8 +53,8 @@ public struct ServiceConfiguration: Sendable {
     /// topics of topics.yaml at start.
     public var createTopics = true
     /// ORDER_SERVICE_PROBATION_RECORDS, default 2000 (0: no crash-loop breaker): after an unclean
-    /// exit in the group, how many records of each newly assigned partition run one at a time
-    /// behind a durable in-progress marker (docs/reliability.md, "Crash-loop breaker").
+    /// exit in the group, how many records of the newly assigned partitions (one budget for all of
+    /// them) run one at a time behind a durable in-progress marker (docs/reliability.md, "Crash-loop breaker").
     public var probationRecords = 2_000
     /// ORDER_SERVICE_PROBATION_WINDOW_S, default 300: partitions assigned this long after an
     /// unclean exit was seen start on probation; a partition's probation also ends after this long.
