@@ -88,18 +88,21 @@ if s.count(old) < 1:
 open(p, "w").write(s.replace(old, new, 1))
 PY
   then
-    results+=("$id|$(describe "$id")|$filter|DOES NOT APPLY (the code changed: update the mutant)")
+    results+=("$id"$'\t'"$(describe "$id")"$'\t'"$filter"$'\t'"DOES NOT APPLY (the code changed: update the mutant)")
     survivors=$((survivors + 1)); continue
   fi
   set +e; run_filter "$filter"; status=$?; set -e
   case $status in
-    0) results+=("$id|$(describe "$id")|$filter|SURVIVED"); survivors=$((survivors + 1)) ;;
-    2) results+=("$id|$(describe "$id")|$filter|killed (does not compile)") ;;
-    *) results+=("$id|$(describe "$id")|$filter|killed") ;;
+    0) results+=("$id"$'\t'"$(describe "$id")"$'\t'"$filter"$'\t'"SURVIVED"); survivors=$((survivors + 1)) ;;
+    2) results+=("$id"$'\t'"$(describe "$id")"$'\t'"$filter"$'\t'"killed (does not compile)") ;;
+    *) results+=("$id"$'\t'"$(describe "$id")"$'\t'"$filter"$'\t'"killed") ;;
   esac
 done
 sync_copy  # leave the copy unmutated
 
 printf '\n| mutant | breakage | tests | result |\n| --- | --- | --- | --- |\n'
-for r in "${results[@]}"; do IFS='|' read -r a b c d <<<"$r"; printf '| %s | %s | %s | %s |\n' "$a" "$b" "$c" "$d"; done
+for r in "${results[@]}"; do
+  IFS=$'\t' read -r a b c d <<<"$r"
+  printf '| %s | %s | %s | %s |\n' "$a" "$b" "${c//|/ or }" "$d"
+done
 [ "$survivors" -eq 0 ]
