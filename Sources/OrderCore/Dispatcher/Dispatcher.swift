@@ -282,25 +282,18 @@ public actor Dispatcher {
     private nonisolated func processMarked(_ record: KafkaRecord) async -> Bool {
         guard let crashGuard else { return await process(record) }
         let tp = record.topicPartition
-        var backoff = config.initialBackoff
-        var before: Int?
-        while before == nil {
-            do {
-                before = try await crashGuard.markInProgress(tp, record.offset)
-            } catch where !handler.isRetriable(error) {
-                logger.error("in-progress marker failed; handling the record without it: \(error)", metadata: record.logMetadata)
-                return await process(record)
-            } catch {
-                if await !mayRetry(record) { return false }
-                logger.warning("in-progress marker: retrying in \(backoff): \(error)", metadata: record.logMetadata)
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, config.maxBackoff)
-            }
+        let before: Int
+        switch await retryingOutages(record, "in-progress marker", { try await crashGuard.markInProgress(tp, record.offset) }) {
+        case .done(let n): before = n
+        case .failed(let error):
+            logger.error("in-progress marker failed; handling the record without it: \(error)", metadata: record.logMetadata)
+            return await process(record)
+        case .stopped: return false
         }
-        let poisoned = (before ?? 0) >= config.poisonAfter
+        let poisoned = before >= config.poisonAfter
         if poisoned {
             logger.error(
-                "record was in progress at \(before ?? 0) unclean exits: answering it as poisoned, not handling it",
+                "record was in progress at \(before) unclean exits: answering it as poisoned, not handling it",
                 metadata: record.logMetadata)
         }
         guard await process(record, poisoned: poisoned) else {
@@ -308,19 +301,34 @@ public actor Dispatcher {
             try? await crashGuard.clearInProgress(tp, record.offset)
             return false
         }
-        backoff = config.initialBackoff
+        // Answered (its offset is stored next): a marker left behind only counts if the record
+        // comes again, so a failure here is logged, not fatal.
+        if case .failed(let error) = await retryingOutages(record, "in-progress marker", { try await crashGuard.clearInProgress(tp, record.offset) }) {
+            logger.error("in-progress marker could not be cleared: \(error)", metadata: record.logMetadata)
+        }
+        return true
+    }
+
+    private enum Retried<T: Sendable>: Sendable {
+        case done(T)
+        /// Not an outage: retrying cannot help.
+        case failed(any Error)
+        /// The service stops.
+        case stopped
+    }
+
+    /// Runs `body` until it succeeds, waiting out outages (retriable errors) with the dispatcher's
+    /// backoff, as a record's own handling does.
+    private nonisolated func retryingOutages<T: Sendable>(
+        _ record: KafkaRecord, _ what: String, _ body: @Sendable () async throws -> T
+    ) async -> Retried<T> {
+        var backoff = config.initialBackoff
         while true {
-            do {
-                try await crashGuard.clearInProgress(tp, record.offset)
-                return true
-            } catch where !handler.isRetriable(error) {
-                logger.error("in-progress marker could not be cleared: \(error)", metadata: record.logMetadata)
-                return true
+            do { return .done(try await body()) } catch where !handler.isRetriable(error) {
+                return .failed(error)
             } catch {
-                // Answered (its offset is stored next): a marker left behind only counts if
-                // the record comes again.
-                if await !mayRetry(record) { return true }
-                logger.warning("in-progress marker: retrying in \(backoff): \(error)", metadata: record.logMetadata)
+                if await !mayRetry(record) { return .stopped }
+                logger.warning("\(what): retrying in \(backoff): \(error)", metadata: record.logMetadata)
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, config.maxBackoff)
             }
