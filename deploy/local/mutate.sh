@@ -54,6 +54,10 @@ run_filter() {  # $1: filter; returns the test run's status
   (cd "$copy" && swift build --build-tests --scratch-path "$build" >"$work/build.log" 2>&1) || return 2
   (cd "$copy" && ORDER_SERVICE_BIN_DIR="$(swift build --scratch-path "$build" --show-bin-path)" \
      timeout 600 swift test --scratch-path "$build" --skip-build --filter "$1" >"$work/test.log" 2>&1)
+  local status=$?
+  # A mutant that hangs a test: timeout stops swift-test, not the test bundle it started.
+  pkill -9 -f "$build/.*PackageTests.xctest" 2>/dev/null || true
+  return $status
 }
 
 selected=("$@")
