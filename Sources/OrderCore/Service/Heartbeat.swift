@@ -27,7 +27,7 @@ public struct Heartbeat: Sendable {
         if FileManager.default.fileExists(atPath: path) {
             try? FileManager.default.setAttributes([.modificationDate: Date()], ofItemAtPath: path)
         } else {
-            FileManager.default.createFile(atPath: path, contents: Data("\(ProcessInfo.processInfo.processIdentifier)\n".utf8))
+            _ = FileManager.default.createFile(atPath: path, contents: Data("\(ProcessInfo.processInfo.processIdentifier)\n".utf8))
         }
     }
 
