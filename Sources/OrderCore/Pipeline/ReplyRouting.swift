@@ -11,12 +11,15 @@ public struct ReplyRouting: Sendable {
     public let maxRecordBytes: Int
     /// The consumer group, for dead letters' `kafka_dlt-original-consumer-group` (nil: left out).
     public let groupId: String?
+    /// The declared response topics' real names (asked for every record: computed once).
+    public let responseTopicNames: Set<String>
 
     public init(topics: Topics, allowList: [String] = [], maxRecordBytes: Int = Limits.defaultMaxRecordBytes, groupId: String? = nil) {
         self.topics = topics
         self.allowList = allowList
         self.maxRecordBytes = maxRecordBytes
         self.groupId = groupId
+        self.responseTopicNames = topics.responseTopicNames
     }
 
     /// Room kept for the record's and its batch's framing (Kafka's limit counts them too).
@@ -51,7 +54,7 @@ public struct ReplyRouting: Sendable {
                 (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2E || b == 0x5F || b == 0x2D
             })
         else { return false }
-        if topics.responseTopicNames.contains(topic) { return true }
+        if responseTopicNames.contains(topic) { return true }
         return allowList.contains { entry in
             entry.hasSuffix("*") ? topic.utf8.starts(with: entry.dropLast().utf8) && topic.utf8.count > entry.utf8.count - 1 : entry == topic
         }
@@ -83,7 +86,7 @@ public struct ReplyRouting: Sendable {
         let copied = record.headers.filter { Self.copiedHeaders.contains($0.key) }
         var frame = (key: record.key, headers: [contentType] + copied)
         let room = recordBudget - Self.minimumReplyValueBytes
-        func size() -> Int { KafkaOutgoingRecord(topic: "", key: frame.key, value: nil, headers: frame.headers).payloadBytes }
+        func size() -> Int { (frame.key?.count ?? 0) + frame.headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) } }
         if size() > room { frame.headers = [contentType] }
         if size() > room { frame.key = nil }
         return frame
@@ -92,7 +95,7 @@ public struct ReplyRouting: Sendable {
     /// Bytes the value of a reply to `record` may have.
     public func replyValueBudget(for record: KafkaRecord) -> Int {
         let frame = replyFrame(for: record)
-        return recordBudget - KafkaOutgoingRecord(topic: "", key: frame.key, value: nil, headers: frame.headers).payloadBytes
+        return recordBudget - (frame.key?.count ?? 0) - frame.headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
     }
 
     public func reply(to record: KafkaRecord, topic: String, value: [UInt8], partition: Int32? = nil) -> KafkaOutgoingRecord {
