@@ -79,6 +79,9 @@ public struct RequestPipeline: RecordHandler {
     func answer(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
         if record.topic == topics.deductionResults { return try await handleDeductionResult(record) }
         guard let kind = topics.requestKind(ofTopic: record.topic) else { return [] }
+        #if DEBUG
+        // Test-only switches, compiled into debug builds only: no record can reach them in a
+        // release build, whatever the environment says.
         if let crashOn, let value = record.value, Self.contains(value, crashOn) {
             logger.critical("ORDER_SERVICE_TEST_CRASH_ON matched: crashing on purpose", metadata: record.logMetadata)
             fatalError("test crash switch (ORDER_SERVICE_TEST_CRASH_ON) matched \(record.topic)[\(record.partition)]@\(record.offset)")
@@ -88,6 +91,7 @@ public struct RequestPipeline: RecordHandler {
             // A continuation nobody resumes: the record stays running and holds no thread.
             await withUnsafeContinuation { (_: UnsafeContinuation<Void, Never>) in }
         }
+        #endif
         let decoded = DecodeStage(topic: kind).decode(record.value)
 
         let replyTopic: String
@@ -123,7 +127,7 @@ public struct RequestPipeline: RecordHandler {
     /// or nil when it can: an allow-listed topic that does not exist, a `kafka_replyPartition` that
     /// is not a 4-byte partition of the reply topic. Checked before anything takes effect.
     func replyTopicRefusal(_ record: KafkaRecord, _ replyTopic: String) async -> ServiceError? {
-        let declared = topics.responseTopicNames.contains(replyTopic)
+        let declared = routing.responseTopicNames.contains(replyTopic)
         let wantedPartition = routing.replyPartition(for: record)
         if wantedPartition == .any && (declared || replyTopics == nil) { return nil }
         let lookup = await replyTopics?.lookup(replyTopic) ?? .unknown
@@ -163,7 +167,7 @@ public struct RequestPipeline: RecordHandler {
         _ record: KafkaRecord, message: String, deadLetterError: String, kind: ReplyRouting.DeadLetterKind = .internalError
     ) -> [KafkaOutgoingRecord] {
         if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: deadLetterError, kind: kind)] }
-        let (rid, action) = topics.requestKind(ofTopic: record.topic).map { DecodeStage(topic: $0).decode(record.value).identity } ?? (nil, nil)
+        let (rid, action) = identity(of: record)
         let replyTopic: String
         switch routing.target(for: record) {
         case .topic(let t): replyTopic = t
@@ -184,7 +188,7 @@ public struct RequestPipeline: RecordHandler {
     public func undeliverable(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] {
         logger.error("the broker refused the reply: \(String(describing: error))", metadata: record.logMetadata)
         if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: "output refused: \(error)", kind: .replyRefused)] }
-        let (rid, action) = topics.requestKind(ofTopic: record.topic).map { DecodeStage(topic: $0).decode(record.value).identity } ?? (nil, nil)
+        let (rid, action) = identity(of: record)
         let fallback = routing.defaultTopic(for: record)
         let tooLarge = (error as? KafkaError)?.code == KafkaError.messageSizeTooLargeCode
         let err: ServiceError
@@ -201,6 +205,11 @@ public struct RequestPipeline: RecordHandler {
             routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes),
             routing.deadLetter(record, error: "reply refused: \(error)", kind: .replyRefused),
         ]
+    }
+
+    /// request_id and action of a request record as far as they can be read, for error replies.
+    private func identity(of record: KafkaRecord) -> (String?, String?) {
+        topics.requestKind(ofTopic: record.topic).map { DecodeStage(topic: $0).decode(record.value).identity } ?? (nil, nil)
     }
 
     /// Whether `needle` occurs in `haystack` (the test crash switch; never on the normal path).

@@ -43,12 +43,18 @@ public final class OrderService: Service, Sendable {
         let registry = RunRegistry(
             store: RunStore(db: db), groupId: config.groupId, runId: config.runId, window: config.probationWindow, logger: logger)
         try await retrying("run registration") { try await registry.start() }
+        #if DEBUG
         if config.testCrashOn != nil {
             logger.warning("ORDER_SERVICE_TEST_CRASH_ON is set: requests containing it crash the process (tests only)")
         }
         if config.testWedgeOn != nil {
             logger.warning("ORDER_SERVICE_TEST_WEDGE_ON is set: requests containing it are never answered (tests only)")
         }
+        #else
+        if config.testCrashOn != nil || config.testWedgeOn != nil {
+            logger.warning("ORDER_SERVICE_TEST_CRASH_ON / ORDER_SERVICE_TEST_WEDGE_ON are ignored: test switches exist in debug builds only")
+        }
+        #endif
         var producerConfig = base
         if config.kafka["message.max.bytes"] == nil { producerConfig["message.max.bytes"] = String(config.maxRecordBytes) }
         let producer = try RenewingProducer(configuration: producerConfig, logger: logger)
