@@ -37,8 +37,13 @@ if [ "${BENCH_KEEP_DATABASE:-0}" != 1 ]; then
 fi
 export DATABASE_URL="${DATABASE_URL%/*}/$bench_db"
 cd "$REPO_ROOT"
-for p in order-service product-service inventory-service order-bench; do swift build -c release --product "$p" >/dev/null; done
-bin="$(swift build -c release --show-bin-path)"
+# BENCH_BIN_DIR=<dir> runs executables built before (e.g. copies of two builds, for an A/B comparison).
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+  bin="$BENCH_BIN_DIR"
+else
+  for p in order-service product-service inventory-service order-bench; do swift build -c release --product "$p" >/dev/null; done
+  bin="$(swift build -c release --show-bin-path)"
+fi
 
 pids=()
 mock_pid=""
