@@ -123,7 +123,11 @@ final class PollThread: Sendable {
     private let finished = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     init(name: String, body: @escaping @Sendable (PollThread) -> Void, onExit: @escaping @Sendable () -> Void = {}) {
+        // The OS name (15 bytes: "kafka-consumer-", "kafka-producer-", "kafka-admin-pol") is what
+        // profiles and /proc show.
+        let osName = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         let thread = Thread { [self] in
+            swift_rd_kafka_name_current_thread(osName)
             body(self)
             onExit()
             let waiters = finished.withLock { state -> [CheckedContinuation<Void, Never>] in

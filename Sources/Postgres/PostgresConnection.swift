@@ -23,6 +23,9 @@ public final class PostgresConnection: @unchecked Sendable {
         var running: UInt64?  // operation currently inside libpq, the only one a cancel may hit
         var cancelRequested: UInt64?  // latest operation whose task was cancelled
         var inTransaction = false  // as of the last operation; lets the pool skip a queue hop on release
+        /// `withTransaction` has begun but sent no BEGIN yet: the next operation sends it first,
+        /// in the same hop to the queue (one hand-off per transaction fewer).
+        var beginPending = false
     }
 
     private init(handle: PGConnectionHandle, queue: DispatchQueue, logger: Logger) {
@@ -111,12 +114,15 @@ public final class PostgresConnection: @unchecked Sendable {
     /// BEGIN … COMMIT around `body`; ROLLBACK when it throws, and the connection is marked broken
     /// (so the pool drops it) if even that fails. A cancelled task does not reach COMMIT; the pool rolls
     /// the open transaction back when the connection is handed back.
+    /// BEGIN travels with the body's first statement (same queue hop, just before it); a body that
+    /// runs no statement sends neither BEGIN nor COMMIT.
     func withTransaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        try await execute("BEGIN")
+        flags.withLock { $0.beginPending = true }
         let value: T
         do {
             value = try await body(self)
         } catch {
+            guard takeBeginPending() == false else { throw error }  // nothing began: nothing to roll back
             do {
                 _ = try await perform(cancellable: false) { try $0.exec("ROLLBACK") }
             } catch let rollbackError {
@@ -125,6 +131,7 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             throw error
         }
+        guard takeBeginPending() == false else { return value }  // no statement ran: nothing to commit
         // A transaction whose statement failed (and whose error `body` swallowed) answers COMMIT with
         // ROLLBACK instead of an error; report it rather than pretend the work was saved.
         let commit = try await executeReturningResult("COMMIT")
@@ -134,6 +141,14 @@ public final class PostgresConnection: @unchecked Sendable {
                 message: "the transaction was rolled back: a statement in it failed and its error was caught")
         }
         return value
+    }
+
+    /// Clears a BEGIN not sent yet; true if there was one.
+    private func takeBeginPending() -> Bool {
+        flags.withLock { flags in
+            defer { flags.beginPending = false }
+            return flags.beginPending
+        }
     }
 
     /// Before going back to a pool: true when the connection is healthy and outside any transaction,
@@ -189,10 +204,11 @@ public final class PostgresConnection: @unchecked Sendable {
         dispatchPrecondition(condition: .onQueue(queue))
         guard let handle else { throw PostgresError.closed() }
         // Under the same lock as `cancel`: either it sees us running, or we see its request here.
-        let cancelledBeforeStart = flags.withLock { flags in
-            if let id, flags.cancelRequested == id { return true }
+        let (cancelledBeforeStart, begin) = flags.withLock { flags -> (Bool, Bool) in
+            if let id, flags.cancelRequested == id { return (true, false) }
             flags.running = id
-            return false
+            defer { flags.beginPending = false }
+            return (false, flags.beginPending)
         }
         if cancelledBeforeStart { throw CancellationError() }
         defer {
@@ -206,6 +222,7 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             if newlyBroken { logger.warning("connection lost", metadata: ["error": "\(handle.errorMessage)"]) }
         }
+        if begin { _ = try handle.exec("BEGIN") }
         return try operation(handle)
     }
 

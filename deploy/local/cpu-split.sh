@@ -4,18 +4,23 @@
 # seconds of each process of the stack (PostgreSQL backends summed; "idle" is unused CPU).
 #   deploy/local/cpu-split.sh [bench.sh arguments, e.g. --requests 20000 | --mode paced --rate 1000 --duration 20]
 # Needs perf (Debian: linux-perf) and root or kernel.perf_event_paranoid <= 0.
+# Restarts the Tansu broker first (a clean slate), except with --broker mock or BENCH_SKIP_SETUP=1
+# (a shared broker must not be restarted under others).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-"$here/broker.sh" restart >/dev/null 2>&1
+case " $* " in
+  *" --broker mock "*) ;;
+  *) [ "${BENCH_SKIP_SETUP:-0}" = 1 ] || "$here/broker.sh" restart >/dev/null 2>&1 ;;
+esac
 "$here/bench.sh" "$@" >"$work/bench.log" 2>&1 &
 bench_script=$!
 bench=""
 for _ in $(seq 1 2400); do
-  bench="$(pgrep -f "^$REPO_ROOT/.*order-bench --pids" | head -1 || true)"
+  bench="$(pgrep -f "/order-bench --pids" | head -1 || true)"
   [ -n "$bench" ] && break
   kill -0 "$bench_script" 2>/dev/null || break
   sleep 0.1
@@ -34,10 +39,11 @@ awk -v root="$REPO_ROOT" 'NR == FNR { $1 = $1; pid = $1; $1 = ""; args[pid] = su
     if ($2 == 0) n = "idle"
     else if (a ~ /^postgres/ || a ~ /bin\/postgres/) n = "postgresql"
     else if (a ~ /tansu/) n = "tansu"
-    else if (a ~ /release\/order-service/) n = "order-service"
-    else if (a ~ /release\/order-bench/) n = "order-bench"
-    else if (a ~ /release\/product-service/) n = "product-service"
-    else if (a ~ /release\/inventory-service/) n = "inventory-service"
+    else if (a ~ /order-bench mock-broker/) n = "mock-broker"
+    else if (a ~ /\/order-service( |$)/) n = "order-service"
+    else if (a ~ /\/order-bench( |$)/) n = "order-bench"
+    else if (a ~ /\/product-service( |$)/) n = "product-service"
+    else if (a ~ /\/inventory-service( |$)/) n = "inventory-service"
     else n = "other"
     s[n] += $1
   }

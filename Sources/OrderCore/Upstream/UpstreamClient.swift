@@ -17,6 +17,9 @@ public enum UpstreamFailure: Error, Sendable, Equatable {
 /// Several instances of the order service share the reply topics. Each instance therefore reads
 /// every partition of the reply topics itself, outside any consumer group, starting at the end,
 /// and keeps only replies whose correlation id it issued; the others belong to other instances.
+///
+/// A request sends in the caller's task and then waits on its `ReplySlot`; one sweeper task
+/// fails the slots whose deadline passed (no task or timer per request: fewer thread hand-offs).
 public final class UpstreamClient: Sendable {
     private let producer: any RecordSender
     private let consumer: KafkaConsumer
@@ -24,7 +27,7 @@ public final class UpstreamClient: Sendable {
     private let instanceId: String
     private let timeout: Duration
     let logger: Logger
-    private let pending = Mutex<[String: CheckedContinuation<JSON, any Error>]>([:])
+    private let pending = Mutex(Pending())
     private let counter = Atomic<Int64>(0)
     /// Upstream requests waiting for a reply at most (far above what `maxInFlight` records need).
     let maxPending: Int
@@ -72,16 +75,16 @@ public final class UpstreamClient: Sendable {
     private func deliver(_ record: KafkaRecord) {
         // Most records on the shared reply topics are other instances' (or strays): with a
         // correlation header that is not ours, drop them before parsing anything.
-        if let header = record.header("correlation-id")?.stringValue, !pending.withLock({ $0[header] != nil }) { return }
+        if let header = record.header("correlation-id")?.stringValue, !pending.withLock({ $0.slots[header] != nil }) { return }
         let json = record.value.flatMap { try? JSON.parse($0) }
         var correlation = record.header("correlation-id")?.stringValue
         if correlation == nil, case .string(let id)? = json?["request_id"] { correlation = id }
-        guard let correlation, let cont = pending.withLock({ $0.removeValue(forKey: correlation) }) else { return }
+        guard let correlation, let slot = pending.withLock({ $0.slots.removeValue(forKey: correlation) }) else { return }
         guard let json, case .object = json else {
-            cont.resume(throwing: UpstreamFailure.badReply(service: "upstream", reason: "the reply is not a JSON object"))
+            slot.complete(.failure(.badReply(service: "upstream", reason: "the reply is not a JSON object")))
             return
         }
-        cont.resume(returning: json)
+        slot.complete(.success(json))
     }
 
     /// Sends `body(requestId)` to `topic` with reply-to/correlation-id headers and waits for the
@@ -92,41 +95,137 @@ public final class UpstreamClient: Sendable {
             topic: topic, key: Array(id.utf8), value: body(id).bytes,
             headers: [KafkaHeader("reply-to", replyTopic), KafkaHeader("correlation-id", id), KafkaHeader("content-type", "application/json")]
                 + TraceContext.outgoingHeaders)
-        let timeout = self.timeout
-        let maxPending = self.maxPending
+        let started = ContinuousClock.now
+        let slot = ReplySlot(service: service, topic: topic, deadline: started + timeout)
+        let (admitted, startSweeper) = pending.withLock { p -> (Bool, Bool) in
+            // Bounded: every entry leaves on its reply or its deadline, and no more than
+            // `maxPending` wait at once (beyond that the request fails at once, changing nothing).
+            guard p.slots.count < maxPending else { return (false, false) }
+            p.slots[id] = slot
+            p.order.append(id)
+            guard !p.sweeping else { return (true, false) }
+            p.sweeping = true
+            return (true, true)
+        }
+        guard admitted else { throw .unavailable(service: service, reason: "\(maxPending) upstream requests are waiting already") }
+        if startSweeper { Task { await self.sweep() } }
         do {
-            return (id, try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSON, any Error>) in
-                // Bounded: every entry leaves on its reply or its timeout, and no more than
-                // `maxPending` wait at once (beyond that the request fails at once, changing nothing).
-                let admitted = pending.withLock { p -> Bool in
-                    guard p.count < maxPending else { return false }
-                    p[id] = cont
-                    return true
-                }
-                guard admitted else {
-                    cont.resume(throwing: UpstreamFailure.unavailable(service: service, reason: "\(maxPending) upstream requests are waiting already"))
-                    return
-                }
-                Task {
-                    let started = ContinuousClock.now
-                    do {
-                        _ = try await producer.send(record)
-                    } catch {
-                        if let c = pending.withLock({ $0.removeValue(forKey: id) }) {
-                            c.resume(throwing: UpstreamFailure.unavailable(service: service, reason: "\(error)"))
-                        }
-                        return
+            _ = try await producer.send(record)
+        } catch {
+            // Not sent: fails at once, unless the slot was completed meanwhile (closed, or timed out).
+            if pending.withLock({ $0.slots.removeValue(forKey: id) }) != nil {
+                throw .unavailable(service: service, reason: "\(error)")
+            }
+        }
+        slot.sendTook(ContinuousClock.now - started)
+        return (id, try await slot.wait())
+    }
+
+    /// Fails the slots whose deadline passed, oldest first (every request has the same timeout,
+    /// so `order` is in deadline order), sleeping until the next deadline; ends when none waits.
+    private func sweep() async {
+        while true {
+            let (expired, next) = pending.withLock { p -> ([(String, ReplySlot)], ContinuousClock.Instant?) in
+                let now = ContinuousClock.now
+                var expired: [(String, ReplySlot)] = []
+                var next: ContinuousClock.Instant?
+                while p.head < p.order.count {
+                    let id = p.order[p.head]
+                    guard let slot = p.slots[id] else {  // answered, failed or closed already
+                        p.head += 1
+                        continue
                     }
-                    let sent = ContinuousClock.now
-                    try? await Task.sleep(until: started + timeout)
-                    if let c = pending.withLock({ $0.removeValue(forKey: id) }) {
-                        logger.warning("\(service) request timed out", metadata: [
-                            "correlation_id": "\(id)", "topic": "\(topic)", "send_ms": "\((sent - started).components.attoseconds / 1_000_000_000_000_000 + (sent - started).components.seconds * 1000)",
-                        ])
-                        c.resume(throwing: UpstreamFailure.timeout(service: service))
+                    guard slot.deadline <= now else {
+                        next = slot.deadline
+                        break
+                    }
+                    p.slots[id] = nil
+                    p.head += 1
+                    expired.append((id, slot))
+                }
+                if next == nil {
+                    p.order.removeAll(keepingCapacity: true)
+                    p.head = 0
+                    p.sweeping = false
+                } else if p.head >= 1_024, p.head * 2 >= p.order.count {
+                    p.order.removeFirst(p.head)
+                    p.head = 0
+                }
+                return (expired, next)
+            }
+            for (id, slot) in expired {
+                logger.warning("\(slot.service) request timed out", metadata: [
+                    "correlation_id": "\(id)", "topic": "\(slot.topic)", "send_ms": "\(slot.sendMilliseconds.map(String.init) ?? "unsent")",
+                ])
+                slot.complete(.failure(.timeout(service: slot.service)))
+            }
+            guard let next else { return }
+            try? await Task.sleep(until: next)
+        }
+    }
+
+    /// Requests waiting for a reply now.
+    public var pendingCount: Int { pending.withLock { $0.slots.count } }
+
+    public func close() async {
+        await consumer.close()
+        await reader.withLock { $0 }?.value
+        let waiting = pending.withLock { p -> [ReplySlot] in
+            defer { p.slots.removeAll() }
+            return Array(p.slots.values)
+        }
+        waiting.forEach { $0.complete(.failure(.unavailable(service: "upstream", reason: "shutting down"))) }
+    }
+
+    /// Requests waiting for replies, and their ids in the order they were asked (= deadline order;
+    /// ids of answered requests stay until the sweeper passes them).
+    private struct Pending {
+        var slots: [String: ReplySlot] = [:]
+        var order: [String] = []
+        var head = 0
+        var sweeping = false
+    }
+}
+
+/// One upstream request's outcome: completed once (reply, failure, deadline or close);
+/// `wait()` may come before or after that.
+private final class ReplySlot: Sendable {
+    let service: String
+    let topic: String
+    let deadline: ContinuousClock.Instant
+    private enum State {
+        case waiting(CheckedContinuation<JSON, any Error>?)
+        case done(Result<JSON, UpstreamFailure>)
+    }
+    private let state = Mutex(State.waiting(nil))
+    private let sendTime = Mutex<Duration?>(nil)
+
+    init(service: String, topic: String, deadline: ContinuousClock.Instant) {
+        self.service = service
+        self.topic = topic
+        self.deadline = deadline
+    }
+
+    func complete(_ result: Result<JSON, UpstreamFailure>) {
+        let waiter = state.withLock { s -> CheckedContinuation<JSON, any Error>? in
+            guard case .waiting(let c) = s else { return nil }
+            s = .done(result)
+            return c
+        }
+        waiter?.resume(with: result.mapError { $0 as any Error })
+    }
+
+    func wait() async throws(UpstreamFailure) -> JSON {
+        do {
+            return try await withCheckedThrowingContinuation { cont in
+                let done = state.withLock { s -> Result<JSON, UpstreamFailure>? in
+                    switch s {
+                    case .done(let r): return r
+                    case .waiting: s = .waiting(cont); return nil
                     }
                 }
-            })
+                if let done { cont.resume(with: done.mapError { $0 as any Error }) }
+            }
         } catch let failure as UpstreamFailure {
             throw failure
         } catch {
@@ -134,16 +233,9 @@ public final class UpstreamClient: Sendable {
         }
     }
 
-    /// Requests waiting for a reply now.
-    public var pendingCount: Int { pending.withLock { $0.count } }
+    func sendTook(_ d: Duration) { sendTime.withLock { $0 = d } }
 
-    public func close() async {
-        await consumer.close()
-        await reader.withLock { $0 }?.value
-        let waiting = pending.withLock { p -> [CheckedContinuation<JSON, any Error>] in
-            defer { p.removeAll() }
-            return Array(p.values)
-        }
-        waiting.forEach { $0.resume(throwing: UpstreamFailure.unavailable(service: "upstream", reason: "shutting down")) }
+    var sendMilliseconds: Int64? {
+        sendTime.withLock { $0 }.map { $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 }
     }
 }
