@@ -25,16 +25,19 @@ public final class KafkaConsumer: Sendable {
     public let logger: Logger
     public let mode: Mode
 
-    /// The mode follows `group.id` (see `Mode`). Group-less, the consumer can only `assign`; it
-    /// then gets a private group id (needed by librdkafka's assign) and commits nothing automatically.
+    /// `mode` nil: it follows `group.id` (see `Mode`). Group-less (`.assigned`), the consumer can
+    /// only `assign` and commits nothing automatically; without a `group.id` it gets a private one
+    /// (librdkafka's assign wants one).
     public init(
-        configuration: KafkaConfiguration, rebalance: Rebalance = Rebalance(), options: Options = Options(),
-        logger: Logger
+        configuration: KafkaConfiguration, mode: Mode? = nil, rebalance: Rebalance = Rebalance(),
+        options: Options = Options(), logger: Logger
     ) throws {
         var config = KafkaConfiguration.consumerDefaults.merging(configuration)
-        let mode = Mode(configuration: config)
-        if mode == .assigned {
-            config["group.id"] = "kafka-swift-assign-\(UUID().uuidString.lowercased())"
+        let mode = mode ?? Mode(configuration: config)
+        switch mode {
+        case .group(let id): config["group.id"] = id
+        case .assigned:
+            if config["group.id"] == nil { config["group.id"] = "kafka-swift-assign-\(UUID().uuidString.lowercased())" }
             config["enable.auto.commit"] = "false"
         }
         let core = Core(mode: mode, rebalance: rebalance, options: options, logger: logger)
