@@ -76,6 +76,8 @@ let package = Package(
             dependencies: ["Kafka", "Postgres", "OrderCore", "ReferenceServices"],
             path: "Tests/TestSupport"),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "OrderCore", "TestSupport"]),
+        // The Kafka wrapper's pure parts (the consumer's state machine and buffers): no broker.
+        .testTarget(name: "KafkaUnitTests", dependencies: ["Kafka"]),
         // The Postgres wrapper, and the order domain's SQL (OrderStore, CartBatcher) against the real server.
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "OrderCore", "TestSupport"]),
         .testTarget(name: "OrderCoreTests", dependencies: ["OrderCore", "TestSupport"]),

@@ -28,14 +28,6 @@ public struct TopicPartition: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(topic)[\(partition)]" }
 }
 
-/// Logical offsets for `KafkaConsumer.assign`.
-public enum KafkaOffset {
-    public static let beginning: Int64 = -2
-    public static let end: Int64 = -1
-    /// The group's committed offset (then `auto.offset.reset`).
-    public static let stored: Int64 = -1000
-}
-
 /// A consumed record. Key, value and headers are copied out of librdkafka's message before it is
 /// freed; a null key or value stays nil (it is data, not an error).
 public struct KafkaRecord: Sendable {

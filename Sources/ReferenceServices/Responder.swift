@@ -2,6 +2,7 @@ import Kafka
 import Logging
 import OrderCore
 import ServiceLifecycle
+import Synchronization
 
 /// The request/reply loop shared by the reference services: consume in a group, compute the
 /// reply, send it to the `reply-to` topic (or the default reply topic) with the request's key
@@ -40,11 +41,11 @@ public struct Responder: Service {
             // of its partition has been answered.
             await withDiscardingTaskGroup { group in
                 for await record in consumer.records {
-                    await offsets.begin(record)
+                    offsets.begin(record)
                     await gate.enter()
                     group.addTask {
                         await serve(record, producer: producer)
-                        if let next = await offsets.finish(record) { try? consumer.store(record.topicPartition, nextOffset: next) }
+                        if let next = offsets.finish(record) { try? consumer.store(record.topicPartition, nextOffset: next) }
                         await gate.leave()
                     }
                 }
@@ -61,7 +62,7 @@ public struct Responder: Service {
             logger.warning("\(name): ignoring a record that is not a JSON object at \(record.topic)[\(record.partition)]@\(record.offset)")
             return
         }
-        var delay: Duration = .milliseconds(100)
+        var backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(5))
         while true {
             do {
                 guard let reply = try await handle(record, request) else { return }
@@ -71,9 +72,8 @@ public struct Responder: Service {
                 _ = try await producer.send(KafkaOutgoingRecord(topic: topic, key: record.key, value: reply.bytes, headers: headers))
                 return
             } catch {
-                logger.warning("\(name): \(error); retrying in \(delay)")
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
+                logger.warning("\(name): \(error); retrying in \(backoff.current)")
+                await backoff.wait()
             }
         }
     }
@@ -83,10 +83,11 @@ extension JSON {
     var int64: Int64? { if case .int(let v) = self { v } else { nil } }
 }
 
-actor OffsetBook {
-    private var tracker = OffsetTracker()
-    func begin(_ r: KafkaRecord) { tracker.begin(r.topicPartition, r.offset) }
-    func finish(_ r: KafkaRecord) -> Int64? { tracker.finish(r.topicPartition, r.offset) }
+/// The dispatcher's `OffsetTracker` behind a lock (no actor hop per record).
+final class OffsetBook: Sendable {
+    private let tracker = Mutex(OffsetTracker())
+    func begin(_ r: KafkaRecord) { tracker.withLock { $0.begin(r.topicPartition, r.offset) } }
+    func finish(_ r: KafkaRecord) -> Int64? { tracker.withLock { $0.finish(r.topicPartition, r.offset) } }
 }
 
 /// Bounds concurrent work: `enter` waits while `limit` tasks are inside.

@@ -73,7 +73,7 @@ final class FakeUpstream: Sendable {
         do {
             consumer = try KafkaConsumer(configuration: config, logger: system.logger)
             let requestTopics = [system.topics.productRequests: Service.product, system.topics.inventoryCheckRequests: .inventory]
-            var start: [TopicPartition: Int64] = [:]
+            var start: [TopicPartition: KafkaOffset] = [:]
             for topic in requestTopics.keys {
                 let partitions = system.topics.entries.values.first { $0.name == topic }?.spec.partitions ?? 1
                 for p in 0..<partitions { start[TopicPartition(topic, p)] = KafkaOffset.beginning }

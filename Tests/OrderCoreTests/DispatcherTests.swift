@@ -102,7 +102,7 @@ final class FakeEffects: Sendable {
                 self.stored.append(Stored(tp: tp, offset: offset))
                 self.events.append("store \(tp)→\(offset)")
             },
-            setPaused: { p in
+            setPaused: { _, p in
                 self.paused.append(p)
                 self.events.append("paused \(p)")
             })

@@ -193,7 +193,7 @@ extension ReliabilityTests {
                 configuration: KafkaConfiguration(["bootstrap.servers": system.bootstrapServers, "group.id": system.groupId]),
                 logger: TestKafka.logger(level: .critical))
             let topic = system.topics.name("cart_requests")
-            let offsets = await TestKafka.result { try await reader.committed(partitions.map { TopicPartition(topic, $0) }, timeoutMs: 10_000) }
+            let offsets = await TestKafka.result { try await reader.committed(partitions.map { TopicPartition(topic, $0) }, timeout: .seconds(10)) }
             await reader.close()
             return try offsets.get()
         }

@@ -2,7 +2,9 @@ import Kafka
 import Logging
 import Synchronization
 
-/// Owns ordering, concurrency, offsets and retries for consumed records:
+/// Owns ordering, concurrency, offsets, retries, partition ownership and backpressure for consumed
+/// records (the consumer only does what it is told: pause or resume these partitions, store this
+/// offset; its rebalance hooks tell the dispatcher what it owns):
 /// - records of one lane (user) run one at a time in offset order; lanes run concurrently;
 /// - a record's offset becomes committable only after its answer was acknowledged by the broker,
 ///   and never past an earlier record still running;
@@ -20,6 +22,7 @@ public actor Dispatcher {
         /// First retry delay after an outage; doubles up to `maxBackoff`. Default 50 ms / 5 s.
         public var initialBackoff: Duration = .milliseconds(50)
         public var maxBackoff: Duration = .seconds(5)
+        var backoff: Backoff { Backoff(initial: initialBackoff, maximum: maxBackoff) }
         /// Records of the partitions assigned after an unclean exit in the group that run one at a
         /// time behind the marker, all partitions together (0: no probation). Default 2,000, the
         /// default `maxInFlight` (see docs/reliability.md).
@@ -56,12 +59,16 @@ public actor Dispatcher {
     /// What the dispatcher needs from the outside world; closures so tests need no broker.
     public struct Effects: Sendable {
         public var send: @Sendable ([KafkaOutgoingRecord]) async throws -> Void
+        /// Makes the offset committable (the consumer's `store`); only for partitions owned.
         public var storeOffset: @Sendable (TopicPartition, Int64) -> Void
-        public var setPaused: @Sendable (Bool) -> Void
+        /// Stops (true) or resumes (false) fetching these partitions: the in-flight limit. The
+        /// dispatcher names the partitions it owns, and pauses newly assigned ones while the
+        /// limit holds (a rebalance forgets pauses).
+        public var setPaused: @Sendable ([TopicPartition], Bool) -> Void
         public init(
             send: @escaping @Sendable ([KafkaOutgoingRecord]) async throws -> Void,
             storeOffset: @escaping @Sendable (TopicPartition, Int64) -> Void,
-            setPaused: @escaping @Sendable (Bool) -> Void = { _ in }
+            setPaused: @escaping @Sendable ([TopicPartition], Bool) -> Void = { _, _ in }
         ) {
             self.send = send
             self.storeOffset = storeOffset
@@ -84,8 +91,8 @@ public actor Dispatcher {
     private var runningSince: [RecordID: ContinuousClock.Instant] = [:]
     private var completedRecords: UInt64 = 0
     private var paused: Bool {
-        get { pausedFlag.load(ordering: .relaxed) }
-        set { pausedFlag.store(newValue, ordering: .relaxed) }
+        get { pausedFlag.load(ordering: .sequentiallyConsistent) }
+        set { pausedFlag.store(newValue, ordering: .sequentiallyConsistent) }
     }
     /// Readable from the poll thread: a rebalance forgets pauses, so new partitions are paused again.
     private let pausedFlag = Atomic<Bool>(false)
@@ -125,7 +132,11 @@ public actor Dispatcher {
                 hasProbationPending.store(true, ordering: .releasing)
             }
         }
-        if pausedFlag.load(ordering: .relaxed) { effects.setPaused(true) }
+        if pausedFlag.load(ordering: .sequentiallyConsistent) {
+            effects.setPaused(tps, true)
+            // Resumed meanwhile (before these partitions were owned, or after): resume them too.
+            if !pausedFlag.load(ordering: .sequentiallyConsistent) { effects.setPaused(tps, false) }
+        }
     }
 
     /// Blocks the calling (poll) thread until records of these partitions that already started
@@ -153,11 +164,24 @@ public actor Dispatcher {
         ownership.withLock { $0.owned.contains(tp) && !$0.revoking.contains(tp) }
     }
 
+    /// The owned partitions, for pausing and resuming them.
+    private nonisolated var ownedPartitions: [TopicPartition] { ownership.withLock { Array($0.owned) } }
+
     private nonisolated func mayStoreOffset(_ tp: TopicPartition) -> Bool { ownership.withLock { $0.owned.contains(tp) } }
 
     // MARK: Records
 
-    /// Accepts a consumed record. Returns at once; the record runs in its lane.
+    /// The consumer's records: accepted when their partition is owned and not being revoked (the
+    /// next owner handles the others), in one hop. Returns at once; the record runs in its lane.
+    /// Checked on the actor, so a revoke (which marks the partition first, then drops what is
+    /// queued on the actor) never misses a record accepted here.
+    public func offer(_ record: KafkaRecord) {
+        guard isOwned(record.topicPartition) else { return }
+        submit(record)
+    }
+
+    /// Accepts a consumed record, owned or not (an unowned one runs but its offset is not
+    /// stored). Returns at once; the record runs in its lane.
     public func submit(_ record: KafkaRecord) {
         guard !stopping else { return }
         let tp = record.topicPartition
@@ -174,7 +198,7 @@ public actor Dispatcher {
         }
         if !paused, tracker.totalInFlight >= config.maxInFlight {
             paused = true
-            effects.setPaused(true)
+            effects.setPaused(ownedPartitions, true)
         }
     }
 
@@ -237,7 +261,7 @@ public actor Dispatcher {
     /// Outputs go out one at a time, reply first, and a retry resends only what was not
     /// acknowledged, so an outage between the reply and its dead-letter copy never doubles the reply.
     private nonisolated func process(_ record: KafkaRecord, poisoned: Bool = false) async -> Bool {
-        var backoff = config.initialBackoff
+        var backoff = config.backoff
         var outputs: [KafkaOutgoingRecord]? = poisoned ? handler.poisoned(record) : nil
         var sent = 0
         var fellBack = false
@@ -269,9 +293,8 @@ public actor Dispatcher {
                 return true
             } catch {
                 if await !mayRetry(record) { return false }
-                logger.warning("retrying in \(backoff): \(error)", metadata: record.logMetadata)
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, config.maxBackoff)
+                logger.warning("retrying in \(backoff.current): \(error)", metadata: record.logMetadata)
+                await backoff.wait()
             }
         }
     }
@@ -322,15 +345,14 @@ public actor Dispatcher {
     private nonisolated func retryingOutages<T: Sendable>(
         _ record: KafkaRecord, _ what: String, _ body: @Sendable () async throws -> T
     ) async -> Retried<T> {
-        var backoff = config.initialBackoff
+        var backoff = config.backoff
         while true {
             do { return .done(try await body()) } catch where !handler.isRetriable(error) {
                 return .failed(error)
             } catch {
                 if await !mayRetry(record) { return .stopped }
-                logger.warning("\(what): retrying in \(backoff): \(error)", metadata: record.logMetadata)
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, config.maxBackoff)
+                logger.warning("\(what): retrying in \(backoff.current): \(error)", metadata: record.logMetadata)
+                await backoff.wait()
             }
         }
     }
@@ -376,7 +398,7 @@ public actor Dispatcher {
     private func resumeIfDrained() {
         if paused, tracker.totalInFlight <= config.maxInFlight / 2 {
             paused = false
-            effects.setPaused(false)
+            effects.setPaused(ownedPartitions, false)
         }
     }
 

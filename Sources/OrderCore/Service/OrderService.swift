@@ -93,9 +93,8 @@ public final class OrderService: Service, Sendable {
                         logger.warning("offset store failed: \(error)")
                     }
                 },
-                setPaused: { pause in
+                setPaused: { tps, pause in
                     guard let c = consumerRef.withLock({ $0 }) else { return }
-                    let tps = Array(c.assignment)
                     logger.info(pause ? "backlog high: pausing fetch" : "backlog drained: resuming fetch")
                     try? pause ? c.pause(tps) : c.resume(tps)
                 }),
@@ -201,9 +200,7 @@ public final class OrderService: Service, Sendable {
                 // fresh one's.
                 var reading = consumer
                 while true {
-                    for await record in reading.records where dispatcher.isOwned(record.topicPartition) {
-                        await dispatcher.submit(record)
-                    }
+                    for await record in reading.records { await dispatcher.offer(record) }
                     guard let next = consumerRef.withLock({ $0 }), next !== reading else { break }
                     reading = next
                 }

@@ -42,7 +42,7 @@ public final class UpstreamClient: Sendable {
         // assign() only: never joins or commits, but librdkafka wants a group id for assign().
         config["group.id"] = "order-service-replies-\(instanceId)"
         config["enable.auto.commit"] = "false"
-        self.consumer = try KafkaConsumer(configuration: config, logger: logger)
+        self.consumer = try KafkaConsumer(configuration: config, mode: .assigned, logger: logger)
         self.producer = producer
         self.replyTopics = replyTopics
         self.instanceId = instanceId

@@ -1,0 +1,53 @@
+import Foundation
+
+extension KafkaConsumer {
+    /// How the consumer reads: decided once, from the configuration, when it is created.
+    public enum Mode: Sendable, Equatable {
+        /// A member of this consumer group: `subscribe`, rebalances, commits.
+        case group(id: String)
+        /// Group-less: `assign` only, no rebalances, nothing committed automatically.
+        case assigned
+
+        /// `group.id` set: a group member; else group-less.
+        public init(configuration: KafkaConfiguration) {
+            self = configuration["group.id"].map { .group(id: $0) } ?? .assigned
+        }
+    }
+
+    /// The Swift side of the consumer.
+    public struct Options: Sendable {
+        /// Fetched records not yet taken from `records`, per partition. At this many the
+        /// partition stops fetching until half of them were taken (bounded memory). librdkafka
+        /// may take up to a second to fetch again, so keep this well above a second's worth.
+        public var maxBufferedRecordsPerPartition: Int
+        /// On a rebalance, how long to wait for the record being handled (see `KafkaConsumer`) to
+        /// be stored, before `onRevoking`, the commit and giving the partitions up. `.zero` does
+        /// not wait: for readers that drain in `Rebalance.onRevoking` themselves (the service's
+        /// dispatcher). `close()` never waits: stop handling records first.
+        public var revokeDrainTimeout: Duration
+        /// librdkafka's statistics JSON, every `statistics.interval.ms` (set that property to
+        /// enable it); called on a librdkafka thread: keep it short.
+        public var onStatistics: (@Sendable (String) -> Void)?
+
+        public init(
+            maxBufferedRecordsPerPartition: Int = 2_000, revokeDrainTimeout: Duration = .seconds(10),
+            onStatistics: (@Sendable (String) -> Void)? = nil
+        ) {
+            self.maxBufferedRecordsPerPartition = max(1, maxBufferedRecordsPerPartition)
+            self.revokeDrainTimeout = revokeDrainTimeout
+            self.onStatistics = onStatistics
+        }
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds for librdkafka's `int timeout_ms` parameters (clamped, never trapping).
+    var rdKafkaMilliseconds: Int32 {
+        let (seconds, atto) = components
+        let ms = seconds.multipliedReportingOverflow(by: 1_000)
+        guard !ms.overflow else { return seconds < 0 ? 0 : Int32.max }
+        let total = ms.partialValue.addingReportingOverflow(atto / 1_000_000_000_000_000)
+        guard !total.overflow else { return Int32.max }
+        return Int32(clamping: max(0, total.partialValue))
+    }
+}

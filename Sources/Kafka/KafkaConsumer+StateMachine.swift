@@ -1,0 +1,239 @@
+extension KafkaConsumer {
+    /// Everything the consumer decides, as a value with no locks, threads or librdkafka calls:
+    /// its lifecycle, the assignment, why partitions are paused, the record buffers and the
+    /// readers waiting for records. Each mutating function returns what the caller must do
+    /// afterwards, outside the lock (resume a reader, pause or resume partitions in librdkafka,
+    /// wake the poll thread). `Waiter` is what a reader waits on (a continuation in the consumer,
+    /// anything in tests).
+    struct StateMachine<Waiter> {
+        enum Lifecycle: Equatable {
+            /// Created; no poll loop yet (nothing subscribed or assigned).
+            case idle
+            /// The poll thread runs.
+            case polling
+            /// `close()` (or deinit) began: `records` ended, the poll thread commits and leaves.
+            case closing
+            /// The poll thread has exited: nothing more happens.
+            case closed
+        }
+
+        /// Why a partition is paused; librdkafka's pause is their union over the assignment.
+        enum PauseReason: Hashable, CaseIterable {
+            /// The application asked (`pause`), e.g. the dispatcher's in-flight limit.
+            case application
+            /// Its buffer holds `maxBuffered` records; resumed at half.
+            case bufferFull
+        }
+
+        struct PauseChange: Equatable {
+            var pause: Set<TopicPartition> = []
+            var resume: Set<TopicPartition> = []
+            var isEmpty: Bool { pause.isEmpty && resume.isEmpty }
+        }
+
+        enum PushAction {
+            /// Not assigned (any more), or the consumer is closing: dropped.
+            case dropped
+            /// Buffered; `pauseFetching`: the buffer just filled up (reconcile the pauses).
+            case buffered(pauseFetching: Bool)
+            /// Hand the record to this reader.
+            case deliver(Waiter)
+        }
+
+        enum NextAction {
+            /// Hand this record to the asking reader; `wakePoller`: a pause should be lifted now.
+            case deliver(KafkaRecord, wakePoller: Bool)
+            /// `records` has ended.
+            case finished
+            /// Queued: a later `push` or `resume` delivers.
+            case wait
+        }
+
+        let maxBuffered: Int
+        private(set) var lifecycle = Lifecycle.idle
+        private(set) var buffers = Buffers()
+        private var waiters: [(id: UInt64, waiter: Waiter)] = []
+        private var lastWaiterID: UInt64 = 0
+        private(set) var assignment: Set<TopicPartition> = []
+        private var paused: [PauseReason: Set<TopicPartition>] = [:]
+        /// Paused in librdkafka right now (as last reconciled).
+        private(set) var appliedPauses: Set<TopicPartition> = []
+        private var reconcileRequested = false
+        /// The revoke drain (for sequential readers): records handed out since a reader last
+        /// asked for the next one, and the highest next offset stored per partition.
+        private var inFlight: [TopicPartition: Int64] = [:]
+        private var storedNext: [TopicPartition: Int64] = [:]
+        /// A revoke waits for `undrained` to empty: `stored` and `next` say when to look again.
+        var drainWaiting = false
+
+        init(maxBuffered: Int) { self.maxBuffered = max(1, maxBuffered) }
+
+        var isClosing: Bool { lifecycle == .closing || lifecycle == .closed }
+        /// `records` has ended.
+        var hasEnded: Bool { isClosing }
+        var waiterCount: Int { waiters.count }
+
+        func pausedPartitions(_ reason: PauseReason) -> Set<TopicPartition> { paused[reason] ?? [] }
+
+        // MARK: Lifecycle
+
+        /// True when the poll thread should start now (the first subscribe or assign).
+        mutating func startPolling() -> Bool {
+            guard lifecycle == .idle else { return false }
+            lifecycle = .polling
+            return true
+        }
+
+        /// `close()`: ends `records`; returns the readers to end (resume with nil).
+        mutating func beginClose() -> [Waiter] {
+            if lifecycle != .closed { lifecycle = .closing }
+            return endRecords()
+        }
+
+        /// The poll thread exited: returns the readers to end.
+        mutating func pollLoopExited() -> [Waiter] {
+            lifecycle = .closed
+            return endRecords()
+        }
+
+        private mutating func endRecords() -> [Waiter] {
+            buffers = Buffers()
+            defer { waiters = [] }
+            return waiters.map(\.waiter)
+        }
+
+        // MARK: Records
+
+        /// Poll thread: a fetched record.
+        mutating func push(_ record: KafkaRecord) -> PushAction {
+            let tp = record.topicPartition
+            guard !hasEnded, assignment.contains(tp) else { return .dropped }
+            if !waiters.isEmpty, !pausedPartitions(.application).contains(tp), buffers.count(tp) == 0 {
+                inFlight[tp] = record.offset
+                return .deliver(waiters.removeFirst().waiter)
+            }
+            if buffers.append(record) >= maxBuffered, !pausedPartitions(.bufferFull).contains(tp) {
+                paused[.bufferFull, default: []].insert(tp)
+                return .buffered(pauseFetching: true)
+            }
+            return .buffered(pauseFetching: false)
+        }
+
+        /// An id for a reader about to ask (`next`), to find it again on cancellation.
+        mutating func makeWaiterID() -> UInt64 {
+            lastWaiterID &+= 1
+            return lastWaiterID
+        }
+
+        /// A reader asks for the next record. Asking means it is done with what it had (the drain).
+        mutating func next(_ id: UInt64, _ waiter: Waiter, cancelled: Bool) -> NextAction {
+            inFlight = [:]
+            if let r = popDeliverable() { return .deliver(r, wakePoller: reconcileRequested) }
+            if hasEnded || cancelled { return .finished }
+            waiters.append((id, waiter))
+            return .wait
+        }
+
+        /// The reading task was cancelled: its reader, if still waiting (resume with nil).
+        mutating func cancel(_ id: UInt64) -> Waiter? {
+            guard let i = waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return waiters.remove(at: i).waiter
+        }
+
+        /// The next buffered record in turn, skipping partitions the application paused.
+        private mutating func popDeliverable() -> KafkaRecord? {
+            guard let (record, left) = buffers.popNext(skipping: pausedPartitions(.application)) else { return nil }
+            let tp = record.topicPartition
+            inFlight[tp] = record.offset
+            if pausedPartitions(.bufferFull).contains(tp), left <= maxBuffered / 2 {
+                paused[.bufferFull]?.remove(tp)
+                reconcileRequested = true  // the poll thread resumes fetching
+            }
+            return record
+        }
+
+        /// The application stored an offset.
+        mutating func stored(_ tp: TopicPartition, nextOffset: Int64) {
+            storedNext[tp] = max(storedNext[tp] ?? -1, nextOffset)
+        }
+
+        // MARK: Pauses
+
+        /// `pause`/`resume` by the application. Returns the buffered records that waiting readers
+        /// can now have (after a resume); reconcile before handing them over.
+        mutating func setPaused(_ tps: some Sequence<TopicPartition>, _ isPaused: Bool) -> [(Waiter, KafkaRecord)] {
+            if isPaused {
+                paused[.application, default: []].formUnion(tps)
+                return []
+            }
+            paused[.application]?.subtract(tps)
+            var ready: [(Waiter, KafkaRecord)] = []
+            while !waiters.isEmpty, let r = popDeliverable() { ready.append((waiters.removeFirst().waiter, r)) }
+            return ready
+        }
+
+        var isReconcileRequested: Bool { reconcileRequested }
+
+        /// Poll thread: whether a reader freed buffer space, so pauses must be reconciled.
+        mutating func takeReconcileRequest() -> Bool {
+            defer { reconcileRequested = false }
+            return reconcileRequested
+        }
+
+        /// What to pause and resume in librdkafka so that its paused set is (paused for any reason)
+        /// ∩ assigned; records the result as applied. Partitions leaving the assignment are
+        /// resumed so that no stale pause outlives them.
+        mutating func reconcile() -> PauseChange {
+            let desired = paused.values.reduce(into: Set<TopicPartition>()) { $0.formUnion($1) }.intersection(assignment)
+            defer { appliedPauses = desired }
+            return PauseChange(pause: desired.subtracting(appliedPauses), resume: appliedPauses.subtracting(desired))
+        }
+
+        // MARK: Assignment
+
+        /// `assign()` (no group): the new assignment replaces the old one.
+        mutating func replaceAssignment(_ tps: Set<TopicPartition>) {
+            assignment = tps
+            buffers.removeAll { !tps.contains($0) }
+            for reason in PauseReason.allCases { paused[reason]?.formIntersection(tps) }
+            inFlight = [:]
+            storedNext = [:]
+        }
+
+        /// The group assigned partitions: eager rebalances replace the assignment, cooperative
+        /// ones add to it.
+        mutating func assigned(_ tps: [TopicPartition], incremental: Bool) {
+            if !incremental { assignment = [] }
+            assignment.formUnion(tps)
+            for tp in tps {
+                inFlight[tp] = nil
+                storedNext[tp] = nil
+            }
+        }
+
+        /// Partitions are being revoked (or lost): their buffered records are dropped (their next
+        /// owner reads them) and their pauses forgotten. They stay assigned until `forget`.
+        mutating func revoking(_ tps: some Sequence<TopicPartition>) {
+            let revoked = Set(tps)
+            buffers.removeAll { revoked.contains($0) }
+            for reason in PauseReason.allCases { paused[reason]?.subtract(revoked) }
+        }
+
+        /// Of these partitions, those whose record handed out last is not stored yet while the
+        /// reader has not asked for the next one (what a revoke waits for).
+        func undrained(_ tps: [TopicPartition]) -> [TopicPartition] {
+            tps.filter { tp in inFlight[tp].map { (storedNext[tp] ?? -1) <= $0 } ?? false }
+        }
+
+        /// Partitions given up: no longer assigned, nothing of them kept.
+        mutating func forget(_ tps: some Sequence<TopicPartition>) {
+            let forgotten = Set(tps)
+            assignment.subtract(forgotten)
+            buffers.removeAll { forgotten.contains($0) }
+            for tp in forgotten {
+                inFlight[tp] = nil
+                storedNext[tp] = nil
+            }
+        }
+    }
+}
