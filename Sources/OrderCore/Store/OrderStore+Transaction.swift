@@ -24,7 +24,8 @@ extension OrderStore {
             return r.affectedRows == 1
         }
 
-        /// Runs the cart requests `(key, user, operation)` in one statement; claims each key with a placeholder that `storeReplies` fills in.
+        /// Runs the cart requests `(key, user, operation)` in one statement; claims each key with a
+        /// placeholder that `storeReplies` fills in.
         func cartBatch(_ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)]) async throws -> [OrderStore.CartBatchOutcome] {
             var ops: [String?] = [], products: [String?] = [], names: [String?] = [], prices: [String?] = [], quantities: [String?] = []
             for r in requests {
