@@ -80,7 +80,9 @@ let package = Package(
         .testTarget(name: "KafkaUnitTests", dependencies: ["Kafka"]),
         // The Postgres wrapper, and the order domain's SQL (OrderStore, CartBatcher) against the real server.
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "OrderCore", "TestSupport"]),
-        .testTarget(name: "OrderCoreTests", dependencies: ["OrderCore", "TestSupport"]),
+        .testTarget(
+            name: "OrderCoreTests",
+            dependencies: ["OrderCore", "TestSupport", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "EndToEndTests", dependencies: ["OrderCore", "Kafka", "TestSupport"]),
         .testTarget(name: "DeployTests", dependencies: ["OrderCore", .product(name: "Yams", package: "Yams")]),
         // Crashes, outages, hostile input and backlogs; run on their own by deploy/local/test.sh

@@ -25,13 +25,16 @@ struct CartBatcherTests {
 
     static func request(_ key: String, _ user: Int64, _ op: OrderStore.CartOperation) -> CartBatcher.Request {
         CartBatcher.Request(key: key, userId: user, operation: op) { change in
-            guard case .changed(let cart) = change else { return Array("refused \(change)".utf8) }
-            return cart.json.bytes
+            guard case .changed(let cart) = change else { return outcome(Array("refused \(change)".utf8)) }
+            return outcome(cart.json.bytes)
         }
     }
 
+    /// A reply of these bytes (what the batcher stores; action and status do not matter here).
+    static func outcome(_ bytes: [UInt8]) -> RequestOutcome { RequestOutcome(action: nil, status: .ok, reply: bytes) }
+
     static func quantities(_ reply: CartBatcher.Outcome) throws -> [Int64] {
-        guard case .stored(let bytes) = reply, case .array(let items)? = try JSON.parse(bytes)["items"] else { return [] }
+        guard case .stored(let outcome) = reply, case .array(let items)? = try JSON.parse(outcome.reply)["items"] else { return [] }
         return items.compactMap { if case .int(let q)? = $0["quantity"] { q } else { nil } }
     }
 
@@ -49,8 +52,8 @@ struct CartBatcherTests {
             for (i, user) in users.enumerated() {
                 #expect(try Self.quantities(outcomes[user]!) == [Int64(i + 1)])
                 // The stored reply is the one that was returned.
-                guard case .stored(let bytes) = outcomes[user]! else { Issue.record("not stored"); continue }
-                #expect(try await batcher.store.storedReply(key: "t/\(user)/a") == bytes)
+                guard case .stored(let outcome) = outcomes[user]! else { Issue.record("not stored"); continue }
+                #expect(try await batcher.store.storedReply(key: "t/\(user)/a") == outcome.reply)
                 let cart = try await batcher.store.cart(userId: user)
                 #expect(cart.items.map(\.quantity) == [i + 1])
                 #expect(cart.items.first?.productName == Self.product.name)
@@ -81,7 +84,7 @@ struct CartBatcherTests {
             #expect(try Self.quantities(try await batcher.run(Self.request("t/\(user)/u", user, .set(productId: 7, quantity: 9)))) == [9])
             let missing = try await batcher.run(Self.request("t/\(user)/u2", user, .set(productId: 8, quantity: 1)))
             guard case .stored(let refusal) = missing else { Issue.record("refusal not stored"); return }
-            #expect(String(decoding: refusal, as: UTF8.self).hasPrefix("refused"))
+            #expect(String(decoding: refusal.reply, as: UTF8.self).hasPrefix("refused"))
             #expect(try Self.quantities(try await batcher.run(Self.request("t/\(user)/r", user, .set(productId: 7, quantity: 0)))) == [])
         }
     }
@@ -122,7 +125,7 @@ struct CartBatcherTests {
             // A new user's first line already over the bound: refused before the cart exists.
             let fresh = Self.user()
             let refused = try await batcher.run(Self.request("t/\(fresh)/over", fresh, .add(dear, quantity: 2)))
-            #expect(refused == .stored(Array("refused overTotal".utf8)))
+            #expect(refused == .stored(Self.outcome(Array("refused overTotal".utf8))))
             #expect(try await store.cart(userId: fresh).cartId == nil, "no cart was created")
 
             let user = Self.user()
@@ -130,7 +133,7 @@ struct CartBatcherTests {
             // Another line, or more of the same line, would pass the bound.
             for (key, op) in [("a2", OrderStore.CartOperation.add(dear, quantity: 1)), ("a3", .add(big, quantity: 1)), ("u1", .set(productId: 32, quantity: 3))] {
                 let outcome = try await batcher.run(Self.request("t/\(user)/\(key)", user, op))
-                #expect(outcome == .stored(Array("refused overTotal".utf8)), "\(key)")
+                #expect(outcome == .stored(Self.outcome(Array("refused overTotal".utf8))), "\(key)")
             }
             let cart = try await store.cart(userId: user)
             #expect(cart.items.map(\.quantity) == [2])

@@ -25,16 +25,16 @@ struct OrderStoreSQLTests {
             total = try #require(total.adding(line))
         }
         let t = total
-        return try await store.db.transaction { conn in try await store.insertOrder(userId: user, lines: lines, total: t, on: conn) }
+        return try await store.transaction { tx in try await tx.insertOrder(userId: user, lines: lines, total: t) }
     }
 
     // MARK: Idempotency expiry
 
     @Test func expireRepliesDeletesEntriesOlderThanTheRetentionAndKeepsNewerOnes() async throws {
-        try await IsolatedSchema.withStore { store in
+        try await IsolatedSchema.withStore { store, db in
             let ages = ["old-2h": 7200, "old-61m": 3660, "new-59m": 3540, "new-now": 0]
             for (key, age) in ages {
-                _ = try await store.db.query(
+                _ = try await db.query(
                     "INSERT INTO processed_requests (idempotency_key, reply, created_at) VALUES ($1, $2, now() - make_interval(secs => $3))",
                     [key, Array("reply \(key)".utf8), age])
             }
@@ -51,8 +51,8 @@ struct OrderStoreSQLTests {
 
     @Test func aStoredReplyIsKeptOnceAndAConflictSaysSo() async throws {
         try await IsolatedSchema.withStore { store in
-            let first = try await store.db.withConnection { conn in try await store.storeReply(conn, key: "k", reply: [1, 2]) }
-            let again = try await store.db.withConnection { conn in try await store.storeReply(conn, key: "k", reply: [3]) }
+            let first = try await store.storeReply(key: "k", reply: [1, 2])
+            let again = try await store.storeReply(key: "k", reply: [3])
             let stored = try await store.storedReply(key: "k")
             #expect(first)
             #expect(!again)
@@ -63,7 +63,7 @@ struct OrderStoreSQLTests {
     // MARK: Orders
 
     @Test func insertOrderStoresEveryLineWithItsOwnIdAndTheTotal() async throws {
-        try await IsolatedSchema.withStore { store in
+        try await IsolatedSchema.withStore { store, db in
             let user = TestCatalog.uniqueUserId()
             let lines = [
                 (product: try product(30, #"Quote " and, comma {brace} \ back"#, "12.50"), quantity: 2),
@@ -83,7 +83,7 @@ struct OrderStoreSQLTests {
                 #expect(item.quantity == line.quantity)
             }
             // The ids are the stored rows' ids, matched by product.
-            let rows = try await store.db.query(
+            let rows = try await db.query(
                 "SELECT order_item_id, product_id, product_name, unit_price::text, quantity FROM order_items WHERE order_id = $1", [order.orderId]
             ).rows
             #expect(rows.count == 3)
@@ -104,18 +104,18 @@ struct OrderStoreSQLTests {
         try await IsolatedSchema.withStore { store in
             let user = TestCatalog.uniqueUserId()
             let order = try await place(store, user: user, [(try product(1, "a", "5.25"), 2)])
-            let done = try await store.db.transaction { try await store.finishOrder(orderId: order.orderId, status: .confirmed, on: $0) }
+            let done = try await store.transaction { try await $0.finishOrder(orderId: order.orderId, status: .confirmed) }
             let finished = try #require(done)
             #expect(finished.userId == user)
             #expect(finished.total == (try money("10.50")))
             #expect(!finished.at.isEmpty)
-            #expect(try await store.db.transaction { try await store.finishOrder(orderId: order.orderId, status: .confirmed, on: $0) } == nil)
-            #expect(try await store.db.transaction { try await store.finishOrder(orderId: order.orderId, status: .rejected, on: $0) } == nil)
+            #expect(try await store.transaction { try await $0.finishOrder(orderId: order.orderId, status: .confirmed) } == nil)
+            #expect(try await store.transaction { try await $0.finishOrder(orderId: order.orderId, status: .rejected) } == nil)
             #expect(try await store.order(orderId: order.orderId, userId: user)?.status == .confirmed)
-            #expect(try await store.db.transaction { try await store.finishOrder(orderId: order.orderId + 1_000, status: .rejected, on: $0) } == nil)
+            #expect(try await store.transaction { try await $0.finishOrder(orderId: order.orderId + 1_000, status: .rejected) } == nil)
 
             let other = try await place(store, user: user, [(try product(2, "b", "1.00"), 1)])
-            #expect(try await store.db.transaction { try await store.finishOrder(orderId: other.orderId, status: .rejected, on: $0) } != nil)
+            #expect(try await store.transaction { try await $0.finishOrder(orderId: other.orderId, status: .rejected) } != nil)
             #expect(try await store.order(orderId: other.orderId, userId: user)?.status == .rejected)
         }
     }
@@ -168,12 +168,12 @@ struct OrderStoreSQLTests {
                 KafkaOutgoingRecord(topic: "replies", key: nil, value: Array(#"{"a":1}"#.utf8), headers: []),
                 KafkaOutgoingRecord(topic: "events", key: Array("k".utf8), value: [], headers: [KafkaHeader(key: "only-nil", value: nil)]),
             ]
-            try await store.db.transaction { conn in
-                try await store.enqueue(records.map { OrderStore.OutboxRecord(record: $0, orderingKey: nil) }, on: conn)
+            try await store.transaction { tx in
+                try await tx.enqueue(records.map { OrderStore.OutboxRecord(record: $0, orderingKey: nil) })
             }
-            let taken = try await store.db.transaction { conn in
-                let taken = try await store.lockOutbox(limit: 10, on: conn)
-                try await store.deleteOutbox(ids: taken.map(\.id), on: conn)
+            let taken = try await store.transaction { tx in
+                let taken = try await tx.lockOutbox(limit: 10)
+                try await tx.deleteOutbox(ids: taken.map(\.id))
                 return taken
             }
             #expect(taken.map(\.id) == taken.map(\.id).sorted())
@@ -184,25 +184,25 @@ struct OrderStoreSQLTests {
                 #expect(got.value == sent.value)
                 #expect(got.headers == sent.headers)
             }
-            #expect(try await store.db.transaction { try await store.lockOutbox(limit: 10, on: $0) }.isEmpty, "deleted")
+            #expect(try await store.transaction { try await $0.lockOutbox(limit: 10) }.isEmpty, "deleted")
         }
     }
 
     @Test func lockOutboxTakesAtMostTheLimitOldestFirstAndDeleteOutboxOnlyTheGivenIds() async throws {
         try await IsolatedSchema.withStore { store in
             let records = (1...5).map { OrderStore.OutboxRecord(record: KafkaOutgoingRecord(topic: "t", key: nil, value: [UInt8($0)]), orderingKey: nil) }
-            try await store.db.transaction { try await store.enqueue(records, on: $0) }
-            try await store.db.transaction { try await store.enqueue([], on: $0) }  // nothing, no error
-            let first = try await store.db.transaction { conn in
-                let t = try await store.lockOutbox(limit: 2, on: conn)
-                try await store.deleteOutbox(ids: t.map(\.id), on: conn)
+            try await store.transaction { try await $0.enqueue(records) }
+            try await store.transaction { try await $0.enqueue([]) }  // nothing, no error
+            let first = try await store.transaction { tx in
+                let t = try await tx.lockOutbox(limit: 2)
+                try await tx.deleteOutbox(ids: t.map(\.id))
                 return t
             }
             #expect(first.map(\.record.value) == [[1], [2]])
-            let rest = try await store.db.transaction { try await store.lockOutbox(limit: 10, on: $0) }
+            let rest = try await store.transaction { try await $0.lockOutbox(limit: 10) }
             #expect(rest.map(\.record.value) == [[3], [4], [5]])
-            try await store.db.transaction { try await store.deleteOutbox(ids: [], on: $0) }
-            #expect(try await store.db.transaction { try await store.lockOutbox(limit: 10, on: $0) }.count == 3)
+            try await store.transaction { try await $0.deleteOutbox(ids: []) }
+            #expect(try await store.transaction { try await $0.lockOutbox(limit: 10) }.count == 3)
         }
     }
 }

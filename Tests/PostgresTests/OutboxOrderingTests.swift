@@ -44,21 +44,21 @@ struct OutboxOrderingTests {
 
     @Test func aRowWaitsWhileAnOlderRowOfItsOrderIsBeingSentElsewhere() async throws {
         try await withIsolatedStore { store in
-            try await store.db.transaction { conn in
-                try await store.enqueue([notification(1, .pending), notification(2, .pending)], on: conn)
-                try await store.enqueue([notification(1, .confirmed)], on: conn)
+            try await store.transaction { tx in
+                try await tx.enqueue([notification(1, .pending), notification(2, .pending)])
+                try await tx.enqueue([notification(1, .confirmed)])
             }
             // Instance A takes order 1's `pending` and is still sending it.
-            try await store.db.transaction { a in
-                let taken = try await store.lockOutbox(limit: 1, on: a)
+            try await store.transaction { a in
+                let taken = try await a.lockOutbox(limit: 1)
                 #expect(taken.compactMap { Self.status($0.record) }.map(\.status) == ["pending"])
                 // Instance B sees order 2's `pending`, but not order 1's `confirmed`.
-                let other = try await store.db.transaction { b in try await store.lockOutbox(limit: 10, on: b) }
+                let other = try await store.transaction { b in try await b.lockOutbox(limit: 10) }
                 #expect(other.compactMap { Self.status($0.record) }.map { "\($0.order)/\($0.status)" } == ["2/pending"])
-                try await store.deleteOutbox(ids: taken.map(\.id), on: a)
+                try await a.deleteOutbox(ids: taken.map(\.id))
             }
             // Once A's row is gone, `confirmed` can go.
-            let next = try await store.db.transaction { b in try await store.lockOutbox(limit: 10, on: b) }
+            let next = try await store.transaction { b in try await b.lockOutbox(limit: 10) }
             #expect(next.compactMap { Self.status($0.record) }.map { "\($0.order)/\($0.status)" } == ["2/pending", "1/confirmed"])
         }
     }
@@ -82,13 +82,13 @@ struct OutboxOrderingTests {
         try await withIsolatedStore { store in
             let orders: [Int64] = Array(1...300)
             for chunk in stride(from: 0, to: orders.count, by: 50) {
-                try await store.db.transaction { conn in
-                    try await store.enqueue(orders[chunk..<(chunk + 50)].map { notification($0, .pending) }, on: conn)
+                try await store.transaction { tx in
+                    try await tx.enqueue(orders[chunk..<(chunk + 50)].map { notification($0, .pending) })
                 }
             }
             for chunk in stride(from: 0, to: orders.count, by: 50) {
-                try await store.db.transaction { conn in
-                    try await store.enqueue(orders[chunk..<(chunk + 50)].map { notification($0, $0 % 2 == 0 ? .confirmed : .rejected) }, on: conn)
+                try await store.transaction { tx in
+                    try await tx.enqueue(orders[chunk..<(chunk + 50)].map { notification($0, $0 % 2 == 0 ? .confirmed : .rejected) })
                 }
             }
             let sender = RecordingSender()

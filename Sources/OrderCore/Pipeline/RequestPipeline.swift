@@ -33,7 +33,7 @@ public struct RequestPipeline: RecordHandler {
 
     public init(
         topics: Topics, routing: ReplyRouting, catalog: any ProductCatalog, addItemCatalog: (any ProductCatalog)? = nil,
-        inventory: any InventoryChecker, store: OrderStore, outboxWritten: @escaping @Sendable () -> Void = {},
+        inventory: any InventoryChecker, store: OrderStore, carts: CartBatcher? = nil, outboxWritten: @escaping @Sendable () -> Void = {},
         metrics: ServiceMetrics? = nil, replyTopics: ReplyTopicCheck? = nil, eventSource: String = OutgoingMessages.defaultEventSource,
         logger: Logger, crashOn: [UInt8]? = nil,
         wedgeOn: [UInt8]? = nil
@@ -44,7 +44,7 @@ public struct RequestPipeline: RecordHandler {
         self.products = ProductLookupStage(catalog: catalog)
         self.recentProducts = ProductLookupStage(catalog: addItemCatalog ?? catalog)
         self.inventory = InventoryCheckStage(inventory: inventory)
-        self.persist = PersistStage(store: store, topics: topics, eventSource: eventSource)
+        self.persist = PersistStage(store: store, carts: carts ?? CartBatcher(store: store), topics: topics, eventSource: eventSource)
         self.store = store
         self.outboxWritten = outboxWritten
         self.metrics = metrics
@@ -62,23 +62,26 @@ public struct RequestPipeline: RecordHandler {
 
     public func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
         let started = ContinuousClock.now
-        let outputs = try await answer(record)
+        let answered = try await answer(record)
         if let metrics {
-            let reply = outputs.first { $0.topic != topics.deadLetters }
-            let action = record.topic == topics.deductionResults
-                ? "deduction_result" : reply.flatMap { $0.value }.map(ServiceMetrics.action(ofReply:)) ?? "malformed"
-            metrics.record(
-                action: action, outcome: reply.flatMap { $0.value }.map(ServiceMetrics.outcome(ofReply:)) ?? "none",
-                latency: ContinuousClock.now - started)
-            let dead = outputs.filter { $0.topic == topics.deadLetters }.count
+            let action = record.topic == topics.deductionResults ? "deduction_result" : answered.outcome?.metricsAction ?? "malformed"
+            metrics.record(action: action, outcome: answered.outcome?.metricsOutcome ?? "none", latency: ContinuousClock.now - started)
+            let dead = answered.outputs.filter { $0.topic == topics.deadLetters }.count
             if dead > 0 { metrics.deadLettered(dead) }
         }
-        return outputs
+        return answered.outputs
     }
 
-    func answer(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
-        if record.topic == topics.deductionResults { return try await handleDeductionResult(record) }
-        guard let kind = topics.requestKind(ofTopic: record.topic) else { return [] }
+    /// What a record came to: the records to send and, when it was a request, its outcome (the
+    /// reply among the outputs), which metrics count.
+    struct Answered {
+        var outputs: [KafkaOutgoingRecord]
+        var outcome: RequestOutcome? = nil
+    }
+
+    func answer(_ record: KafkaRecord) async throws -> Answered {
+        if record.topic == topics.deductionResults { return Answered(outputs: try await handleDeductionResult(record)) }
+        guard let kind = topics.requestKind(ofTopic: record.topic) else { return Answered(outputs: []) }
         #if DEBUG
         // Test-only switches, compiled into debug builds only: no record can reach them in a
         // release build, whatever the environment says.
@@ -99,27 +102,30 @@ public struct RequestPipeline: RecordHandler {
         case .topic(let t): replyTopic = t
         case .rejected(let fallback):
             let (rid, action) = decoded.identity
-            let err = ServiceError(.invalidReplyTo, "reply-to must name a response topic; nothing was changed")
-            return [routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes)]
+            let outcome = RequestOutcome.error(
+                requestId: rid, action: action, ServiceError(.invalidReplyTo, "reply-to must name a response topic; nothing was changed"))
+            return Answered(outputs: [routing.reply(to: record, topic: fallback, value: outcome.reply)], outcome: outcome)
         }
         if let refusal = await replyTopicRefusal(record, replyTopic) {
             let (rid, action) = decoded.identity
-            return [routing.reply(to: record, topic: routing.defaultTopic(for: record), value: Reply.error(requestId: rid, action: action, refusal).bytes)]
+            let outcome = RequestOutcome.error(requestId: rid, action: action, refusal)
+            return Answered(outputs: [routing.reply(to: record, topic: routing.defaultTopic(for: record), value: outcome.reply)], outcome: outcome)
         }
         let replyPartition: Int32?
         if case .partition(let p) = routing.replyPartition(for: record) { replyPartition = p } else { replyPartition = nil }
 
         switch decoded {
         case .rejected(let rid, let action, let error, let deadLetter):
-            var out = [routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, error).bytes, partition: replyPartition)]
+            let outcome = RequestOutcome.error(requestId: rid, action: action, error)
+            var out = [routing.reply(to: record, topic: replyTopic, value: outcome.reply, partition: replyPartition)]
             if deadLetter { out.append(routing.deadLetter(record, error: error.message, kind: .invalidRequest)) }
-            return out
+            return Answered(outputs: out, outcome: outcome)
         case .request(let request):
             // No look-up first: every outcome is stored with INSERT … ON CONFLICT DO NOTHING, and
             // a conflict means the key was processed before, so its stored reply is sent instead.
             let key = idempotencyKey(request, kind: kind, record: record)
-            let reply = try await execute(request, key: key, budget: routing.replyValueBudget(for: record))
-            return [routing.reply(to: record, topic: replyTopic, value: reply, partition: replyPartition)]
+            let outcome = try await execute(request, key: key, budget: routing.replyValueBudget(for: record))
+            return Answered(outputs: [routing.reply(to: record, topic: replyTopic, value: outcome.reply, partition: replyPartition)], outcome: outcome)
         }
     }
 
@@ -255,36 +261,40 @@ public struct RequestPipeline: RecordHandler {
 
     /// Runs a decoded request; `budget` is the most bytes its reply may have (paged replies end
     /// early to fit it).
-    func execute(_ request: Request, key: String, budget: Int) async throws -> [UInt8] {
+    func execute(_ request: Request, key: String, budget: Int) async throws -> RequestOutcome {
         let rid = request.requestId
         let action = request.command.action
+        /// The reply an earlier delivery stored under the key, if any.
+        func stored() async throws -> RequestOutcome? {
+            try await store.storedReply(key: key).map(RequestOutcome.init(stored:))
+        }
         /// Stores the reply unless the key has one already; returns the reply that stands.
-        func remember(_ bytes: [UInt8]) async throws -> [UInt8] {
+        func remember(_ outcome: RequestOutcome) async throws -> RequestOutcome {
             // Replies are built to fit; one that does not is never stored, so that a repeat is not
             // answered with something the broker refuses.
-            guard bytes.count <= budget else {
-                logger.error("reply of \(bytes.count) bytes exceeds the record budget of \(budget)", metadata: ["action": "\(action)"])
-                return Reply.error(requestId: rid, action: action, ServiceError(.internalError, "the reply would be too large to send")).bytes
+            guard outcome.reply.count <= budget else {
+                logger.error("reply of \(outcome.reply.count) bytes exceeds the record budget of \(budget)", metadata: ["action": "\(action)"])
+                return .error(requestId: rid, action: action, ServiceError(.internalError, "the reply would be too large to send"))
             }
-            if try await store.db.withConnection({ try await store.storeReply($0, key: key, reply: bytes) }) { return bytes }
-            return try await store.storedReply(key: key) ?? bytes
+            if try await store.storeReply(key: key, reply: outcome.reply) { return outcome }
+            return try await stored() ?? outcome
         }
-        func fail(_ e: ServiceError) async throws -> [UInt8] {
-            let bytes = Reply.error(requestId: rid, action: action, e).bytes
+        func fail(_ e: ServiceError) async throws -> RequestOutcome {
+            let outcome = RequestOutcome.error(requestId: rid, action: action, e)
             // Transient failures are not remembered, so a retry with the same request_id tries
             // again; but a repeat of a request that succeeded earlier still gets that reply.
-            if e.code.isTransient { return try await store.storedReply(key: key) ?? bytes }
-            return try await remember(bytes)
+            if e.code.isTransient { return try await stored() ?? outcome }
+            return try await remember(outcome)
         }
-        func ok(_ body: [(String, JSON)]) async throws -> [UInt8] {
-            try await remember(Reply.ok(requestId: rid, action: action, body: body).bytes)
+        func ok(_ body: [(String, JSON)]) async throws -> RequestOutcome {
+            try await remember(.ok(requestId: rid, action: action, body: body))
         }
-        func finish(_ result: PersistStage.Result) async throws -> [UInt8] {
+        func finish(_ result: PersistStage.Result) async throws -> RequestOutcome {
             switch result {
-            case .committed(let reply, let outbox):
+            case .committed(let outcome, let outbox):
                 if outbox { outboxWritten() }
-                return reply.bytes
-            case .stored(let reply), .alreadyProcessed(let reply): return reply
+                return outcome
+            case .alreadyProcessed(let outcome): return outcome
             case .rejected(let e): return try await fail(e)
             case .cartChanged: throw PersistFailure.unexpected("cart changed outside create_order")
             }
@@ -323,7 +333,7 @@ public struct RequestPipeline: RecordHandler {
             }
             // Not stored (like a transient error): a retry with the same request_id tries again.
             let busy = ServiceError(.invalidRequest, "the cart kept changing while the order was being placed; nothing was ordered, try again")
-            return try await store.storedReply(key: key) ?? Reply.error(requestId: rid, action: action, busy).bytes
+            return try await stored() ?? .error(requestId: rid, action: action, busy)
         case .listOrders(let user, let limit, let before):
             let envelope = Reply.ok(requestId: rid, action: action, body: [("orders", []), ("next_before_order_id", .int(.max))]).bytes.count
             var page = Page(room: budget - envelope, limit: limit ?? .max)

@@ -66,49 +66,6 @@ public final class ServiceMetrics: Sendable {
             ("consumer_lag", .object(lag.withLock { $0 }.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
         ])
     }
-
-    /// The action a reply names, if it is one of the contract's ("unknown" / "malformed" otherwise).
-    public static func action(ofReply bytes: [UInt8]) -> String {
-        let head = bytes.prefix(1024)
-        let marker = Array(#""action":""#.utf8)
-        guard let at = find(marker, in: head) else { return "malformed" }
-        let rest = head[at...]
-        guard let end = rest.firstIndex(of: UInt8(ascii: "\"")) else { return "unknown" }
-        let action = String(decoding: rest[..<end], as: UTF8.self)
-        return RequestTopicKind.allCases.contains { $0.actions.contains(action) } ? action : "unknown"
-    }
-
-    /// The outcome a reply says: "ok", or its error code (our own compact encoding, read from the front).
-    public static func outcome(ofReply bytes: [UInt8]) -> String {
-        let head = bytes.prefix(1024)
-        if find(Array(#""status":"ok""#.utf8), in: head) != nil { return "ok" }
-        let marker = Array(#""code":""#.utf8)
-        guard let at = find(marker, in: head) else { return "error" }
-        let rest = head[at...]
-        guard let end = rest.firstIndex(of: UInt8(ascii: "\"")) else { return "error" }
-        return String(decoding: rest[..<end], as: UTF8.self)
-    }
-
-    /// The index just after the first occurrence of `needle` in `hay` (a plain scan over raw
-    /// bytes: this runs for every reply, and the generic `firstRange` was a visible cost).
-    static func find(_ needle: [UInt8], in hay: ArraySlice<UInt8>) -> Int? {
-        guard !needle.isEmpty, hay.count >= needle.count else { return nil }
-        return hay.withUnsafeBufferPointer { h in
-            needle.withUnsafeBufferPointer { n -> Int? in
-                var i = 0
-                let last = h.count - n.count
-                while i <= last {
-                    if h[i] == n[0] {
-                        var j = 1
-                        while j < n.count, h[i + j] == n[j] { j += 1 }
-                        if j == n.count { return hay.startIndex + i + n.count }
-                    }
-                    i += 1
-                }
-                return nil
-            }
-        }
-    }
 }
 
 /// Sends a metrics record to the metrics topic every `interval`.

@@ -1,6 +1,5 @@
 import Kafka
 import Logging
-import Postgres
 import ServiceLifecycle
 import Synchronization
 
@@ -55,11 +54,12 @@ public final class OutboxRelay: Service, Sendable {
     }
 
     func relayBatch(limit: Int = 200) async throws -> Int {
-        try await store.db.transaction { conn in
-            let entries = try await store.lockOutbox(limit: limit, on: conn)
+        // The rows stay locked while they are sent: the transaction is held open across the send.
+        try await store.transaction { tx in
+            let entries = try await tx.lockOutbox(limit: limit)
             guard !entries.isEmpty else { return 0 }
             _ = try await producer.sendAll(entries.map(\.record))
-            try await store.deleteOutbox(ids: entries.map(\.id), on: conn)
+            try await tx.deleteOutbox(ids: entries.map(\.id))
             return entries.count
         }
     }

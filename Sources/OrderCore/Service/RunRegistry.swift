@@ -1,12 +1,13 @@
 import Kafka
 import Logging
+import ServiceLifecycle
 import Synchronization
 
 /// Notices unclean exits in the consumer group, for the crash-loop breaker: every run (process)
 /// registers itself in PostgreSQL, and every ~2 s each run removes the group's runs whose
 /// sessions are gone (see `RunStore.check`). When any instance of the group found one within
 /// `window`, partitions assigned now start on probation (`Dispatcher.CrashGuard`).
-public final class RunRegistry: Sendable {
+public final class RunRegistry: Service, Sendable {
     public let groupId: String
     public let runId: String
     private let store: RunStore
@@ -39,8 +40,13 @@ public final class RunRegistry: Sendable {
         try await check()
     }
 
-    /// Heartbeat and check every `interval` until cancelled; failures (an outage) are retried.
+    /// As a service: heartbeat and check every `interval` until the graceful shutdown (or
+    /// cancellation); failures (an outage) are retried. `deregister` is the clean stop's last step.
     public func run() async {
+        await cancelWhenGracefulShutdown { await self.checkPeriodically() }
+    }
+
+    private func checkPeriodically() async {
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }
             do { try await check() } catch {

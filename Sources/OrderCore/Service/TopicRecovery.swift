@@ -1,5 +1,6 @@
 import Kafka
 import Logging
+import ServiceLifecycle
 
 /// Re-creates topics of topics.yaml that vanish (a broker that lost its data, a deleted topic)
 /// and then makes sure this instance's group consumer is not left without partitions.
@@ -13,7 +14,7 @@ import Logging
 /// nothing is revoked or drained) and then gives the fresh one `settleAfterReplace` — at least the
 /// rebalance timeout — before acting again: replacing members faster than the group can settle
 /// would keep it rebalancing forever.
-struct TopicRecovery: Sendable {
+struct TopicRecovery: Service {
     let topics: Topics
     let manager: TopicManager
     /// The group consumer in use now.
@@ -27,7 +28,13 @@ struct TopicRecovery: Sendable {
     var replaceAfter: Duration = .seconds(15)
     var settleAfterReplace: Duration = .seconds(75)
 
+    /// As a service: checks until the graceful shutdown, which it ends at once (no consumer is
+    /// replaced while the consumer drains).
     func run() async throws {
+        try? await cancelWhenGracefulShutdown { try await watch() }
+    }
+
+    func watch() async throws {
         var recreated: ContinuousClock.Instant?
         var nextAction: ContinuousClock.Instant?
         var rejoined = false

@@ -15,11 +15,11 @@ public final class CartBatcher: Sendable {
         public var key: String
         public var userId: Int64
         public var operation: OrderStore.CartOperation
-        /// The reply for what the operation found; stored under `key` in the same transaction.
-        /// Throwing fails the request (as an internal error), not its batch-mates.
-        public var reply: @Sendable (OrderStore.CartChange) throws -> [UInt8]
+        /// The reply for what the operation found; its bytes are stored under `key` in the same
+        /// transaction. Throwing fails the request (as an internal error), not its batch-mates.
+        public var reply: @Sendable (OrderStore.CartChange) throws -> RequestOutcome
 
-        public init(key: String, userId: Int64, operation: OrderStore.CartOperation, reply: @escaping @Sendable (OrderStore.CartChange) throws -> [UInt8]) {
+        public init(key: String, userId: Int64, operation: OrderStore.CartOperation, reply: @escaping @Sendable (OrderStore.CartChange) throws -> RequestOutcome) {
             self.key = key
             self.userId = userId
             self.operation = operation
@@ -29,7 +29,7 @@ public final class CartBatcher: Sendable {
 
     public enum Outcome: Sendable, Equatable {
         /// Committed, with this reply stored under the request's key.
-        case stored([UInt8])
+        case stored(RequestOutcome)
         /// The key was stored before (another delivery of the same request): send its reply.
         case duplicate
     }
@@ -116,8 +116,8 @@ public final class CartBatcher: Sendable {
     }
 
     func commit(_ requests: [Request]) async throws -> [Outcome] {
-        try await store.db.transaction { conn in
-            let found = try await store.cartBatch(requests.map { ($0.key, $0.userId, $0.operation) }, on: conn)
+        try await store.transaction { tx in
+            let found = try await tx.cartBatch(requests.map { ($0.key, $0.userId, $0.operation) })
             var outcomes: [Outcome] = []
             var replies: [(key: String, reply: [UInt8])] = []
             for (request, change) in zip(requests, found) {
@@ -126,10 +126,10 @@ public final class CartBatcher: Sendable {
                     continue
                 }
                 let reply = try request.reply(change)
-                replies.append((request.key, reply))
+                replies.append((request.key, reply.reply))
                 outcomes.append(.stored(reply))
             }
-            try await store.storeReplies(replies, on: conn)
+            try await tx.storeReplies(replies)
             return outcomes
         }
     }

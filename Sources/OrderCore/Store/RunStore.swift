@@ -5,7 +5,7 @@ import Postgres
 /// processes of a consumer group run, when one was last found dead, and which record of a
 /// partition on probation is in progress. Every value is a bound parameter.
 public struct RunStore: Sendable {
-    public let db: PostgresClient
+    private let db: PostgresClient
 
     public init(db: PostgresClient) { self.db = db }
 

@@ -1,10 +1,9 @@
 import Kafka
-import Postgres
 
 /// Stage 4: persists what a request changes. The reply is stored under the request's
 /// idempotency key in the same transaction, and records to send afterwards (deduction request,
 /// notifications) are written to the outbox in it too: all or nothing. Cart requests of different
-/// users share transactions (`CartBatcher`, group commit).
+/// users share transactions (the injected `CartBatcher`, group commit).
 public struct PersistStage: Sendable {
     public let store: OrderStore
     public let topics: Topics
@@ -12,26 +11,22 @@ public struct PersistStage: Sendable {
     /// CloudEvents `source` of the notifications (`ORDER_SERVICE_EVENT_SOURCE`).
     public let eventSource: String
 
-    public init(
-        store: OrderStore, topics: Topics, batching: CartBatcher.Configuration = CartBatcher.Configuration(),
-        eventSource: String = OutgoingMessages.defaultEventSource
-    ) {
+    public init(store: OrderStore, carts: CartBatcher, topics: Topics, eventSource: String = OutgoingMessages.defaultEventSource) {
         self.store = store
         self.topics = topics
         self.eventSource = eventSource
-        self.carts = CartBatcher(store: store, configuration: batching)
+        self.carts = carts
     }
 
     /// What a state-changing transaction produced.
     public enum Result: Sendable, Equatable {
-        /// Committed; this reply was stored with it.
-        case committed(reply: JSON, wroteOutbox: Bool)
-        /// Committed; this reply (success or refusal) was stored with it.
-        case stored(reply: [UInt8])
+        /// Committed; this reply (success or refusal) was stored with it. `wroteOutbox`: records
+        /// to send were queued in the outbox too.
+        case committed(RequestOutcome, wroteOutbox: Bool)
         /// Rolled back: the request is refused and nothing changed.
         case rejected(ServiceError)
         /// Another delivery of the same request committed first; its stored reply is the answer.
-        case alreadyProcessed(reply: [UInt8])
+        case alreadyProcessed(RequestOutcome)
         /// Rolled back: the cart under its lock is not the cart that was checked (a concurrent
         /// change or order); nothing changed, check again.
         case cartChanged
@@ -41,35 +36,38 @@ public struct PersistStage: Sendable {
     struct Duplicate: Error {}
     struct CartChanged: Error {}
 
-    func transaction(key: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> (JSON, Bool)) async throws -> Result {
+    /// `body` in one transaction that ends by storing its reply under `key`.
+    func transaction(
+        key: String, _ body: @escaping @Sendable (OrderStore.Transaction) async throws -> (RequestOutcome, wroteOutbox: Bool)
+    ) async throws -> Result {
         do {
-            return try await store.db.transaction { conn in
-                let (reply, outbox) = try await body(conn)
-                guard try await store.storeReply(conn, key: key, reply: reply.bytes) else { throw Duplicate() }
-                return .committed(reply: reply, wroteOutbox: outbox)
+            return try await store.transaction { tx in
+                let (outcome, outbox) = try await body(tx)
+                guard try await tx.storeReply(key: key, reply: outcome.reply) else { throw Duplicate() }
+                return .committed(outcome, wroteOutbox: outbox)
             }
         } catch let r as Rejection {
             return .rejected(r.error)
         } catch is Duplicate {
-            return .alreadyProcessed(reply: try await storedReply(key))
+            return .alreadyProcessed(try await storedReply(key))
         } catch is CartChanged {
             return .cartChanged
         }
     }
 
-    private func storedReply(_ key: String) async throws -> [UInt8] {
+    private func storedReply(_ key: String) async throws -> RequestOutcome {
         guard let stored = try await store.storedReply(key: key) else { throw PersistFailure.unexpected("stored reply vanished") }
-        return stored
+        return RequestOutcome(stored: stored)
     }
 
     /// One cart request through the batcher; `reply` turns what it found into the reply to store.
     func batched(
         key: String, userId: Int64, _ operation: OrderStore.CartOperation,
-        reply: @escaping @Sendable (OrderStore.CartChange) throws -> [UInt8]
+        reply: @escaping @Sendable (OrderStore.CartChange) throws -> RequestOutcome
     ) async throws -> Result {
         switch try await carts.run(CartBatcher.Request(key: key, userId: userId, operation: operation, reply: reply)) {
-        case .stored(let bytes): return .stored(reply: bytes)
-        case .duplicate: return .alreadyProcessed(reply: try await storedReply(key))
+        case .stored(let outcome): return .committed(outcome, wroteOutbox: false)
+        case .duplicate: return .alreadyProcessed(try await storedReply(key))
         }
     }
 
@@ -77,14 +75,14 @@ public struct PersistStage: Sendable {
         try await batched(key: key, userId: userId, .add(product, quantity: quantity)) { change in
             switch change {
             case .changed(let cart):
-                return Reply.ok(requestId: requestId, action: "add_item", body: [("cart", cart.json)]).bytes
+                return RequestOutcome.ok(requestId: requestId, action: "add_item", body: [("cart", cart.json)])
             case .tooMany(let current):
-                return Reply.error(requestId: requestId, action: "add_item", .invalid(
-                    "a line's quantity may not exceed \(Limits.maxQuantity) (the cart holds \(current) of product \(product.productId))")).bytes
+                return RequestOutcome.error(requestId: requestId, action: "add_item", .invalid(
+                    "a line's quantity may not exceed \(Limits.maxQuantity) (the cart holds \(current) of product \(product.productId))"))
             case .cartFull:
-                return Reply.error(requestId: requestId, action: "add_item", ServiceError(.cartFull, "a cart holds at most \(Limits.maxCartLines) lines")).bytes
+                return RequestOutcome.error(requestId: requestId, action: "add_item", ServiceError(.cartFull, "a cart holds at most \(Limits.maxCartLines) lines"))
             case .overTotal:
-                return Reply.error(requestId: requestId, action: "add_item", .overTotal).bytes
+                return RequestOutcome.error(requestId: requestId, action: "add_item", .overTotal)
             case .notFound:
                 throw PersistFailure.unexpected("add_item reported not_found")
             }
@@ -95,10 +93,10 @@ public struct PersistStage: Sendable {
     public func setItem(key: String, requestId: String?, action: String, userId: Int64, productId: Int64, quantity: Int) async throws -> Result {
         try await batched(key: key, userId: userId, .set(productId: productId, quantity: quantity)) { change in
             switch change {
-            case .changed(let cart): return Reply.ok(requestId: requestId, action: action, body: [("cart", cart.json)]).bytes
-            case .overTotal: return Reply.error(requestId: requestId, action: action, .overTotal).bytes
+            case .changed(let cart): return RequestOutcome.ok(requestId: requestId, action: action, body: [("cart", cart.json)])
+            case .overTotal: return RequestOutcome.error(requestId: requestId, action: action, .overTotal)
             case .notFound, .tooMany, .cartFull:
-                return Reply.error(requestId: requestId, action: action, ServiceError(.itemNotFound, "product \(productId) is not in the cart")).bytes
+                return RequestOutcome.error(requestId: requestId, action: action, ServiceError(.itemNotFound, "product \(productId) is not in the cart"))
             }
         }
     }
@@ -107,7 +105,7 @@ public struct PersistStage: Sendable {
     public func getCart(key: String, requestId: String?, userId: Int64) async throws -> Result {
         try await batched(key: key, userId: userId, .get) { change in
             guard case .changed(let cart) = change else { throw PersistFailure.unexpected("get_cart found \(change)") }
-            return Reply.ok(requestId: requestId, action: "get_cart", body: [("cart", cart.json)]).bytes
+            return RequestOutcome.ok(requestId: requestId, action: "get_cart", body: [("cart", cart.json)])
         }
     }
 
@@ -117,8 +115,8 @@ public struct PersistStage: Sendable {
     /// checked lines (same line ids, products and quantities); otherwise nothing changes and the
     /// result is `cartChanged`, so that the caller checks the cart as it is now.
     public func createOrder(key: String, requestId: String?, userId: Int64, checked: Cart, products: [Int64: Product]) async throws -> Result {
-        try await transaction(key: key) { conn in
-            guard let cart = try await store.lockCart(userId: userId, on: conn), let cartId = cart.cartId, !cart.items.isEmpty,
+        try await transaction(key: key) { tx in
+            guard let cart = try await tx.lockCart(userId: userId), let cartId = cart.cartId, !cart.items.isEmpty,
                 cart.items.map(\.orderedPart) == checked.items.map(\.orderedPart)
             else { throw CartChanged() }
             var lines: [(product: Product, quantity: Int)] = []
@@ -136,24 +134,23 @@ public struct PersistStage: Sendable {
                 lineTotals.append(t)
             }
             guard let total = Money.sum(lineTotals) else { throw Rejection(error: .overTotal) }
-            let order = try await store.insertOrder(userId: userId, lines: lines, total: total, on: conn)
-            try await store.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId), on: conn)
-            try await store.enqueue([
+            let order = try await tx.insertOrder(userId: userId, lines: lines, total: total)
+            try await tx.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId))
+            try await tx.enqueue([
                 .init(record: OutgoingMessages.deductionRequest(order, topics: topics), orderingKey: nil),
                 OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics, source: eventSource),
-            ], on: conn)
-            return (Reply.ok(requestId: requestId, action: "create_order", body: [("order", order.json)]), true)
+            ])
+            return (.ok(requestId: requestId, action: "create_order", body: [("order", order.json)]), true)
         }
     }
 
     /// Applies a deduction result; a repeated or late result changes nothing. True when the
     /// order moved (and its notification was queued).
     public func finishOrder(orderId: Int64, status: OrderStatus) async throws -> Bool {
-        try await store.db.transaction { conn in
-            guard let done = try await store.finishOrder(orderId: orderId, status: status, on: conn) else { return false }
-            try await store.enqueue(
-                [OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics, source: eventSource)],
-                on: conn)
+        try await store.transaction { tx in
+            guard let done = try await tx.finishOrder(orderId: orderId, status: status) else { return false }
+            try await tx.enqueue(
+                [OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics, source: eventSource)])
             return true
         }
     }
