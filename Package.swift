@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 import PackageDescription
 
 // Layers, bottom up:
@@ -21,6 +21,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-service-context.git", from: "1.5.1"),
+        // Only the OTLP/HTTP exporter: the gRPC trait would build grpc-swift for nothing.
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        // Already a dependency of swift-otel; named here for the test tier's OTLP/HTTP receiver.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(
@@ -40,17 +47,32 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceContextModule", package: "swift-service-context"),
+            ]),
+        // Bootstraps swift-otel from the OTEL_* variables; the only module importing OTel, so that
+        // OrderCore sees only the tracing and metrics APIs.
+        .target(
+            name: "OrderTelemetry",
+            dependencies: [
+                "OrderCore",
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .target(
             name: "ReferenceServices",
             dependencies: [
-                "OrderCore", "Kafka", "Postgres",
+                "OrderCore", "OrderTelemetry", "Kafka", "Postgres",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .executableTarget(
             name: "order-service",
             dependencies: [
-                "OrderCore",
+                "OrderCore", "OrderTelemetry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
@@ -73,14 +95,19 @@ let package = Package(
             ]),
         .target(
             name: "TestSupport",
-            dependencies: ["Kafka", "Postgres", "OrderCore", "ReferenceServices"],
+            dependencies: [
+                "Kafka", "Postgres", "OrderCore", "ReferenceServices",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             path: "Tests/TestSupport"),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "OrderCore", "TestSupport"]),
         // The Postgres wrapper, and the order domain's SQL (OrderStore, CartBatcher) against the real server.
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "OrderCore", "TestSupport"]),
-        .testTarget(name: "OrderCoreTests", dependencies: ["OrderCore", "TestSupport"]),
+        .testTarget(name: "OrderCoreTests", dependencies: ["OrderCore", "OrderTelemetry", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["OrderCore", "Kafka", "TestSupport"]),
-        .testTarget(name: "DeployTests", dependencies: ["OrderCore", .product(name: "Yams", package: "Yams")]),
+        .testTarget(name: "DeployTests", dependencies: ["OrderCore", "OrderTelemetry", .product(name: "Yams", package: "Yams")]),
         // Crashes, outages, hostile input and backlogs; run on their own by deploy/local/test.sh
         // because they stop and start processes under load.
         .testTarget(name: "ReliabilityTests", dependencies: ["OrderCore", "Kafka", "TestSupport"]),

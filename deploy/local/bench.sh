@@ -13,7 +13,8 @@ if [ "${1:-}" = "--instances" ]; then instances="$2"; shift 2; fi
 "$here/db.sh" start >/dev/null
 # A database of its own, created afresh for every run, so that runs are comparable (tables that
 # grew over earlier runs or tests make PostgreSQL slower) and the test database stays untouched.
-# BENCH_DATABASE=<name> picks another name; BENCH_KEEP_DATABASE=1 keeps it between runs.
+# BENCH_DATABASE=<name> picks another name; BENCH_KEEP_DATABASE=1 keeps it between runs;
+# BENCH_GROUP=<suffix> gives the instances a consumer group of their own.
 bench_db="${BENCH_DATABASE:-orders_bench}"
 if [ "${BENCH_KEEP_DATABASE:-0}" != 1 ]; then
   psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)" -c "CREATE DATABASE $bench_db" >/dev/null
@@ -33,7 +34,7 @@ trap cleanup EXIT
 "$bin/inventory-service" --catalog "$here/catalog.json" >"$LOG_DIR/bench-inventory.log" 2>&1 & pids+=($!)
 service_pids=()
 for i in $(seq 1 "$instances"); do
-  ORDER_SERVICE_GROUP_ID=order-service-bench ORDER_SERVICE_INSTANCE_ID="bench-$i" LOG_LEVEL=warning "$bin/order-service" >"$LOG_DIR/bench-order-$i.log" 2>&1 &
+  ORDER_SERVICE_GROUP_ID="order-service-bench${BENCH_GROUP:-}" ORDER_SERVICE_INSTANCE_ID="bench-$i" LOG_LEVEL=warning "$bin/order-service" >"$LOG_DIR/bench-order-$i.log" 2>&1 &
   pids+=($!); service_pids+=($!)
 done
 # Warm-up: also waits until every instance has joined the group and is answering.

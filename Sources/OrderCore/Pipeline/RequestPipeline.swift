@@ -63,6 +63,7 @@ public struct RequestPipeline: RecordHandler {
     public func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
         let started = ContinuousClock.now
         let outputs = try await answer(record)
+        if Telemetry.isTracing { noteOutcome(record, outputs) }
         if let metrics {
             let reply = outputs.first { $0.topic != topics.deadLetters }
             let action = record.topic == topics.deductionResults

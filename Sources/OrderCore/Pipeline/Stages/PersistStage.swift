@@ -43,11 +43,12 @@ public struct PersistStage: Sendable {
 
     func transaction(key: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> (JSON, Bool)) async throws -> Result {
         do {
-            return try await store.db.transaction { conn in
+            return try await Spans.child("transaction", kind: .client, attributes: MessagingAttributes.database(operation: "transaction")) {
+                try await store.db.transaction { conn in
                 let (reply, outbox) = try await body(conn)
                 guard try await store.storeReply(conn, key: key, reply: reply.bytes) else { throw Duplicate() }
                 return .committed(reply: reply, wroteOutbox: outbox)
-            }
+            } }
         } catch let r as Rejection {
             return .rejected(r.error)
         } catch is Duplicate {
