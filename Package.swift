@@ -5,6 +5,8 @@ import PackageDescription
 //   CRdKafka, CLibPQ          C system libraries (pkg-config rdkafka, libpq)
 //   Kafka, Postgres           thin wrappers: the only modules that import C
 //   OrderCore                 the order domain: contract, pipeline stages, dispatcher, store
+//                             (spans and instruments through the tracing/metrics APIs only)
+//   OrderTelemetry            swift-otel bootstrap from the OTEL_* variables (OTLP/HTTP)
 //   ReferenceServices         small Product/Inventory services speaking the contract's section 5
 //   order-service, product-service, inventory-service   executables
 let package = Package(

@@ -1,3 +1,4 @@
+import Foundation
 import Kafka
 import OrderCore
 import OrderTelemetry
@@ -98,5 +99,17 @@ extension TelemetryTests {
     func sdkDisabledNotPassedOn() {
         let env = OTelEnvironment(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "false"])
         #expect(env.traces && env.metrics && env.variables["OTEL_SDK_DISABLED"] == nil)
+    }
+}
+
+extension TelemetryTests {
+    @Test("every exported metric is listed in README's Observability section, with its unit")
+    func readmeListsTheMetrics() throws {
+        let readme = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../README.md"), encoding: .utf8)
+        for (name, unit) in Instruments.names {
+            let row = readme.split(separator: "\n").first { $0.hasPrefix("| `\(name)` |") }
+            #expect(row?.contains(unit.hasPrefix("{") ? unit : ", \(unit)") == true, "\(name) (\(unit)) not in README")
+        }
     }
 }

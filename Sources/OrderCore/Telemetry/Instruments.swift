@@ -18,7 +18,7 @@ public enum Instruments {
         ("order_service.requests.in_flight", "{request}"), ("order_service.dead_letters", "{message}"),
         ("messaging.kafka.consumer.lag", "{message}"), ("order_service.upstream.duration", "s"),
         ("order_service.upstream.timeouts", "{request}"), ("order_service.db.batch.size", "{request}"),
-        ("order_service.db.pool.wait", "s"),
+        ("order_service.telemetry.spans.dropped", "{span}"),
     ]
 
     static func key(_ label: String, _ dims: [(String, String)]) -> String {
@@ -113,11 +113,6 @@ public enum Instruments {
     public static func batch(size: Int) {
         guard Telemetry.isMetering else { return }
         histogram("order_service.db.batch.size", unit: "{request}", [("db.system.name", "postgresql")]).record(size)
-    }
-
-    public static func poolWait(_ wait: Duration) {
-        guard Telemetry.isMetering else { return }
-        timer("order_service.db.pool.wait", [("db.system.name", "postgresql")]).recordNanoseconds(nanoseconds(wait))
     }
 
     static func nanoseconds(_ d: Duration) -> Int64 {

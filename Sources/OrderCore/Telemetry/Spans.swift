@@ -37,6 +37,7 @@ public enum Spans {
     public static func noteFailure(_ error: any Error) {
         guard Telemetry.isTracing, let span = record else { return }
         span.attributes["error.type"] = String(reflecting: type(of: error))
+        span.attributes["order_service.outcome"] = "internal_error"
         span.setStatus(SpanStatus(code: .error, message: "internal_error"))
     }
 
