@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import Logging
 import OrderCore
+import OrderTelemetry
 import Postgres
 import ServiceLifecycle
 
@@ -61,8 +62,10 @@ public enum ReferenceService {
                 record.topic == topics.deductionRequests ? try await logic.deduct(request) : try await logic.check(request)
             }
         }
+        Telemetry.consumerGroup = options.groupId ?? name
+        let telemetry = try OTelBootstrap.start(serviceName: name, logger: logger).map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: responder)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: telemetry + [.init(service: responder)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await db.close()
     }

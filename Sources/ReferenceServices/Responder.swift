@@ -44,7 +44,7 @@ public struct Responder: Service {
                     offsets.begin(record)
                     await gate.enter()
                     group.addTask {
-                        await serve(record, producer: producer)
+                        await Spans.consuming(record) { await serve(record, producer: producer) }
                         if let next = offsets.finish(record) { try? consumer.store(record.topicPartition, nextOffset: next) }
                         await gate.leave()
                     }

@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import Logging
 import OrderCore
+import OrderTelemetry
 import Postgres
 import ServiceLifecycle
 
@@ -107,8 +108,11 @@ struct Run: AsyncParsableCommand {
         let config = try options.configuration()
         try LibRdKafka.requireSupportedVersion()
         let service = OrderService(configuration: config, logger: logger)
+        Telemetry.consumerGroup = config.groupId
+        // First, so that it stops last and exports the final spans.
+        let telemetry = try OTelBootstrap.start(serviceName: "order-service", logger: logger).map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: telemetry + [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

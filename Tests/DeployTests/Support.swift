@@ -1,5 +1,6 @@
 import Foundation
 import OrderCore
+import OrderTelemetry
 import Testing
 import Yams
 
@@ -109,20 +110,21 @@ extension String {
 /// The environment the programs of this repository read, derived from their sources.
 enum ServiceEnvironment {
     /// What `order-service` reads: `env["…"]` in ServiceConfiguration.swift, LOG_LEVEL and
-    /// ORDER_SERVICE_HEALTH_FILE (read by the command), and any KAFKA_* variable that names a
-    /// librdkafka property (checked separately with `kafkaProperties`).
+    /// ORDER_SERVICE_HEALTH_FILE (read by the command), the standard OTEL_* variables of
+    /// `OTelEnvironment.recognised`, and any KAFKA_* variable that names a librdkafka property
+    /// (checked separately with `kafkaProperties`).
     static func orderServiceNames() throws -> Set<String> {
         let fromConfiguration = try Repo.environmentNamesRead(in: "Sources/OrderCore/Config/ServiceConfiguration.swift")
         // Guards against the pattern silently matching nothing after a refactoring.
         #expect(fromConfiguration.isSuperset(of: ["KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "ORDER_SERVICE_GROUP_ID", "ORDER_SERVICE_TOPICS_FILE"]))
-        return fromConfiguration.union(["LOG_LEVEL", "ORDER_SERVICE_HEALTH_FILE"])
+        return fromConfiguration.union(["LOG_LEVEL", "ORDER_SERVICE_HEALTH_FILE"]).union(OTelEnvironment.recognised)
     }
 
     /// What the reference services read (ReferenceCommand.swift).
     static func referenceServiceNames() throws -> Set<String> {
         let names = try Repo.environmentNamesRead(in: "Sources/ReferenceServices/ReferenceCommand.swift")
         #expect(names.isSuperset(of: ["KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "ORDER_SERVICE_TOPICS_FILE"]))
-        return names
+        return names.union(OTelEnvironment.recognised)
     }
 
     /// librdkafka properties the deployment files and docs/security.md may set through KAFKA_*

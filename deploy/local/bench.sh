@@ -30,7 +30,8 @@ if [ "${BENCH_SKIP_SETUP:-0}" != 1 ]; then
 fi
 # A database of its own, created afresh for every run, so that runs are comparable (tables that
 # grew over earlier runs or tests make PostgreSQL slower) and the test database stays untouched.
-# BENCH_DATABASE=<name> picks another name; BENCH_KEEP_DATABASE=1 keeps it between runs.
+# BENCH_DATABASE=<name> picks another name; BENCH_KEEP_DATABASE=1 keeps it between runs;
+# BENCH_GROUP=<suffix> gives the instances a consumer group of their own.
 bench_db="${BENCH_DATABASE:-orders_bench}"
 if [ "${BENCH_KEEP_DATABASE:-0}" != 1 ]; then
   psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)" -c "CREATE DATABASE $bench_db" >/dev/null

@@ -224,7 +224,7 @@ public actor Dispatcher {
     private func runLane(_ lane: String) async {
         let marked = lane == Self.probationLane
         while let record = nextRecord(lane) {
-            let finished = marked ? await processMarked(record) : await process(record)
+            let finished = await Spans.consuming(record) { marked ? await processMarked(record) : await process(record) }
             complete(record, finished: finished)
             if marked { releaseHeld(probation.completed(record.topicPartition, offset: record.offset)) }
         }
@@ -272,6 +272,7 @@ public actor Dispatcher {
                         let parent = record.header("traceparent")?.stringValue
                         outputs = try await TraceContext.$traceparent.withValue(parent) { try await handler.handle(record) }
                     } catch where !handler.isRetriable(error) {
+                        Spans.noteFailure(error)
                         outputs = handler.failure(record, error: error)
                     }
                 }

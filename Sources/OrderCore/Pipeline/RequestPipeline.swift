@@ -63,6 +63,7 @@ public struct RequestPipeline: RecordHandler {
     public func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
         let started = ContinuousClock.now
         let answered = try await answer(record)
+        if Telemetry.isTracing { noteOutcome(record, answered) }
         if let metrics {
             let action = record.topic == topics.deductionResults ? "deduction_result" : answered.outcome?.metricsAction ?? "malformed"
             metrics.record(action: action, outcome: answered.outcome?.metricsOutcome ?? "none", latency: ContinuousClock.now - started)

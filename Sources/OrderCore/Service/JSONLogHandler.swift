@@ -25,6 +25,10 @@ public struct JSONLogHandler: LogHandler {
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { _, new in new } }
         if let extra = event.metadata { all.merge(extra) { _, new in new } }
+        if let ids = Spans.currentIDs() {
+            all["trace_id"] = "\(ids.trace)"
+            all["span_id"] = "\(ids.span)"
+        }
         for (k, v) in all.sorted(by: { $0.key < $1.key }) { fields.append((k, .string(v.description))) }
         var line = JSON.object(fields).bytes
         line.append(0x0A)

@@ -20,13 +20,17 @@ public final class ServiceMetrics: Sendable {
 
     public func record(action: String, outcome: String, latency: Duration) {
         let ms = Double(latency.components.seconds) * 1000 + Double(latency.components.attoseconds) / 1e15
+        Instruments.requestHandled(action: action, outcome: outcome, latency: latency)
         window.withLock { w in
             w.requests["\(action)/\(outcome)", default: 0] += 1
             if w.latenciesMs.count < 100_000 { w.latenciesMs.append(ms) }
         }
     }
 
-    public func deadLettered(_ n: Int = 1) { window.withLock { $0.deadLetters += n } }
+    public func deadLettered(_ n: Int = 1) {
+        Instruments.deadLettered(n)
+        window.withLock { $0.deadLetters += n }
+    }
 
     /// Reads `consumer_lag` per partition out of a librdkafka statistics document.
     public func update(statistics json: String) {
@@ -38,6 +42,7 @@ public final class ServiceMetrics: Sendable {
                 if case .int(let l)? = part["consumer_lag"], l >= 0 { out["\(topic)[\(p)]"] = l }
             }
         }
+        Instruments.consumerLag(out)
         lag.withLock { $0 = out }
     }
 
@@ -95,7 +100,9 @@ public struct MetricsReporter: Service {
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try await Task.sleep(for: interval)
-                let report = metrics.report(instance: instance, inFlight: await inFlight())
+                let inFlightNow = await inFlight()
+                Instruments.inFlight(inFlightNow)
+                let report = metrics.report(instance: instance, inFlight: inFlightNow)
                 do {
                     _ = try await producer.send(KafkaOutgoingRecord(
                         topic: topic, key: Array(instance.utf8), value: report.bytes,

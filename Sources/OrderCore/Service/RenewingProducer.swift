@@ -28,12 +28,12 @@ public final class RenewingProducer: RecordSender {
 
     public func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport {
         let (producer, generation) = current.withLock { $0 }
-        do { return try await producer.send(record) } catch { throw renewIfTimedOut(error, generation) }
+        do { return try await ProducerSpans.send(record) { try await producer.send($0) } } catch { throw renewIfTimedOut(error, generation) }
     }
 
     public func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
         let (producer, generation) = current.withLock { $0 }
-        do { return try await producer.sendAll(records) } catch { throw renewIfTimedOut(error, generation) }
+        do { return try await ProducerSpans.sendAll(records) { try await producer.sendAll($0) } } catch { throw renewIfTimedOut(error, generation) }
     }
 
     private func renewIfTimedOut(_ error: any Error, _ generation: Int) -> any Error {

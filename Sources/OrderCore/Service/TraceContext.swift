@@ -27,6 +27,8 @@ public enum TraceContext {
 
     /// Headers for a record caused by the record being handled now.
     public static var outgoingHeaders: [KafkaHeader] {
+        // With tracing on, the current span's own context (and the producer span replaces it).
+        if let headers = Spans.currentHeaders { return headers }
         guard let parent = traceparent, let child = child(of: parent) else { return [] }
         return [KafkaHeader("traceparent", child)]
     }

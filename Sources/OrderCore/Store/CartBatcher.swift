@@ -1,5 +1,6 @@
 import Postgres
 import Synchronization
+import ServiceContextModule
 
 /// Group commit for cart requests. The cart changes and reads of concurrent requests go to
 /// PostgreSQL together: one transaction of four round trips (BEGIN, the batch function, the
@@ -45,6 +46,8 @@ public final class CartBatcher: Sendable {
     private struct Pending {
         let request: Request
         let continuation: CheckedContinuation<Outcome, any Error>
+        /// The request's span, which the batch's span links to (nil when not tracing).
+        var context: ServiceContext? = Spans.currentContext
     }
 
     private struct State {
@@ -97,7 +100,7 @@ public final class CartBatcher: Sendable {
             .sorted { ($0.element.request.userId, $0.offset) < ($1.element.request.userId, $1.offset) }
             .map(\.element)
         do {
-            let outcomes = try await commit(sorted.map(\.request))
+            let outcomes = try await Spans.batch("cart batch", sorted.map(\.context)) { try await commit(sorted.map(\.request)) }
             for (pending, outcome) in zip(sorted, outcomes) { pending.continuation.resume(returning: outcome) }
         } catch {
             // A transient failure (connection lost, deadlock, the database down) is every

@@ -29,6 +29,8 @@ public final class UpstreamClient: Sendable {
     let logger: Logger
     private let pending = Mutex(Pending())
     private let counter = Atomic<Int64>(0)
+    /// With tracing on: the `traceparent` of each reply handed over, until its request links to it.
+    let replyTraces = Mutex<[String: String]>([:])
     /// Upstream requests waiting for a reply at most (far above what `maxInFlight` records need).
     let maxPending: Int
     private let reader = Mutex<Task<Void, Never>?>(nil)
@@ -80,6 +82,7 @@ public final class UpstreamClient: Sendable {
         var correlation = record.header("correlation-id")?.stringValue
         if correlation == nil, case .string(let id)? = json?["request_id"] { correlation = id }
         guard let correlation, let slot = pending.withLock({ $0.slots.removeValue(forKey: correlation) }) else { return }
+        if Telemetry.isTracing, let tp = record.header("traceparent")?.stringValue { replyTraces.withLock { $0[correlation] = tp } }
         guard let json, case .object = json else {
             slot.complete(.failure(.badReply(service: "upstream", reason: "the reply is not a JSON object")))
             return
@@ -89,7 +92,7 @@ public final class UpstreamClient: Sendable {
 
     /// Sends `body(requestId)` to `topic` with reply-to/correlation-id headers and waits for the
     /// reply on `replyTopic`; returns the request's id with the reply.
-    public func request(service: String, topic: String, replyTopic: String, body: (String) -> JSON) async throws(UpstreamFailure) -> (id: String, reply: JSON) {
+    func untracedRequest(service: String, topic: String, replyTopic: String, body: (String) -> JSON) async throws(UpstreamFailure) -> (id: String, reply: JSON) {
         let id = "\(instanceId)-\(counter.add(1, ordering: .relaxed).newValue)"
         let record = KafkaOutgoingRecord(
             topic: topic, key: Array(id.utf8), value: body(id).bytes,

@@ -41,10 +41,12 @@ public struct PersistStage: Sendable {
         key: String, _ body: @escaping @Sendable (OrderStore.Transaction) async throws -> (RequestOutcome, wroteOutbox: Bool)
     ) async throws -> Result {
         do {
-            return try await store.transaction { tx in
-                let (outcome, outbox) = try await body(tx)
-                guard try await tx.storeReply(key: key, reply: outcome.reply) else { throw Duplicate() }
-                return .committed(outcome, wroteOutbox: outbox)
+            return try await Spans.child("transaction", kind: .client, attributes: MessagingAttributes.database(operation: "transaction")) {
+                try await store.transaction { tx in
+                    let (outcome, outbox) = try await body(tx)
+                    guard try await tx.storeReply(key: key, reply: outcome.reply) else { throw Duplicate() }
+                    return .committed(outcome, wroteOutbox: outbox)
+                }
             }
         } catch let r as Rejection {
             return .rejected(r.error)

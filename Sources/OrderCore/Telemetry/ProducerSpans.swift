@@ -1,0 +1,69 @@
+import Instrumentation
+import Kafka
+import ServiceContextModule
+import Tracing
+
+/// Producer spans (`send <topic>`) around record sends. A record gets one when the current
+/// context names a span (a reply, dead letter or upstream request) or, failing that, when its own
+/// `traceparent` header does (outbox records, whose context was stored with them); its
+/// `traceparent` header is then the producer span's own. Records of neither kind (metrics
+/// records) are sent as they are.
+public enum ProducerSpans {
+    public static func sendAll(
+        _ records: [KafkaOutgoingRecord], _ send: ([KafkaOutgoingRecord]) async throws -> [DeliveryReport],
+        isolation: isolated (any Actor)? = #isolation
+    ) async throws -> [DeliveryReport] {
+        guard Telemetry.isTracing else { return try await send(records) }
+        var traced = records
+        var spans: [(any Span)?] = []
+        for i in traced.indices { spans.append(start(&traced[i])) }
+        do {
+            let reports = try await send(traced)
+            for (span, report) in zip(spans, reports) {
+                guard let span else { continue }
+                span.attributes["messaging.destination.partition.id"] = "\(report.partition)"
+                span.attributes["messaging.kafka.offset"] = Int(report.offset)
+                span.end()
+            }
+            return reports
+        } catch {
+            for span in spans {
+                guard let span else { continue }
+                span.recordError(error)
+                span.attributes["error.type"] = String(reflecting: type(of: error))
+                span.setStatus(SpanStatus(code: .error, message: "\(error)"))
+                span.end()
+            }
+            throw error
+        }
+    }
+
+    public static func send(
+        _ record: KafkaOutgoingRecord, _ send: (KafkaOutgoingRecord) async throws -> DeliveryReport,
+        isolation: isolated (any Actor)? = #isolation
+    ) async throws -> DeliveryReport {
+        guard Telemetry.isTracing else { return try await send(record) }
+        let reports = try await sendAll([record]) { records in
+            var out: [DeliveryReport] = []
+            for r in records { out.append(try await send(r)) }
+            return out
+        }
+        guard let report = reports.first else { throw KafkaError(code: -1, message: "no delivery report") }
+        return report
+    }
+
+    private static func start(_ record: inout KafkaOutgoingRecord) -> (any Span)? {
+        var parent: ServiceContext
+        if let current = ServiceContext.current, Spans.currentHeaders != nil {
+            parent = current
+        } else {
+            guard record.headers.contains(where: { $0.key == "traceparent" }) else { return nil }
+            parent = .topLevel
+            InstrumentationSystem.instrument.extract(record.headers, into: &parent, using: KafkaHeaderExtractor())
+        }
+        let span = InstrumentationSystem.tracer.startSpan("send \(record.topic)", context: parent, ofKind: .producer)
+        span.attributes = MessagingAttributes.producer(record)
+        InstrumentationSystem.instrument.inject(span.context, into: &record.headers, using: KafkaHeaderInjector())
+        return span
+    }
+}
