@@ -166,6 +166,18 @@ public final class KafkaProducer: Sendable {
         return KafkaError(consuming: err, context: "produce to \(record.topic)")
     }
 
+    /// The idempotent producer raised a fatal error (e.g. a sequence the broker no longer
+    /// accepts): librdkafka refuses every further send on this handle.
+    public var hasFatalError: Bool {
+        rd_kafka_fatal_error(client.handle, nil, 0) != RD_KAFKA_RESP_ERR_NO_ERROR
+    }
+
+    /// Puts the producer into librdkafka's fatal-error state, as a broker fault would
+    /// (`rd_kafka_test_fatal_error`); for tests of what callers do then.
+    public func simulateFatalError(reason: String) {
+        _ = rd_kafka_test_fatal_error(client.handle, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason)
+    }
+
     /// Waits until every enqueued record is delivered or failed, up to `timeoutMs`.
     @discardableResult
     public func flush(timeoutMs: Int32 = 10_000) async -> Bool {

@@ -10,7 +10,8 @@ public protocol RecordSender: Sendable {
 
 extension KafkaProducer: RecordSender {}
 
-/// An idempotent producer that replaces itself when a delivery times out. A broker that lost
+/// An idempotent producer that replaces itself when a delivery times out or the producer hit a
+/// fatal error (after which librdkafka refuses every send on that handle). A broker that lost
 /// its state (an in-memory broker restarted, a cluster rebuilt) keeps refusing the old producer
 /// id with UNKNOWN_PRODUCER_ID, and librdkafka retries that until every message times out; a
 /// fresh producer gets a new id. On a healthy cluster a timeout means an outage, and starting
@@ -28,16 +29,20 @@ public final class RenewingProducer: RecordSender {
 
     public func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport {
         let (producer, generation) = current.withLock { $0 }
-        do { return try await ProducerSpans.send(record) { try await producer.send($0) } } catch { throw renewIfTimedOut(error, generation) }
+        do { return try await ProducerSpans.send(record) { try await producer.send($0) } } catch { throw renewIfNeeded(error, producer, generation) }
     }
 
     public func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
         let (producer, generation) = current.withLock { $0 }
-        do { return try await ProducerSpans.sendAll(records) { try await producer.sendAll($0) } } catch { throw renewIfTimedOut(error, generation) }
+        do { return try await ProducerSpans.sendAll(records) { try await producer.sendAll($0) } } catch { throw renewIfNeeded(error, producer, generation) }
     }
 
-    private func renewIfTimedOut(_ error: any Error, _ generation: Int) -> any Error {
-        guard let e = error as? KafkaError, e.code == KafkaError.messageTimedOutCode else { return error }
+    /// Renews the producer after a timeout or a fatal error; a fatal error is then reported as
+    /// retriable, since the fresh producer can send what the dead one could not.
+    private func renewIfNeeded(_ error: any Error, _ producer: KafkaProducer, _ generation: Int) -> any Error {
+        guard let e = error as? KafkaError else { return error }
+        let fatal = e.isFatal || producer.hasFatalError
+        guard fatal || e.code == KafkaError.messageTimedOutCode else { return error }
         let old: KafkaProducer? = current.withLock { c in
             guard c.generation == generation, let fresh = try? KafkaProducer(configuration: configuration, logger: logger) else {
                 return nil
@@ -46,16 +51,19 @@ public final class RenewingProducer: RecordSender {
             return c.producer
         }
         if let old {
-            logger.warning("deliveries timed out: replacing the producer (new producer id)")
+            logger.warning("\(fatal ? "producer fatal error" : "deliveries timed out"): replacing the producer (new producer id)")
             Task { await old.close(timeoutMs: 1_000) }
         }
-        return error
+        return fatal ? KafkaError(code: e.code, message: e.message, isRetriable: true) : error
     }
 
     /// Topic name → partition count, from the current producer's view of the cluster.
     public func topicPartitionCounts() async throws -> [String: Int32] {
         try await current.withLock { $0 }.producer.topicPartitionCounts()
     }
+
+    /// The producer in use now (tests).
+    var currentProducer: KafkaProducer { current.withLock { $0.producer } }
 
     public func close() async { await current.withLock { $0 }.producer.close() }
 }
