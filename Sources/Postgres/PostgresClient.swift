@@ -8,6 +8,8 @@ public final class PostgresClient: Sendable {
     private let poolSize: Int
     private let logger: Logger
     private let state = Locked(PoolState())
+    /// Told how long a caller waited for a connection, when it had to wait (all were lent out).
+    private let onWait: (@Sendable (Duration) -> Void)?
 
     private enum Grant: Sendable {
         case connection(PostgresConnection)
@@ -28,10 +30,11 @@ public final class PostgresClient: Sendable {
         var closed = false
     }
 
-    public init(configuration: PostgresConfiguration, logger: Logger) {
+    public init(configuration: PostgresConfiguration, logger: Logger, onWait: (@Sendable (Duration) -> Void)? = nil) {
         self.configuration = configuration
         self.poolSize = max(1, configuration.poolSize)
         self.logger = logger
+        self.onWait = onWait
     }
 
     /// Lends a connection to `body` and takes it back afterwards, even when `body` throws.
@@ -79,7 +82,10 @@ public final class PostgresClient: Sendable {
     // MARK: - Pool mechanics
 
     private func acquire() async throws -> PostgresConnection {
-        switch try await nextGrant() {
+        let asked = ContinuousClock.now
+        let (grant, waited) = try await nextGrant()
+        if waited, let onWait { onWait(ContinuousClock.now - asked) }
+        switch grant {
         case .connection(let connection):
             return connection
         case .openSlot:
@@ -93,12 +99,14 @@ public final class PostgresClient: Sendable {
         }
     }
 
-    private func nextGrant() async throws -> Grant {
+    /// The grant, and whether the caller queued for it.
+    private func nextGrant() async throws -> (Grant, waited: Bool) {
         let id = state.withLock { state in
             state.nextWaiterID &+= 1
             return state.nextWaiterID
         }
-        return try await withTaskCancellationHandler {
+        var queued = false
+        let grant = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Grant, any Error>) in
                 let decision: Result<Grant, any Error>? = state.withLock { state in
                     if state.closed { return .failure(PostgresError.closed("client")) }
@@ -113,7 +121,7 @@ public final class PostgresClient: Sendable {
                     state.waiters.append(Waiter(id: id, continuation: continuation))
                     return nil
                 }
-                if let decision { continuation.resume(with: decision) }
+                if let decision { continuation.resume(with: decision) } else { queued = true }
             }
         } onCancel: {
             let waiter = state.withLock { state -> Waiter? in
@@ -122,6 +130,7 @@ public final class PostgresClient: Sendable {
             }
             waiter?.continuation.resume(throwing: CancellationError())
         }
+        return (grant, queued)
     }
 
     /// A connection went away (or never opened): pass its slot to the first waiter, if any.

@@ -160,4 +160,25 @@ import Testing
         let error = try await #require(throws: PostgresError.self) { _ = try await client.query("SELECT 1") }
         #expect(error.kind == .closed)
     }
+
+    @Test func onlyCallersThatQueuedForAConnectionReportTheirWait() async throws {
+        let waits = Shared<[Duration]>([])
+        let client = PostgresClient(
+            configuration: TestDatabase.configuration(poolSize: 1), logger: TestDatabase.logger,
+            onWait: { d in waits.withLock { $0.append(d) } })
+        // The first caller gets the only connection at once and holds it for 300 ms.
+        let holding = Task {
+            try await client.withConnection { c in
+                _ = try await c.query("SELECT pg_sleep(0.3)")
+            }
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        _ = try await client.query("SELECT 1")  // queues behind it
+        try await holding.value
+        _ = try await client.query("SELECT 1")  // the idle connection: no wait
+        let seen = waits.withLock { $0 }
+        #expect(seen.count == 1)
+        #expect((seen.first ?? .zero) >= .milliseconds(100))
+        await client.close()
+    }
 }

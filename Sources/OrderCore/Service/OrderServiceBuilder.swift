@@ -31,7 +31,7 @@ struct OrderServiceBuilder {
 
         if config.createTopics { try await TopicManager(configuration: base, logger: logger).ensure(topics) }
 
-        let db = PostgresClient(configuration: config.postgres, logger: logger)
+        let db = PostgresClient(configuration: config.postgres, logger: logger, onWait: { Instruments.databasePoolWait($0) })
         try await retrying("database migration") {
             _ = try await MigrationRunner(client: db, logger: self.logger, table: OrderSchema.migrationsTable).migrate(OrderSchema.migrations)
         }

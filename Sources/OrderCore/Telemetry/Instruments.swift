@@ -18,7 +18,7 @@ public enum Instruments {
         ("order_service.requests.in_flight", "{request}"), ("order_service.dead_letters", "{message}"),
         ("messaging.kafka.consumer.lag", "{message}"), ("order_service.upstream.duration", "s"),
         ("order_service.upstream.timeouts", "{request}"), ("order_service.db.batch.size", "{request}"),
-        ("order_service.telemetry.spans.dropped", "{span}"),
+        ("order_service.telemetry.spans.dropped", "{span}"), ("db.client.connection.wait_time", "s"),
     ]
 
     static func key(_ label: String, _ dims: [(String, String)]) -> String {
@@ -113,6 +113,12 @@ public enum Instruments {
     public static func batch(size: Int) {
         guard Telemetry.isMetering else { return }
         histogram("order_service.db.batch.size", unit: "{request}", [("db.system.name", "postgresql")]).record(size)
+    }
+
+    /// A caller waited this long for a pooled database connection (all were lent out).
+    public static func databasePoolWait(_ waited: Duration) {
+        guard Telemetry.isMetering else { return }
+        timer("db.client.connection.wait_time", [("db.system.name", "postgresql")]).recordNanoseconds(nanoseconds(waited))
     }
 
     static func nanoseconds(_ d: Duration) -> Int64 {
