@@ -7,10 +7,8 @@ import Synchronization
 /// Instruments are made once per attribute set and cached: swift-metrics' factory takes a lock.
 /// Every entry point is one flag test while no exporter runs.
 public enum Instruments {
-    private static let counters = Mutex<[String: Counter]>([:])
-    private static let timers = Mutex<[String: Timer]>([:])
-    private static let gauges = Mutex<[String: Gauge]>([:])
-    private static let recorders = Mutex<[String: Recorder]>([:])
+    /// Every instrument made so far, by kind, label and attributes.
+    private static let made = Mutex<[String: any Sendable]>([:])
 
     /// The names and units exported (README "Observability" lists them with their attributes).
     public static let names: [(name: String, unit: String)] = [
@@ -25,44 +23,31 @@ public enum Instruments {
         dims.reduce(label) { $0 + "\u{0}" + $1.0 + "=" + $1.1 }
     }
 
-    static func counter(_ label: String, unit: String, _ dims: [(String, String)]) -> Counter {
-        let k = key(label, dims)
-        return counters.withLock { c in
-            if let found = c[k] { return found }
-            let made = Counter(label: label, dimensions: dims + [("unit", unit)])
-            c[k] = made
-            return made
+    /// The instrument for this kind, label and attribute set, made on first use.
+    private static func cached<I: Sendable>(_ kind: String, _ label: String, _ dims: [(String, String)], _ make: () -> I) -> I {
+        let k = kind + "\u{0}" + key(label, dims)
+        return made.withLock { m in
+            if let found = m[k] as? I { return found }
+            let fresh = make()
+            m[k] = fresh
+            return fresh
         }
+    }
+
+    static func counter(_ label: String, unit: String, _ dims: [(String, String)]) -> Counter {
+        cached("counter", label, dims) { Counter(label: label, dimensions: dims + [("unit", unit)]) }
     }
 
     static func timer(_ label: String, _ dims: [(String, String)]) -> Timer {
-        let k = key(label, dims)
-        return timers.withLock { t in
-            if let found = t[k] { return found }
-            let made = Timer(label: label, dimensions: dims + [("unit", "s")], preferredDisplayUnit: .seconds)
-            t[k] = made
-            return made
-        }
+        cached("timer", label, dims) { Timer(label: label, dimensions: dims + [("unit", "s")], preferredDisplayUnit: .seconds) }
     }
 
     static func gauge(_ label: String, unit: String, _ dims: [(String, String)]) -> Gauge {
-        let k = key(label, dims)
-        return gauges.withLock { g in
-            if let found = g[k] { return found }
-            let made = Gauge(label: label, dimensions: dims + [("unit", unit)])
-            g[k] = made
-            return made
-        }
+        cached("gauge", label, dims) { Gauge(label: label, dimensions: dims + [("unit", unit)]) }
     }
 
     static func histogram(_ label: String, unit: String, _ dims: [(String, String)]) -> Recorder {
-        let k = key(label, dims)
-        return recorders.withLock { r in
-            if let found = r[k] { return found }
-            let made = Recorder(label: label, dimensions: dims + [("unit", unit)], aggregate: true)
-            r[k] = made
-            return made
-        }
+        cached("histogram", label, dims) { Recorder(label: label, dimensions: dims + [("unit", unit)], aggregate: true) }
     }
 
     static func outcomeDimensions(action: String, outcome: String) -> [(String, String)] {
