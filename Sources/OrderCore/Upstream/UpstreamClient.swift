@@ -111,7 +111,9 @@ public final class UpstreamClient: Sendable {
             return (true, true)
         }
         guard admitted else { throw .unavailable(service: service, reason: "\(maxPending) upstream requests are waiting already") }
-        if startSweeper { Task { await self.sweep() } }
+        // Detached: the sweeper serves every request, so it must not carry the task-locals (trace
+        // context, span) of the request that happened to start it into its log lines.
+        if startSweeper { Task.detached { await self.sweep() } }
         do {
             _ = try await producer.send(record)
         } catch {
@@ -121,7 +123,17 @@ public final class UpstreamClient: Sendable {
             }
         }
         slot.sendTook(ContinuousClock.now - started)
-        return (id, try await slot.wait())
+        do {
+            return (id, try await slot.wait())
+        } catch {
+            // Logged here, in the request's own task, so the line carries its trace context.
+            if case .timeout = error {
+                logger.warning("\(service) request timed out", metadata: [
+                    "correlation_id": "\(id)", "topic": "\(topic)", "send_ms": "\(slot.sendMilliseconds.map(String.init) ?? "unsent")",
+                ])
+            }
+            throw error
+        }
     }
 
     /// Fails the slots whose deadline passed, oldest first (every request has the same timeout,
@@ -156,12 +168,7 @@ public final class UpstreamClient: Sendable {
                 }
                 return (expired, next)
             }
-            for (id, slot) in expired {
-                logger.warning("\(slot.service) request timed out", metadata: [
-                    "correlation_id": "\(id)", "topic": "\(slot.topic)", "send_ms": "\(slot.sendMilliseconds.map(String.init) ?? "unsent")",
-                ])
-                slot.complete(.failure(.timeout(service: slot.service)))
-            }
+            for (_, slot) in expired { slot.complete(.failure(.timeout(service: slot.service))) }
             guard let next else { return }
             try? await Task.sleep(until: next)
         }
