@@ -169,4 +169,61 @@ struct CoalescingProductCatalogTests {
         #expect(try await catalog.recentLookup([1]).products[1] != nil)
         #expect(upstream.calls.count == 2)
     }
+
+    // MARK: Gathering by requests in flight (window zero, the default)
+
+    @Test func withoutAWindowALoneLookupLeavesAtOnceWithItsIdsDistinctAndSorted() async throws {
+        let upstream = CountingCatalog()
+        let catalog = CoalescingProductCatalog(upstream: upstream)
+        let r = try await catalog.lookup([3, 1, 3, 950])
+        #expect(upstream.calls == [[1, 3, 950]])
+        #expect(Set(r.products.keys) == [1, 3])
+        #expect(r.notFound == [950])
+    }
+
+    @Test func lookupsArrivingWhileTheLimitIsOnItsWayRideTogetherWithTheNextRequest() async throws {
+        let upstream = CountingCatalog(delay: .milliseconds(300))
+        let catalog = CoalescingProductCatalog(upstream: upstream, maxInFlight: 1)
+        let first = Task { try await catalog.lookup([9]) }
+        await eventually("the first request left") { upstream.calls.count == 1 }
+        let others = [[4, 2], [3], [2, 5]].map { ids in Task { (ids, try await catalog.lookup(ids)) } }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(upstream.calls == [[9]], "nothing else leaves while the one allowed request is on its way")
+        _ = try await first.value
+        for t in others {
+            let (ids, r) = try await t.value
+            #expect(Set(r.products.keys) == Set(ids))
+            #expect(r.products.values.allSatisfy { $0.price == Money(units: 2) }, "answered by the second call")
+        }
+        #expect(upstream.calls == [[9], [2, 3, 4, 5]])
+    }
+
+    @Test func batchesWaitingForTheLimitHoldAtMostMaxIdsAndLeaveInOrder() async throws {
+        let upstream = CountingCatalog(delay: .milliseconds(200))
+        let catalog = CoalescingProductCatalog(upstream: upstream, maxIds: 3, maxInFlight: 1)
+        let first = Task { try await catalog.lookup([0]) }
+        await eventually("the first request left") { upstream.calls.count == 1 }
+        let a = Task { try await catalog.lookup([1, 2]) }
+        try await Task.sleep(for: .milliseconds(30))
+        let b = Task { try await catalog.lookup([3, 4]) }
+        try await Task.sleep(for: .milliseconds(30))
+        let c = Task { try await catalog.lookup([5]) }
+        _ = try await (first.value, a.value, b.value, c.value)
+        #expect(upstream.calls == [[0], [1, 2], [3, 4, 5]])
+    }
+
+    @Test func withoutAWindowAFailureReachesItsBatchOnlyAndTheLimitIsGivenBack() async throws {
+        let upstream = CountingCatalog(failingCalls: [2], delay: .milliseconds(200))
+        let catalog = CoalescingProductCatalog(upstream: upstream, maxInFlight: 1)
+        let first = Task { try await catalog.lookup([1]) }
+        await eventually("the first request left") { upstream.calls.count == 1 }
+        async let a = Self.failure(catalog, [2])
+        async let b = Self.failure(catalog, [3])
+        _ = try await first.value
+        let (ra, rb) = await (a, b)
+        #expect(ra == .timeout(service: "product-call-2"))
+        #expect(rb == .timeout(service: "product-call-2"))
+        #expect(try await catalog.lookup([4]).products[4] != nil, "the limit is free again")
+        #expect(upstream.calls.count == 3)
+    }
 }
