@@ -63,10 +63,11 @@ public struct RequestPipeline: RecordHandler {
     public func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
         let started = ContinuousClock.now
         let answered = try await answer(record)
-        if Telemetry.isTracing { noteOutcome(record, answered) }
+        guard metrics != nil || Telemetry.isTracing else { return answered.outputs }
+        let (action, outcome) = counted(record, answered)
+        if Telemetry.isTracing { Spans.noteOutcome(action: action, outcome: outcome) }
         if let metrics {
-            let action = record.topic == topics.deductionResults ? "deduction_result" : answered.outcome?.metricsAction ?? "malformed"
-            metrics.record(action: action, outcome: answered.outcome?.metricsOutcome ?? "none", latency: ContinuousClock.now - started)
+            metrics.record(action: action, outcome: outcome, latency: ContinuousClock.now - started)
             let dead = answered.outputs.filter { $0.topic == topics.deadLetters }.count
             if dead > 0 { metrics.deadLettered(dead) }
         }
