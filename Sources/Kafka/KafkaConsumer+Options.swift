@@ -22,8 +22,8 @@ extension KafkaConsumer {
         public var maxBufferedRecordsPerPartition: Int
         /// On a rebalance, how long to wait for the record being handled (see `KafkaConsumer`) to
         /// be stored, before `onRevoking`, the commit and giving the partitions up. `.zero` does
-        /// not wait: for readers that drain in `Rebalance.onRevoking` themselves (the service's
-        /// dispatcher). `close()` never waits: stop handling records first.
+        /// not wait: for readers that drain in `Rebalance.onRevoking` themselves. Not used with
+        /// push delivery (`deliver`). `close()` never waits: stop handling records first.
         public var revokeDrainTimeout: Duration
         /// librdkafka's statistics JSON, every `statistics.interval.ms` (set that property to
         /// enable it); called on a librdkafka thread: keep it short.

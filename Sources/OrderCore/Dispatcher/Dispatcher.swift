@@ -67,10 +67,13 @@ public final class Dispatcher: Sendable {
     public struct Effects: Sendable {
         public var send: @Sendable ([KafkaOutgoingRecord]) async throws -> Void
         /// Makes the offset committable (the consumer's `store`); only for partitions owned.
+        /// Called under the dispatcher's lock (stores stay in order): must not block or call
+        /// back into the dispatcher.
         public var storeOffset: @Sendable (TopicPartition, Int64) -> Void
         /// Stops (true) or resumes (false) fetching these partitions: the in-flight limit. The
         /// dispatcher names the partitions it owns, and pauses newly assigned ones while the
-        /// limit holds (a rebalance forgets pauses).
+        /// limit holds (a rebalance forgets pauses). Called outside the lock, one call at a time;
+        /// also on the poll thread (from `offer` and the rebalance hooks).
         public var setPaused: @Sendable ([TopicPartition], Bool) -> Void
         public init(
             send: @escaping @Sendable ([KafkaOutgoingRecord]) async throws -> Void,
