@@ -29,7 +29,7 @@ extension KafkaConsumer {
             self.hooks = rebalance
             self.options = options
             self.logger = logger
-            state = Mutex(StateMachine(maxBuffered: options.maxBufferedRecordsPerPartition))
+            state = Mutex(StateMachine(maxBuffered: options.maxBufferedRecordsPerPartition, pushes: options.deliver != nil))
         }
 
         var assignment: Set<TopicPartition> { state.withLock { $0.assignment } }
@@ -59,12 +59,13 @@ extension KafkaConsumer {
 
         // MARK: Records
 
-        /// Poll thread: buffers a record (or hands it to a waiting reader).
+        /// Poll thread: pushes a record to the sink, or buffers it (or hands it to a waiting reader).
         func push(_ record: KafkaRecord, rk: OpaquePointer) {
             switch state.withLock({ $0.push(record) }) {
             case .dropped, .buffered(pauseFetching: false): break
             case .buffered(pauseFetching: true): reconcilePauses(rk)
             case .deliver(let reader): reader.resume(returning: record)
+            case .sink: options.deliver?(record)
             }
         }
 
@@ -152,14 +153,15 @@ extension KafkaConsumer {
             reconcilePauses(rk)
         }
 
-        /// Drops buffered records of the revoked partitions, waits (not when lost or closing) for
-        /// the record being handled to be stored, then lets the application finish (`onRevoking`).
+        /// Drops buffered records of the revoked partitions, waits (not when lost or closing, nor
+        /// when pushing) for the record being handled to be stored, then lets the application
+        /// finish (`onRevoking`).
         func revoke(_ tps: [TopicPartition], lost: Bool) {
-            let closing = state.withLock { s in
+            let (closing, handOff) = state.withLock { s in
                 s.revoking(tps)
-                return s.isClosing
+                return (s.isClosing, s.needsHandOffDrain)
             }
-            if !lost, !closing, options.revokeDrainTimeout > .zero { awaitDrain(tps) }
+            if !lost, !closing, handOff, options.revokeDrainTimeout > .zero { awaitDrain(tps) }
             hooks.onRevoking(tps)
         }
 

@@ -22,20 +22,30 @@ extension KafkaConsumer {
         public var maxBufferedRecordsPerPartition: Int
         /// On a rebalance, how long to wait for the record being handled (see `KafkaConsumer`) to
         /// be stored, before `onRevoking`, the commit and giving the partitions up. `.zero` does
-        /// not wait: for readers that drain in `Rebalance.onRevoking` themselves (the service's
-        /// dispatcher). `close()` never waits: stop handling records first.
+        /// not wait: for readers that drain in `Rebalance.onRevoking` themselves. Not used with
+        /// push delivery (`deliver`). `close()` never waits: stop handling records first.
         public var revokeDrainTimeout: Duration
         /// librdkafka's statistics JSON, every `statistics.interval.ms` (set that property to
         /// enable it); called on a librdkafka thread: keep it short.
         public var onStatistics: (@Sendable (String) -> Void)?
+        /// Push delivery: each record of an assigned partition is handed to this sink on the poll
+        /// thread as soon as it is fetched, instead of being buffered for `records` (which then
+        /// yields nothing and only ends when the consumer closes). It must return at once and
+        /// never block: it runs between polls. Because the rebalance callback runs on the same
+        /// thread, every record pushed before a revoke reached the sink before `onRevoking`, so
+        /// the revoke does not wait for a hand-off (`revokeDrainTimeout` is not used); the sink's
+        /// owner drains in `onRevoking`. `pause` stops fetching; a record already fetched for a
+        /// paused partition is still pushed (see `StateMachine.push`).
+        public var deliver: (@Sendable (KafkaRecord) -> Void)?
 
         public init(
             maxBufferedRecordsPerPartition: Int = 2_000, revokeDrainTimeout: Duration = .seconds(10),
-            onStatistics: (@Sendable (String) -> Void)? = nil
+            onStatistics: (@Sendable (String) -> Void)? = nil, deliver: (@Sendable (KafkaRecord) -> Void)? = nil
         ) {
             self.maxBufferedRecordsPerPartition = max(1, maxBufferedRecordsPerPartition)
             self.revokeDrainTimeout = revokeDrainTimeout
             self.onStatistics = onStatistics
+            self.deliver = deliver
         }
     }
 }

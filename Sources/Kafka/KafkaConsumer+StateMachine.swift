@@ -38,6 +38,8 @@ extension KafkaConsumer {
             case buffered(pauseFetching: Bool)
             /// Hand the record to this reader.
             case deliver(Waiter)
+            /// Push delivery: hand the record to the application's sink now, on the poll thread.
+            case sink
         }
 
         enum NextAction {
@@ -50,6 +52,9 @@ extension KafkaConsumer {
         }
 
         let maxBuffered: Int
+        /// Push delivery (`Options.deliver`): assigned records go straight to the sink, nothing is
+        /// buffered, `records` yields nothing (it only ends), and a revoke needs no hand-off wait.
+        let pushes: Bool
         private(set) var lifecycle = Lifecycle.idle
         private(set) var buffers = Buffers()
         private var waiters: [(id: UInt64, waiter: Waiter)] = []
@@ -66,7 +71,10 @@ extension KafkaConsumer {
         /// A revoke waits for `undrained` to empty: `stored` and `next` say when to look again.
         var drainWaiting = false
 
-        init(maxBuffered: Int) { self.maxBuffered = max(1, maxBuffered) }
+        init(maxBuffered: Int, pushes: Bool = false) {
+            self.maxBuffered = max(1, maxBuffered)
+            self.pushes = pushes
+        }
 
         var isClosing: Bool { lifecycle == .closing || lifecycle == .closed }
         /// `records` has ended.
@@ -104,10 +112,14 @@ extension KafkaConsumer {
 
         // MARK: Records
 
-        /// Poll thread: a fetched record.
+        /// Poll thread: a fetched record. Pushing, a record of a partition the application paused
+        /// still goes to the sink: librdkafka already moved past it, so holding it back would mean
+        /// handing it over later off the poll thread (out of order with a revoke), and dropping it
+        /// would lose it; the pause stops further fetching.
         mutating func push(_ record: KafkaRecord) -> PushAction {
             let tp = record.topicPartition
             guard !hasEnded, assignment.contains(tp) else { return .dropped }
+            if pushes { return .sink }
             if !waiters.isEmpty, !pausedPartitions(.application).contains(tp), buffers.count(tp) == 0 {
                 inFlight[tp] = record.offset
                 return .deliver(waiters.removeFirst().waiter)
@@ -218,6 +230,10 @@ extension KafkaConsumer {
             buffers.removeAll { revoked.contains($0) }
             for reason in PauseReason.allCases { paused[reason]?.subtract(revoked) }
         }
+
+        /// Whether a revoke must wait for readers (`undrained`): not when pushing, because the sink
+        /// took every record of the partitions on this thread before the revoke began.
+        var needsHandOffDrain: Bool { !pushes }
 
         /// Of these partitions, those whose record handed out last is not stored yet while the
         /// reader has not asked for the next one (what a revoke waits for).

@@ -15,12 +15,17 @@ import Synchronization
 /// yet stored, and the reader has not asked for the next one — so a sequential
 /// `for await … { handle; store }` loop loses and repeats nothing. Readers that hand records to
 /// concurrent workers drain those in `Rebalance.onRevoking`.
+///
+/// Push delivery (`Options.deliver`) skips the buffers: the poll thread hands each record of an
+/// assigned partition to the application's sink as it is fetched, so nothing hops to another
+/// thread on the way in and a revoke needs no hand-off wait (the sink saw every record first).
 public final class KafkaConsumer: Sendable {
     private let client: RdKafkaClient
     private let core: Core
     private let poller = Mutex<PollThread?>(nil)
     private let subscription = Mutex<[String]>([])
     /// Ends when the consumer is closed. Cancelling the task that iterates it ends it as well.
+    /// With push delivery it yields nothing: it only ends.
     public let records: AsyncStream<KafkaRecord>
     public let logger: Logger
     public let mode: Mode

@@ -6,5 +6,6 @@ final class ConditionBox: @unchecked Sendable {
     func lock() { c.lock() }
     func unlock() { c.unlock() }
     func signal() { c.signal() }
+    func broadcast() { c.broadcast() }
     func wait(seconds: Double) -> Bool { c.wait(until: Date(timeIntervalSinceNow: seconds)) }
 }

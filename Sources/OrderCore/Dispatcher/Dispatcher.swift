@@ -15,7 +15,14 @@ import Synchronization
 ///   records run one at a time (all such partitions together) behind a durable marker, and a
 ///   record that was in progress at too many unclean exits is answered through the handler's
 ///   `poisoned` instead of handled.
-public actor Dispatcher {
+///
+/// No actor: the decisions are one value (`State`) in one `Mutex`, each step returning what to do
+/// outside the lock (start a lane task, reconcile pauses, resume idle waiters, wake a revoke), so
+/// `offer` runs synchronously on the consumer's poll thread (push delivery) and a lane task takes
+/// and completes its records without hopping executors.
+public final class Dispatcher: Sendable {
+    typealias IdleWaiter = CheckedContinuation<Void, Never>
+
     public struct Configuration: Sendable {
         /// Records accepted but not finished before fetching pauses. Default 2,000.
         public var maxInFlight: Int = 2_000
@@ -60,10 +67,13 @@ public actor Dispatcher {
     public struct Effects: Sendable {
         public var send: @Sendable ([KafkaOutgoingRecord]) async throws -> Void
         /// Makes the offset committable (the consumer's `store`); only for partitions owned.
+        /// Called under the dispatcher's lock (stores stay in order): must not block or call
+        /// back into the dispatcher.
         public var storeOffset: @Sendable (TopicPartition, Int64) -> Void
         /// Stops (true) or resumes (false) fetching these partitions: the in-flight limit. The
         /// dispatcher names the partitions it owns, and pauses newly assigned ones while the
-        /// limit holds (a rebalance forgets pauses).
+        /// limit holds (a rebalance forgets pauses). Called outside the lock, one call at a time;
+        /// also on the poll thread (from `offer` and the rebalance hooks).
         public var setPaused: @Sendable ([TopicPartition], Bool) -> Void
         public init(
             send: @escaping @Sendable ([KafkaOutgoingRecord]) async throws -> Void,
@@ -81,32 +91,12 @@ public actor Dispatcher {
     private let crashGuard: CrashGuard?
     private let config: Configuration
     private let logger: Logger
-    private var tracker = OffsetTracker()
-    private var lanes: [String: [KafkaRecord]] = [:]
-    private var running: [String: Task<Void, Never>] = [:]
-    /// Records being handled right now, per partition (queued ones excluded).
-    private var active: [TopicPartition: Int] = [:]
-    /// When each running record started or last began a retry (the health check's view: waiting
-    /// out an outage is progress; a record that neither finishes nor retries for long is stuck).
-    private var runningSince: [RecordID: ContinuousClock.Instant] = [:]
-    private var completedRecords: UInt64 = 0
-    private var paused: Bool {
-        get { pausedFlag.load(ordering: .sequentiallyConsistent) }
-        set { pausedFlag.store(newValue, ordering: .sequentiallyConsistent) }
-    }
-    /// Readable from the poll thread: a rebalance forgets pauses, so new partitions are paused again.
-    private let pausedFlag = Atomic<Bool>(false)
-    private var stopping = false
-    private var idleWaiters: [(Set<TopicPartition>?, CheckedContinuation<Void, Never>)] = []
-    /// Partitions currently owned, and those being given up. Records of partitions not owned or
-    /// being revoked are not accepted (their next owner handles them); offsets of owned ones
-    /// (also while revoking) are stored.
-    private let ownership = Mutex<(owned: Set<TopicPartition>, revoking: Set<TopicPartition>)>(([], []))
-    private var probation = Probation()
-    /// Partitions assigned after a recent unclean exit, not yet taken into `probation` (filled on
-    /// the poll thread); the flag keeps the normal path to one atomic load per record.
-    private let probationPending = Mutex<Set<TopicPartition>>([])
-    private let hasProbationPending = Atomic<Bool>(false)
+    /// The one lock: everything the dispatcher decides (see `State`).
+    private let state: Mutex<State<IdleWaiter>>
+    /// Serializes pause/resume calls into the consumer with the bookkeeping that decides them.
+    private let pauseControl = Mutex(())
+    /// Wakes a revoke (on the poll thread) waiting for its partitions' running records.
+    private let revokeSignal = ThreadSignal()
 
     public init(
         handler: any RecordHandler, effects: Effects, configuration: Configuration = Configuration(), crashGuard: CrashGuard? = nil,
@@ -117,150 +107,109 @@ public actor Dispatcher {
         self.crashGuard = crashGuard
         self.config = configuration
         self.logger = logger
+        state = Mutex(State(configuration: configuration, laneKey: { handler.laneKey(for: $0) }))
     }
 
     // MARK: Rebalance hooks (called from the consumer's poll thread)
 
-    public nonisolated func partitionsAssigned(_ tps: [TopicPartition]) {
-        ownership.withLock { $0.owned.formUnion(tps) }
+    public func partitionsAssigned(_ tps: [TopicPartition]) {
+        var probation = false
         if let crashGuard, config.probationRecords > 0, !tps.isEmpty, crashGuard.recentUncleanExit() {
             logger.warning("an instance of the group exited uncleanly: partitions start on probation", metadata: [
                 "partitions": "\(tps.map(\.description).sorted())", "probation.records": "\(config.probationRecords)",
             ])
-            probationPending.withLock {
-                $0.formUnion(tps)
-                hasProbationPending.store(true, ordering: .releasing)
-            }
+            probation = true
         }
-        if pausedFlag.load(ordering: .sequentiallyConsistent) {
-            effects.setPaused(tps, true)
-            // Resumed meanwhile (before these partitions were owned, or after): resume them too.
-            if !pausedFlag.load(ordering: .sequentiallyConsistent) { effects.setPaused(tps, false) }
-        }
+        perform(state.withLock { $0.assigned(tps, probation: probation) })
     }
 
     /// Blocks the calling (poll) thread until records of these partitions that already started
     /// have finished, so their offsets are stored before the partitions move. Records not yet
-    /// started are dropped: the next owner gets them from the committed offset.
-    public nonisolated func partitionsRevoking(_ tps: [TopicPartition], timeout: Duration = .seconds(30)) {
-        ownership.withLock { $0.revoking.formUnion(tps) }
-        probationPending.withLock { $0.subtract(tps) }
-        let done = Semaphore()
-        Task {
-            await self.dropQueued(Set(tps))
-            await self.waitIdle(Set(tps))
-            await self.forget(Set(tps))
-            done.signal()
-        }
-        if !done.wait(timeout: timeout) { logger.warning("revoke: in-flight records did not finish in time") }
-        ownership.withLock {
-            $0.owned.subtract(tps)
-            $0.revoking.subtract(tps)
-        }
+    /// started are dropped: the next owner gets them from the committed offset. From the start
+    /// of the revoke no record of these partitions is accepted (`offer`); with push delivery
+    /// every record fetched before the revoke already reached `offer` on this same thread.
+    public func partitionsRevoking(_ tps: [TopicPartition], timeout: Duration = .seconds(30)) {
+        let revoked = Set(tps)
+        perform(state.withLock { $0.revoking(revoked) })
+        let idle = revokeSignal.wait(timeout: timeout) { state.withLock { $0.isIdle(revoked) } }
+        if !idle { logger.warning("revoke: in-flight records did not finish in time") }
+        perform(state.withLock { $0.revoked(revoked) })
     }
 
     /// Whether records of this partition are accepted now (owned and not being revoked).
-    public nonisolated func isOwned(_ tp: TopicPartition) -> Bool {
-        ownership.withLock { $0.owned.contains(tp) && !$0.revoking.contains(tp) }
-    }
-
-    /// The owned partitions, for pausing and resuming them.
-    private nonisolated var ownedPartitions: [TopicPartition] { ownership.withLock { Array($0.owned) } }
-
-    private nonisolated func mayStoreOffset(_ tp: TopicPartition) -> Bool { ownership.withLock { $0.owned.contains(tp) } }
+    public func isOwned(_ tp: TopicPartition) -> Bool { state.withLock { $0.isOwned(tp) } }
 
     // MARK: Records
 
-    /// The consumer's records: accepted when their partition is owned and not being revoked (the
-    /// next owner handles the others), in one hop. Returns at once; the record runs in its lane.
-    /// Checked on the actor, so a revoke (which marks the partition first, then drops what is
-    /// queued on the actor) never misses a record accepted here.
+    /// The consumer's records (its push-delivery sink, on the poll thread): accepted when their
+    /// partition is owned and not being revoked (the next owner handles the others), under the
+    /// lock, so a revoke (which marks the partitions first, then drops what is queued) never
+    /// misses a record accepted here. Returns at once; the record runs in its lane.
     public func offer(_ record: KafkaRecord) {
-        guard isOwned(record.topicPartition) else { return }
-        submit(record)
+        let lane = handler.laneKey(for: record)
+        let actions = state.withLock { s -> State<IdleWaiter>.Actions? in
+            guard s.isOwned(record.topicPartition) else { return nil }
+            return s.submit(record, lane: lane)
+        }
+        if let actions { perform(actions) }
     }
 
     /// Accepts a consumed record, owned or not (an unowned one runs but its offset is not
     /// stored). Returns at once; the record runs in its lane.
     public func submit(_ record: KafkaRecord) {
-        guard !stopping else { return }
-        let tp = record.topicPartition
-        tracker.begin(tp, record.offset)
-        if hasProbationPending.load(ordering: .acquiring) { takePendingProbation() }
-        if probation.isEmpty {
-            enqueue(record, lane: handler.laneKey(for: record))
-        } else {
-            switch probation.route(record) {
-            case .normal: enqueue(record, lane: handler.laneKey(for: record))
-            case .probation: enqueue(record, lane: Self.probationLane)
-            case .held: break
-            }
-        }
-        if !paused, tracker.totalInFlight >= config.maxInFlight {
-            paused = true
-            effects.setPaused(ownedPartitions, true)
-        }
-    }
-
-    private func enqueue(_ record: KafkaRecord, lane: String) {
-        lanes[lane, default: []].append(record)
-        if running[lane] == nil {
-            running[lane] = Task { await self.runLane(lane) }
-        }
-    }
-
-    private func takePendingProbation() {
-        let tps = probationPending.withLock { pending in
-            defer { pending = [] }
-            hasProbationPending.store(false, ordering: .relaxed)
-            return pending
-        }
-        probation.enter(tps.filter(mayStoreOffset), records: config.probationRecords, duration: config.probationDuration)
+        let lane = handler.laneKey(for: record)
+        perform(state.withLock { $0.submit(record, lane: lane) })
     }
 
     /// The one lane of all records on probation; the NUL keeps it apart from any handler's lane keys.
     static let probationLane = "\u{0}probation"
 
+    /// A lane's task: takes its records one by one under the lock and completes each there (the
+    /// offset stored in the same step), until the lane is empty.
     private func runLane(_ lane: String) async {
         let marked = lane == Self.probationLane
-        while let record = nextRecord(lane) {
+        var actions = State<IdleWaiter>.Actions()
+        var next = state.withLock { $0.nextRecord(lane, &actions) }
+        perform(actions)
+        while let record = next {
             let finished = await Spans.consuming(record) { marked ? await processMarked(record) : await process(record) }
-            complete(record, finished: finished)
-            if marked { releaseHeld(probation.completed(record.topicPartition, offset: record.offset)) }
+            actions = State<IdleWaiter>.Actions()
+            next = state.withLock { s in
+                let (store, next) = s.complete(record, finished: finished, lane: lane, &actions)
+                // Under the lock: stores of concurrent lanes stay in order, and a revoke that
+                // sees the partition idle sees its offset stored (a non-blocking librdkafka call).
+                if let store { effects.storeOffset(record.topicPartition, store) }
+                return next
+            }
+            perform(actions)
         }
     }
 
-    /// Probation over: the records held back go to their key lanes, in arrival order.
-    private func releaseHeld(_ records: [KafkaRecord]) {
-        guard !stopping else { return }
-        for r in records { enqueue(r, lane: handler.laneKey(for: r)) }
+    /// Performs what a step of the state decided, outside the lock.
+    private func perform(_ actions: State<IdleWaiter>.Actions) {
+        if actions.reconcilePauses { reconcilePauses() }
+        for lane in actions.startLanes { Task { await self.runLane(lane) } }
+        for waiter in actions.idle { waiter.resume() }
+        if actions.wakeRevoke { revokeSignal.signal() }
     }
 
-    private func nextRecord(_ lane: String) -> KafkaRecord? {
-        guard !stopping, var queue = lanes[lane], !queue.isEmpty else {
-            lanes[lane] = nil
-            running[lane] = nil
-            notifyIdle()
-            return nil
+    /// Makes the consumer's paused partitions match the state's (one caller at a time, so a
+    /// pause and a resume decided in quick succession reach the consumer in that order).
+    private func reconcilePauses() {
+        pauseControl.withLock { _ in
+            let change = state.withLock { $0.pauseChange() }
+            if !change.pause.isEmpty { effects.setPaused(change.pause, true) }
+            if !change.resume.isEmpty { effects.setPaused(change.resume, false) }
         }
-        let r = queue.removeFirst()
-        lanes[lane] = queue
-        active[r.topicPartition, default: 0] += 1
-        runningSince[RecordID(r)] = .now
-        return r
     }
 
     /// Before a retry: false when shutting down (give up), else notes the retry as progress.
-    private func mayRetry(_ record: KafkaRecord) -> Bool {
-        guard !stopping else { return false }
-        runningSince[RecordID(record)] = .now
-        return true
-    }
+    private func mayRetry(_ record: KafkaRecord) -> Bool { state.withLock { $0.mayRetry(record) } }
 
     /// Handles and answers one record, retrying outages. False when it gave up (shutting down).
     /// Outputs go out one at a time, reply first, and a retry resends only what was not
     /// acknowledged, so an outage between the reply and its dead-letter copy never doubles the reply.
-    private nonisolated func process(_ record: KafkaRecord, poisoned: Bool = false) async -> Bool {
+    private func process(_ record: KafkaRecord, poisoned: Bool = false) async -> Bool {
         var backoff = config.backoff
         var outputs: [KafkaOutgoingRecord]? = poisoned ? handler.poisoned(record) : nil
         var sent = 0
@@ -293,7 +242,7 @@ public actor Dispatcher {
                 }
                 return true
             } catch {
-                if await !mayRetry(record) { return false }
+                if !mayRetry(record) { return false }
                 logger.warning("retrying in \(backoff.current): \(error)", metadata: record.logMetadata)
                 await backoff.wait()
             }
@@ -303,7 +252,7 @@ public actor Dispatcher {
     /// A probation record: marked in progress before it is handled, the mark cleared once its
     /// answer was acknowledged. Marker I/O is retried like any outage; a marker that cannot be
     /// written for good (a bug, not an outage) is logged and the record handled without it.
-    private nonisolated func processMarked(_ record: KafkaRecord) async -> Bool {
+    private func processMarked(_ record: KafkaRecord) async -> Bool {
         guard let crashGuard else { return await process(record) }
         let tp = record.topicPartition
         let before: Int
@@ -343,7 +292,7 @@ public actor Dispatcher {
 
     /// Runs `body` until it succeeds, waiting out outages (retriable errors) with the dispatcher's
     /// backoff, as a record's own handling does.
-    private nonisolated func retryingOutages<T: Sendable>(
+    private func retryingOutages<T: Sendable>(
         _ record: KafkaRecord, _ what: String, _ body: @Sendable () async throws -> T
     ) async -> Retried<T> {
         var backoff = config.backoff
@@ -351,84 +300,28 @@ public actor Dispatcher {
             do { return .done(try await body()) } catch where !handler.isRetriable(error) {
                 return .failed(error)
             } catch {
-                if await !mayRetry(record) { return .stopped }
+                if !mayRetry(record) { return .stopped }
                 logger.warning("\(what): retrying in \(backoff.current): \(error)", metadata: record.logMetadata)
                 await backoff.wait()
             }
         }
     }
 
-    private func complete(_ record: KafkaRecord, finished: Bool) {
-        let tp = record.topicPartition
-        active[tp, default: 1] -= 1
-        if active[tp] == 0 { active[tp] = nil }
-        runningSince[RecordID(record)] = nil
-        completedRecords &+= 1
-        if finished, let next = tracker.finish(tp, record.offset), mayStoreOffset(tp) {
-            effects.storeOffset(tp, next)
-        } else if !finished {
-            tracker.discard(tp, record.offset)
-        }
-        // The last running record of a partition given up: nothing of it is tracked any more.
-        if active[tp] == nil, !mayStoreOffset(tp) { tracker.forget(tp) }
-        resumeIfDrained()
-        notifyIdle()
-    }
-
-    private func dropQueued(_ tps: Set<TopicPartition>) {
-        let (dropped, released) = probation.leave(tps)
-        for r in dropped { tracker.discard(r.topicPartition, r.offset) }
-        releaseHeld(released)
-        for (lane, queue) in lanes {
-            var keep: [KafkaRecord] = []
-            for r in queue {
-                if tps.contains(r.topicPartition) { tracker.discard(r.topicPartition, r.offset) } else { keep.append(r) }
-            }
-            lanes[lane] = keep
-        }
-        for tp in tps where active[tp] == nil { tracker.forget(tp) }
-        resumeIfDrained()
-    }
-
-    /// Partitions given up: their offsets start afresh if they come back.
-    private func forget(_ tps: Set<TopicPartition>) {
-        for tp in tps where active[tp] == nil { tracker.forget(tp) }
-        resumeIfDrained()
-    }
-
-    private func resumeIfDrained() {
-        if paused, tracker.totalInFlight <= config.maxInFlight / 2 {
-            paused = false
-            effects.setPaused(ownedPartitions, false)
-        }
-    }
-
     /// Waits until no record of these partitions (all when nil) is running.
     public func waitIdle(_ tps: Set<TopicPartition>? = nil) async {
-        if isIdle(tps) { return }
-        await withCheckedContinuation { idleWaiters.append((tps, $0)) }
-    }
-
-    private func isIdle(_ tps: Set<TopicPartition>?) -> Bool {
-        guard let tps else { return running.isEmpty }
-        return tps.allSatisfy { active[$0] == nil }
-    }
-
-    private func notifyIdle() {
-        let ready = idleWaiters.filter { isIdle($0.0) }
-        idleWaiters.removeAll { isIdle($0.0) }
-        ready.forEach { $0.1.resume() }
+        if state.withLock({ $0.isIdle(tps) }) { return }
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            if !state.withLock({ $0.waitIdle(tps, waiter) }) { waiter.resume() }
+        }
     }
 
     /// Graceful stop: take nothing new, drop what has not started, let running records finish.
     public func drain() async {
-        stopping = true
-        for lane in lanes.keys { lanes[lane] = [] }
-        probation.removeAll()
+        state.withLock { $0.drain() }
         await waitIdle(nil)
     }
 
-    public var inFlightCount: Int { tracker.totalInFlight }
+    public var inFlightCount: Int { state.withLock { $0.tracker.totalInFlight } }
 
     /// What the health check reads (`Liveness`).
     public struct Progress: Sendable, Equatable {
@@ -446,40 +339,5 @@ public actor Dispatcher {
         }
     }
 
-    public var progress: Progress {
-        Progress(inFlight: tracker.totalInFlight, completed: completedRecords, stuckSince: runningSince.values.min())
-    }
-
-    private struct RecordID: Hashable {
-        let tp: TopicPartition
-        let offset: Int64
-        init(_ r: KafkaRecord) {
-            tp = r.topicPartition
-            offset = r.offset
-        }
-    }
-}
-
-/// A counting semaphore for the poll thread (never used on the cooperative pool).
-final class Semaphore: Sendable {
-    private let state = Mutex<Int>(0)
-    private let condition = ConditionBox()
-    func signal() {
-        condition.lock()
-        state.withLock { $0 += 1 }
-        condition.signal()
-        condition.unlock()
-    }
-    func wait(timeout: Duration) -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        condition.lock()
-        defer { condition.unlock() }
-        while state.withLock({ $0 }) == 0 {
-            let left = deadline - ContinuousClock.now
-            if left <= .zero { return false }
-            _ = condition.wait(seconds: Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18)
-        }
-        state.withLock { $0 -= 1 }
-        return true
-    }
+    public var progress: Progress { state.withLock { $0.progress } }
 }

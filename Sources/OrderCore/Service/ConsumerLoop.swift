@@ -2,11 +2,11 @@ import Kafka
 import Logging
 import ServiceLifecycle
 
-/// The group consumer as a service: subscribes, hands every owned record to the dispatcher, and
-/// on its graceful shutdown stops reading, drains the dispatcher (in-flight records finish and are
-/// answered, their offsets stored) and closes the consumer (commits the stored offsets, leaves the
-/// group, ends `records`). That sequence runs once, whether the shutdown or the end of the records
-/// comes first.
+/// The group consumer as a service: subscribes (the consumer pushes every record to the
+/// dispatcher on its poll thread, `Options.deliver`), waits while it runs, and on its graceful
+/// shutdown drains the dispatcher (in-flight records finish and are answered, their offsets
+/// stored) and closes the consumer (commits the stored offsets, leaves the group, ends `records`).
+/// That sequence runs once, whether the shutdown or the end of the consumer comes first.
 struct ConsumerLoop: Service {
     /// The group consumer in use now (`TopicRecovery` may replace it).
     let consumerRef: LockedBox<KafkaConsumer?>
@@ -23,11 +23,12 @@ struct ConsumerLoop: Service {
             await consumerRef.withLock { $0 }?.close()  // commits stored offsets, leaves the group, ends `records`
         }
         await withGracefulShutdownHandler {
-            // Reads the group consumer's records; when it was replaced (see TopicRecovery), the
-            // fresh one's.
+            // Waits for the group consumer to end (push delivery: its `records` yield nothing and
+            // end when it closes; a record that did come this way would still be offered); when
+            // it was replaced (see TopicRecovery), for the fresh one.
             var reading = consumer
             while true {
-                for await record in reading.records { await dispatcher.offer(record) }
+                for await record in reading.records { dispatcher.offer(record) }
                 guard let next = consumerRef.withLock({ $0 }), next !== reading else { break }
                 reading = next
             }

@@ -32,7 +32,7 @@ public struct Heartbeat: Sendable {
     }
 
     /// Beats until cancelled (or graceful shutdown), then removes both files. `sample` reads the
-    /// service's state; if it hangs (a wedged dispatcher actor), no file is touched any more.
+    /// service's state; if it hangs (a wedged dispatcher), no file is touched any more.
     public func run(liveness: Liveness, sample: @Sendable () async -> Liveness.Sample) async {
         var liveness = liveness
         var last = Liveness.Status(alive: true, ready: false)

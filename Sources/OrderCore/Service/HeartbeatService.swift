@@ -5,7 +5,7 @@ import ServiceLifecycle
 struct HeartbeatService: Service {
     let heartbeat: Heartbeat
     let liveness: Liveness
-    /// Reads the service's state for `Liveness`; hangs when the dispatcher actor is wedged.
+    /// Reads the service's state for `Liveness`; hangs when the dispatcher is wedged.
     let sample: @Sendable () async -> Liveness.Sample
 
     func run() async throws {

@@ -125,10 +125,14 @@ struct OrderServiceBuilder {
             rebalance: KafkaConsumer.Rebalance(
                 onAssigned: { dispatcher.partitionsAssigned($0) },
                 onRevoking: { dispatcher.partitionsRevoking($0) }),
-            options: KafkaConsumer.Options(onStatistics: { json in
-                metrics.update(statistics: json)
-                groupWatch.update(statistics: json)
-            }),
+            options: KafkaConsumer.Options(
+                onStatistics: { json in
+                    metrics.update(statistics: json)
+                    groupWatch.update(statistics: json)
+                },
+                // Push delivery: the poll thread hands each record to the dispatcher, which
+                // drains revoked partitions itself (`onRevoking`).
+                deliver: { dispatcher.offer($0) }),
             logger: logger)
         }
         let consumer = try makeConsumer()
@@ -143,7 +147,7 @@ struct OrderServiceBuilder {
             heartbeat = HeartbeatService(heartbeat: Heartbeat(path: path, logger: logger), liveness: liveness) {
                 let latest = groupWatch.latest
                 return Liveness.Sample(
-                    pollCount: consumerRef.withLock { $0?.pollCount } ?? 0, progress: await dispatcher.progress,
+                    pollCount: consumerRef.withLock { $0?.pollCount } ?? 0, progress: dispatcher.progress,
                     group: latest?.snapshot, groupSeenAt: latest?.at)
             }
         }
@@ -168,7 +172,7 @@ struct OrderServiceBuilder {
         let reporter = topics.metricsTopic.map { topic in
             MetricsReporter(
                 metrics: metrics, producer: producer, topic: topic, instance: config.instanceId,
-                interval: config.metricsInterval, inFlight: { await dispatcher.inFlightCount }, logger: logger)
+                interval: config.metricsInterval, inFlight: { dispatcher.inFlightCount }, logger: logger)
         }
         let services = ServiceLineup(
             expiry: IdempotencyExpiry(store: store, retentionHours: config.idempotencyRetentionHours, logger: logger),

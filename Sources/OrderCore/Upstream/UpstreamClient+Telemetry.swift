@@ -10,7 +10,7 @@ extension UpstreamClient {
         do {
             let answer = try await Spans.child("\(service) request", kind: .client, attributes: Self.attributes(service, topic)) { () async throws(UpstreamFailure) in
                 let answer = try await untracedRequest(service: service, topic: topic, replyTopic: replyTopic, body: body)
-                if Telemetry.isTracing, let tp = replyTraces.withLock({ $0.removeValue(forKey: answer.id) }) { Spans.linkInnermost(to: tp) }
+                if Telemetry.isTracing, let tp = inbox.replyTraces.withLock({ $0.removeValue(forKey: answer.id) }) { Spans.linkInnermost(to: tp) }
                 return answer
             }
             Instruments.upstream(service: service, outcome: "ok", latency: ContinuousClock.now - started)

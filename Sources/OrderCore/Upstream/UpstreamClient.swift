@@ -20,6 +20,8 @@ public enum UpstreamFailure: Error, Sendable, Equatable {
 ///
 /// A request sends in the caller's task and then waits on its `ReplySlot`; one sweeper task
 /// fails the slots whose deadline passed (no task or timer per request: fewer thread hand-offs).
+/// The reply consumer pushes each reply on its poll thread (`Options.deliver`) to `Inbox.deliver`,
+/// which resumes the waiting request directly (no reader task in between).
 public final class UpstreamClient: Sendable {
     private let producer: any RecordSender
     private let consumer: KafkaConsumer
@@ -27,13 +29,11 @@ public final class UpstreamClient: Sendable {
     private let instanceId: String
     private let timeout: Duration
     let logger: Logger
-    private let pending = Mutex(Pending())
+    /// The waiting requests, shared with the reply consumer's poll thread.
+    let inbox: Inbox
     private let counter = Atomic<Int64>(0)
-    /// With tracing on: the `traceparent` of each reply handed over, until its request links to it.
-    let replyTraces = Mutex<[String: String]>([:])
     /// Upstream requests waiting for a reply at most (far above what `maxInFlight` records need).
     let maxPending: Int
-    private let reader = Mutex<Task<Void, Never>?>(nil)
 
     public init(
         producer: any RecordSender, consumerConfiguration: KafkaConfiguration, replyTopics: [String],
@@ -44,7 +44,11 @@ public final class UpstreamClient: Sendable {
         // assign() only: never joins or commits, but librdkafka wants a group id for assign().
         config["group.id"] = "order-service-replies-\(instanceId)"
         config["enable.auto.commit"] = "false"
-        self.consumer = try KafkaConsumer(configuration: config, mode: .assigned, logger: logger)
+        let inbox = Inbox()
+        self.inbox = inbox
+        // Push delivery: replies are handed over on the consumer's poll thread.
+        self.consumer = try KafkaConsumer(
+            configuration: config, mode: .assigned, options: KafkaConsumer.Options(deliver: { inbox.deliver($0) }), logger: logger)
         self.producer = producer
         self.replyTopics = replyTopics
         self.instanceId = instanceId
@@ -65,29 +69,35 @@ public final class UpstreamClient: Sendable {
             }
         }
         try consumer.assign(start)
-        let task = Task { [self] in
-            for await record in consumer.records { deliver(record) }
-        }
-        reader.withLock { $0 = task }
     }
 
-    /// Hands a reply to the request waiting for it. Replies nobody waits for (other instances',
-    /// late, duplicate, unknown ids) are dropped. A reply that is ours but not a JSON object fails
-    /// its request at once instead of letting it wait for the timeout.
-    private func deliver(_ record: KafkaRecord) {
-        // Most records on the shared reply topics are other instances' (or strays): with a
-        // correlation header that is not ours, drop them before parsing anything.
-        if let header = record.header("correlation-id")?.stringValue, !pending.withLock({ $0.slots[header] != nil }) { return }
-        let json = record.value.flatMap { try? JSON.parse($0) }
-        var correlation = record.header("correlation-id")?.stringValue
-        if correlation == nil, case .string(let id)? = json?["request_id"] { correlation = id }
-        guard let correlation, let slot = pending.withLock({ $0.slots.removeValue(forKey: correlation) }) else { return }
-        if Telemetry.isTracing, let tp = record.header("traceparent")?.stringValue { replyTraces.withLock { $0[correlation] = tp } }
-        guard let json, case .object = json else {
-            slot.complete(.failure(.badReply(service: "upstream", reason: "the reply is not a JSON object")))
-            return
+    /// The requests waiting for replies, and where replies arrive (on the reply consumer's poll
+    /// thread). A class of its own so the consumer's sink can reach it from the client's init.
+    final class Inbox: Sendable {
+        fileprivate let pending = Mutex(Pending())
+        /// With tracing on: the `traceparent` of each reply handed over, until its request links to it.
+        let replyTraces = Mutex<[String: String]>([:])
+
+        /// Hands a reply to the request waiting for it. Replies nobody waits for (other instances',
+        /// late, duplicate, unknown ids) are dropped. A reply that is ours but not a JSON object
+        /// fails its request at once instead of letting it wait for the timeout. Runs on the poll
+        /// thread: foreign replies cost one header lookup and one lock.
+        func deliver(_ record: KafkaRecord) {
+            // Most records on the shared reply topics are other instances' (or strays): with a
+            // correlation header that is not ours, drop them before parsing anything.
+            let header = record.header("correlation-id")?.stringValue
+            if let header, !pending.withLock({ $0.slots[header] != nil }) { return }
+            let json = record.value.flatMap { try? JSON.parse($0) }
+            var correlation = header
+            if correlation == nil, case .string(let id)? = json?["request_id"] { correlation = id }
+            guard let correlation, let slot = pending.withLock({ $0.slots.removeValue(forKey: correlation) }) else { return }
+            if Telemetry.isTracing, let tp = record.header("traceparent")?.stringValue { replyTraces.withLock { $0[correlation] = tp } }
+            guard let json, case .object = json else {
+                slot.complete(.failure(.badReply(service: "upstream", reason: "the reply is not a JSON object")))
+                return
+            }
+            slot.complete(.success(json))
         }
-        slot.complete(.success(json))
     }
 
     /// Sends `body(requestId)` to `topic` with reply-to/correlation-id headers and waits for the
@@ -100,7 +110,7 @@ public final class UpstreamClient: Sendable {
                 + TraceContext.outgoingHeaders)
         let started = ContinuousClock.now
         let slot = ReplySlot(service: service, topic: topic, deadline: started + timeout)
-        let (admitted, startSweeper) = pending.withLock { p -> (Bool, Bool) in
+        let (admitted, startSweeper) = inbox.pending.withLock { p -> (Bool, Bool) in
             // Bounded: every entry leaves on its reply or its deadline, and no more than
             // `maxPending` wait at once (beyond that the request fails at once, changing nothing).
             guard p.slots.count < maxPending else { return (false, false) }
@@ -118,7 +128,7 @@ public final class UpstreamClient: Sendable {
             _ = try await producer.send(record)
         } catch {
             // Not sent: fails at once, unless the slot was completed meanwhile (closed, or timed out).
-            if pending.withLock({ $0.slots.removeValue(forKey: id) }) != nil {
+            if inbox.pending.withLock({ $0.slots.removeValue(forKey: id) }) != nil {
                 throw .unavailable(service: service, reason: "\(error)")
             }
         }
@@ -140,7 +150,7 @@ public final class UpstreamClient: Sendable {
     /// so `order` is in deadline order), sleeping until the next deadline; ends when none waits.
     private func sweep() async {
         while true {
-            let (expired, next) = pending.withLock { p -> ([(String, ReplySlot)], ContinuousClock.Instant?) in
+            let (expired, next) = inbox.pending.withLock { p -> ([(String, ReplySlot)], ContinuousClock.Instant?) in
                 let now = ContinuousClock.now
                 var expired: [(String, ReplySlot)] = []
                 var next: ContinuousClock.Instant?
@@ -175,12 +185,11 @@ public final class UpstreamClient: Sendable {
     }
 
     /// Requests waiting for a reply now.
-    public var pendingCount: Int { pending.withLock { $0.slots.count } }
+    public var pendingCount: Int { inbox.pending.withLock { $0.slots.count } }
 
     public func close() async {
-        await consumer.close()
-        await reader.withLock { $0 }?.value
-        let waiting = pending.withLock { p -> [ReplySlot] in
+        await consumer.close()  // no reply is delivered after this
+        let waiting = inbox.pending.withLock { p -> [ReplySlot] in
             defer { p.slots.removeAll() }
             return Array(p.slots.values)
         }
@@ -189,7 +198,7 @@ public final class UpstreamClient: Sendable {
 
     /// Requests waiting for replies, and their ids in the order they were asked (= deadline order;
     /// ids of answered requests stay until the sweeper passes them).
-    private struct Pending {
+    fileprivate struct Pending {
         var slots: [String: ReplySlot] = [:]
         var order: [String] = []
         var head = 0
