@@ -26,6 +26,7 @@ public final class PostgresConnection: @unchecked Sendable {
         /// `withTransaction` has begun but sent no BEGIN yet: the next operation sends it first,
         /// in the same hop to the queue (one hand-off per transaction fewer).
         var beginPending = false
+        var handOffs: UInt64 = 0  // operations run on the queue (each one hop there and back)
     }
 
     private init(handle: PGConnectionHandle, queue: DispatchQueue, logger: Logger) {
@@ -76,8 +77,46 @@ public final class PostgresConnection: @unchecked Sendable {
         _ = try await perform { try $0.exec(sql) }
     }
 
+    /// `body` in one hop to the connection's queue: its statements run there synchronously, with no
+    /// hand-off each (`body` must not block on anything but them). Inside `withTransaction` a pending
+    /// BEGIN goes first. Cancellation as for `query`; between two statements the next one throws
+    /// `CancellationError`.
+    public func onQueue<T: Sendable>(_ body: @escaping @Sendable (PostgresSyncConnection) throws -> T) async throws -> T {
+        try await perform { handle in try body(PostgresSyncConnection(handle: handle, isCancelled: { self.cancelRequested })) }
+    }
+
+    /// A whole transaction in one hop to the connection's queue: BEGIN (with the first statement),
+    /// `body`'s statements, COMMIT; ROLLBACK when `body` throws (the error is rethrown), and the
+    /// connection is marked broken if even that fails. A body that runs no statement sends neither
+    /// BEGIN nor COMMIT. A cancelled task does not reach COMMIT: not started, it throws
+    /// `CancellationError`; a running statement is cancelled on the server; either way what ran is
+    /// rolled back. Throws if the server answers COMMIT with ROLLBACK (a statement failed and `body`
+    /// caught its error). Not for use inside `withTransaction`.
+    public func transactionOnQueue<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresSyncConnection) throws -> T
+    ) async throws -> T {
+        try await perform { handle in
+            let connection = PostgresSyncConnection(handle: handle, beginPending: true, isCancelled: { self.cancelRequested })
+            let value: T
+            do {
+                value = try body(connection)
+                if connection.began && self.cancelRequested { throw CancellationError() }
+            } catch {
+                if connection.began { self.rollBack(handle) }
+                throw error
+            }
+            guard connection.began else { return value }  // no statement ran: nothing to commit
+            try Self.commit(handle)
+            return value
+        }
+    }
+
     /// Connection lost, closed, or left in an unknown state: do not reuse it.
     public var isBroken: Bool { flags.withLock { $0.broken || $0.closed } }
+
+    /// Operations handed to the connection's queue so far, each one hop there and back (statements,
+    /// `onQueue` and `transactionOnQueue` bodies, COMMIT, ROLLBACK); for tests and diagnostics.
+    public var handOffs: UInt64 { flags.withLock { $0.handOffs } }
 
     /// Closes the connection; later calls throw a `.closed` error. Idempotent.
     public func close() async {
@@ -100,7 +139,7 @@ public final class PostgresConnection: @unchecked Sendable {
         flags.withLock { $0.running != nil && $0.running == $0.cancelRequested }
     }
 
-    /// Simple query returning its result (the command tag matters for COMMIT).
+    /// Simple query returning its result (its command tag, say).
     func executeReturningResult(_ sql: String) async throws -> PostgresQueryResult {
         try await perform { try $0.exec(sql) }
     }
@@ -132,15 +171,32 @@ public final class PostgresConnection: @unchecked Sendable {
             throw error
         }
         guard takeBeginPending() == false else { return value }  // no statement ran: nothing to commit
-        // A transaction whose statement failed (and whose error `body` swallowed) answers COMMIT with
-        // ROLLBACK instead of an error; report it rather than pretend the work was saved.
-        let commit = try await executeReturningResult("COMMIT")
+        _ = try await perform { try Self.commit($0) }
+        return value
+    }
+
+    /// COMMIT on the queue. A transaction whose statement failed (and whose error the body
+    /// swallowed) answers COMMIT with ROLLBACK instead of an error; report it rather than pretend the
+    /// work was saved.
+    private static func commit(_ handle: PGConnectionHandle) throws {
+        let commit = try handle.exec("COMMIT")
         guard commit.commandTag != "ROLLBACK" else {
             throw PostgresError(
                 kind: .query,
                 message: "the transaction was rolled back: a statement in it failed and its error was caught")
         }
-        return value
+    }
+
+    /// ROLLBACK on the queue, inside an operation, out of a cancel's reach (a cancel still in flight
+    /// was meant for the statement that failed); marks the connection broken if it fails.
+    private func rollBack(_ handle: PGConnectionHandle) {
+        flags.withLock { $0.running = nil }
+        do {
+            _ = try handle.exec("ROLLBACK")
+        } catch {
+            logger.warning("ROLLBACK failed; discarding the connection", metadata: ["error": "\(error)"])
+            markBroken()
+        }
     }
 
     /// Clears a BEGIN not sent yet; true if there was one.
@@ -205,6 +261,7 @@ public final class PostgresConnection: @unchecked Sendable {
         guard let handle else { throw PostgresError.closed() }
         // Under the same lock as `cancel`: either it sees us running, or we see its request here.
         let (cancelledBeforeStart, begin) = flags.withLock { flags -> (Bool, Bool) in
+            flags.handOffs &+= 1
             if let id, flags.cancelRequested == id { return (true, false) }
             flags.running = id
             defer { flags.beginPending = false }
