@@ -1,3 +1,5 @@
+internal import CLibPQ
+
 /// A connection as seen by a body that runs on its serial queue (`PostgresConnection.onQueue`,
 /// `transactionOnQueue`): each `query` runs synchronously, one after another, so a body of N
 /// statements costs one hand-off to the queue and back instead of N.
@@ -25,12 +27,13 @@ public final class PostgresSyncConnection {
     /// (`CancellationError`).
     public func query(_ sql: String, _ params: [any PostgresBindable] = []) throws -> PostgresQueryResult {
         if isCancelled() { throw CancellationError() }
-        if beginPending {
-            beginPending = false
-            _ = try handle.exec("BEGIN")
-            began = true
-        }
-        return try handle.execParams(sql, params.map(\.postgresParameter), isCancelled: isCancelled)
+        let parameters = params.map(\.postgresParameter)
+        guard beginPending else { return try handle.execParams(sql, parameters, isCancelled: isCancelled) }
+        beginPending = false
+        // BEGIN and the first statement share a network round trip; whether the transaction began
+        // is the server's word, also when the statement failed.
+        defer { began = handle.transactionStatus != PQTRANS_IDLE }
+        return try handle.execParams(sql, parameters, beginFirst: true, isCancelled: isCancelled)
     }
 
     /// Server process id, for logs.

@@ -234,4 +234,90 @@ import Testing
             }
         }
     }
+
+    // BEGIN and the first statement go in one network round trip (libpq pipeline mode): the same
+    // outcomes when that first statement fails, is cancelled, or loses the connection.
+
+    @Test func aFirstStatementThatFailsRollsBackAndTheConnectionServesOn() async throws {
+        try await TestDatabase.withClient(poolSize: 1) { client in
+            try await TestDatabase.withTemporaryTable(client, columns: "id int PRIMARY KEY") { table in
+                _ = try await client.query("INSERT INTO \(table) VALUES ($1)", [1])
+                let pid = try await connection(client).pid
+                for _ in 0..<2 {  // prepared the first time, cached the second
+                    let error = try await #require(throws: PostgresError.self) {
+                        try await client.transactionOnQueue { conn in _ = try conn.query("INSERT INTO \(table) VALUES ($1)", [1]) }
+                    }
+                    #expect(error.sqlState == "23505", "\(error)")
+                    try await expectReusable(client, pid: pid)
+                }
+                let error = try await #require(throws: PostgresError.self) {
+                    try await client.transactionOnQueue { conn in _ = try conn.query("SELECT 1/$1::int", [0]) }
+                }
+                #expect(error.sqlState == "22012", "\(error)")  // division_by_zero
+                try await expectReusable(client, pid: pid)
+                #expect(try await client.transactionOnQueue { try $0.query("SELECT count(*) FROM \(table)").rows[0].decode(0, as: Int.self) } == 1)
+            }
+        }
+    }
+
+    @Test func aCancelledFirstStatementIsCancelledOnTheServer() async throws {
+        try await TestDatabase.withClient(poolSize: 1) { client in
+            let pid = try await connection(client).pid
+            let task = Task { try await client.transactionOnQueue { conn in _ = try conn.query("SELECT pg_sleep(30)") } }
+            try await TestDatabase.withClient(poolSize: 1) { observer in
+                try await TestKafka.eventually("pg_sleep running on backend \(pid)", timeout: .seconds(20)) {
+                    let active = try await observer.query(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE 'SELECT pg_sleep(30)%'",
+                        [pid])
+                    return try active.rows[0].decode(0, as: Int.self) == 1
+                }
+            }
+            task.cancel()
+            let error = try await #require(throws: PostgresError.self) {
+                try await TestKafka.within(.seconds(20), "the cancelled transaction") { try await task.value }
+            }
+            #expect(error.sqlState == "57014", "\(error)")
+            try await expectReusable(client, pid: pid)
+        }
+    }
+
+    @Test func aConnectionLostAtTheFirstStatementIsBrokenAndReplaced() async throws {
+        try await TestDatabase.withClient(poolSize: 1) { client in
+            let pid = try await connection(client).pid
+            let error = try await #require(throws: PostgresError.self) {
+                try await client.transactionOnQueue { conn in _ = try conn.query("SELECT pg_terminate_backend(pg_backend_pid())") }
+            }
+            #expect(error.isRetriable, "\(error)")
+            let next = try await connection(client)
+            #expect(next.pid != pid)
+            #expect(!next.broken)
+            #expect(try await client.transactionOnQueue { try $0.query("SELECT 5").rows[0].decode(0, as: Int.self) } == 5)
+        }
+    }
+
+    @Test func withoutPreparedStatementsBeginGoesOnItsOwn() async throws {
+        var configuration = TestDatabase.configuration(poolSize: 1)
+        configuration.preparedStatements = false
+        let client = PostgresClient(configuration: configuration, logger: TestDatabase.logger)
+        let outcome = await TestKafka.result {
+            try await beginsAndRollsBack(client)
+        }
+        await client.close()
+        try outcome.get()
+    }
+
+    func beginsAndRollsBack(_ client: PostgresClient) async throws {
+        try await TestDatabase.withTemporaryTable(client, columns: "id int") { table in
+            let pid = try await connection(client).pid
+            await #expect(throws: Boom.self) {
+                try await client.transactionOnQueue { conn in
+                    _ = try conn.query("INSERT INTO \(table) VALUES ($1)", [1])
+                    throw Boom()
+                }
+            }
+            try await client.transactionOnQueue { conn in _ = try conn.query("INSERT INTO \(table) VALUES ($1)", [2]) }
+            #expect(try await ids(client, table) == [2])
+            try await expectReusable(client, pid: pid)
+        }
+    }
 }
