@@ -27,6 +27,8 @@ public final class PostgresConnection: @unchecked Sendable {
         /// in the same hop to the queue (one hand-off per transaction fewer).
         var beginPending = false
         var handOffs: UInt64 = 0  // operations run on the queue (each one hop there and back)
+        /// A body of `withTransaction` ended its transaction itself (`PostgresSyncConnection.commit`).
+        var committedEarly = false
     }
 
     private init(handle: PGConnectionHandle, queue: DispatchQueue, logger: Logger) {
@@ -82,7 +84,12 @@ public final class PostgresConnection: @unchecked Sendable {
     /// BEGIN goes first. Cancellation as for `query`; between two statements the next one throws
     /// `CancellationError`.
     public func onQueue<T: Sendable>(_ body: @escaping @Sendable (PostgresSyncConnection) throws -> T) async throws -> T {
-        try await perform { handle in try body(PostgresSyncConnection(handle: handle, isCancelled: { self.cancelRequested })) }
+        try await perform { handle in
+            try body(
+                PostgresSyncConnection(
+                    handle: handle, isCancelled: { self.cancelRequested },
+                    committed: { self.flags.withLock { $0.committedEarly = true } }))
+        }
     }
 
     /// A whole transaction in one hop to the connection's queue: BEGIN (with the first statement),
@@ -96,16 +103,18 @@ public final class PostgresConnection: @unchecked Sendable {
         _ body: @escaping @Sendable (PostgresSyncConnection) throws -> T
     ) async throws -> T {
         try await perform { handle in
-            let connection = PostgresSyncConnection(handle: handle, beginPending: true, isCancelled: { self.cancelRequested })
+            let connection = PostgresSyncConnection(
+                handle: handle, beginPending: true, isCancelled: { self.cancelRequested }, committed: {})
             let value: T
             do {
                 value = try body(connection)
-                if connection.began && self.cancelRequested { throw CancellationError() }
+                if connection.began && !connection.didCommit && self.cancelRequested { throw CancellationError() }
             } catch {
-                if connection.began { self.rollBack(handle) }
+                if connection.began && !connection.didCommit { self.rollBack(handle) }
                 throw error
             }
-            guard connection.began else { return value }  // no statement ran: nothing to commit
+            // No statement ran, or `body` committed itself: nothing (more) to commit.
+            guard connection.began && !connection.didCommit else { return value }
             try Self.commit(handle)
             return value
         }
@@ -156,12 +165,16 @@ public final class PostgresConnection: @unchecked Sendable {
     /// BEGIN travels with the body's first statement (same queue hop, just before it); a body that
     /// runs no statement sends neither BEGIN nor COMMIT.
     func withTransaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        flags.withLock { $0.beginPending = true }
+        flags.withLock {
+            $0.beginPending = true
+            $0.committedEarly = false
+        }
         let value: T
         do {
             value = try await body(self)
         } catch {
             guard takeBeginPending() == false else { throw error }  // nothing began: nothing to roll back
+            guard takeCommittedEarly() == false else { throw error }  // ended by its COMMIT, failed or not
             do {
                 _ = try await perform(cancellable: false) { try $0.exec("ROLLBACK") }
             } catch let rollbackError {
@@ -171,14 +184,23 @@ public final class PostgresConnection: @unchecked Sendable {
             throw error
         }
         guard takeBeginPending() == false else { return value }  // no statement ran: nothing to commit
+        guard takeCommittedEarly() == false else { return value }  // committed in the body's last hop
         _ = try await perform { try Self.commit($0) }
         return value
+    }
+
+    /// Clears and returns whether the body committed its transaction itself.
+    private func takeCommittedEarly() -> Bool {
+        flags.withLock { flags in
+            defer { flags.committedEarly = false }
+            return flags.committedEarly
+        }
     }
 
     /// COMMIT on the queue. A transaction whose statement failed (and whose error the body
     /// swallowed) answers COMMIT with ROLLBACK instead of an error; report it rather than pretend the
     /// work was saved.
-    private static func commit(_ handle: PGConnectionHandle) throws {
+    static func commit(_ handle: PGConnectionHandle) throws {
         let commit = try handle.exec("COMMIT")
         guard commit.commandTag != "ROLLBACK" else {
             throw PostgresError(

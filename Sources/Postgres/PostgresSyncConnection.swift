@@ -15,11 +15,19 @@ public final class PostgresSyncConnection {
     private var beginPending: Bool
     /// BEGIN was sent by this connection: there is a transaction to commit or roll back.
     private(set) var began = false
+    /// `commit` ended the transaction (or tried to): the surrounding one sends no COMMIT of its own.
+    private(set) var didCommit = false
+    /// Tells the surrounding `withTransaction` so.
+    private let committed: () -> Void
 
-    init(handle: PGConnectionHandle, beginPending: Bool = false, isCancelled: @escaping () -> Bool) {
+    init(
+        handle: PGConnectionHandle, beginPending: Bool = false, isCancelled: @escaping () -> Bool,
+        committed: @escaping () -> Void
+    ) {
         self.handle = handle
         self.beginPending = beginPending
         self.isCancelled = isCancelled
+        self.committed = committed
     }
 
     /// As `PostgresConnection.query`, run here and now. A cancel of the task stops the body: the
@@ -34,6 +42,19 @@ public final class PostgresSyncConnection {
         // is the server's word, also when the statement failed.
         defer { began = handle.transactionStatus != PQTRANS_IDLE }
         return try handle.execParams(sql, parameters, beginFirst: true, isCancelled: isCancelled)
+    }
+
+    /// Ends the open transaction here, in this hand-off: COMMIT, and an error if the server answers
+    /// it with ROLLBACK (a statement failed and its error was caught). In an `onQueue` body inside an
+    /// async transaction, the transaction's last statements and its COMMIT so share one hop, and it
+    /// sends no COMMIT of its own afterwards. Outside a transaction it does nothing. A cancelled task
+    /// does not commit (`CancellationError`; the transaction is rolled back).
+    public func commit() throws {
+        guard !beginPending, handle.transactionStatus != PQTRANS_IDLE else { return }
+        if isCancelled() { throw CancellationError() }
+        didCommit = true
+        committed()  // whatever COMMIT answers, the transaction is over
+        try PostgresConnection.commit(handle)
     }
 
     /// Server process id, for logs.

@@ -235,6 +235,39 @@ import Testing
         }
     }
 
+    @Test func anAsyncTransactionsLastHandOffCanCarryItsCommit() async throws {
+        try await TestDatabase.withClient(poolSize: 1) { client in
+            try await TestDatabase.withTemporaryTable(client, columns: "id int PRIMARY KEY") { table in
+                let before = try await connection(client)
+                try await client.transaction { connection in
+                    try await connection.onQueue { conn in
+                        _ = try conn.query("INSERT INTO \(table) VALUES ($1)", [1])
+                        try conn.commit()
+                    }
+                }
+                #expect(try await connection(client).handOffs - before.handOffs == 1, "BEGIN, the insert and COMMIT in one hand-off")
+                #expect(try await ids(client, table) == [1])
+                try await expectReusable(client, pid: before.pid)
+                // COMMIT answered with ROLLBACK is reported here too.
+                let error = try await #require(throws: PostgresError.self) {
+                    try await client.transaction { connection in
+                        try await connection.onQueue { conn in
+                            _ = try conn.query("INSERT INTO \(table) VALUES ($1)", [2])
+                            _ = try? conn.query("INSERT INTO \(table) VALUES ($1)", [1])
+                            try conn.commit()
+                        }
+                    }
+                }
+                #expect(error.message.contains("rolled back"), "\(error)")
+                #expect(try await ids(client, table) == [1])
+                try await expectReusable(client, pid: before.pid)
+                // Outside a transaction there is nothing to commit.
+                try await client.onQueue { try $0.commit() }
+                try await expectReusable(client, pid: before.pid)
+            }
+        }
+    }
+
     // BEGIN and the first statement go in one network round trip (libpq pipeline mode): the same
     // outcomes when that first statement fails, is cancelled, or loses the connection.
 

@@ -1,4 +1,5 @@
 import Foundation
+import Kafka
 import Postgres
 import TestSupport
 import Testing
@@ -75,6 +76,34 @@ struct StoreHandOffTests {
             let read = try await handOffs(client) { _ = try await store.orders(userId: user) }
             #expect(read == 1, "the orders and their lines (was 2 hand-offs)")
             #expect(try await store.orders(userId: user).first?.status == .confirmed)
+        }
+    }
+}
+
+extension StoreHandOffTests {
+    /// Takes what is sent and says it was delivered.
+    final class AcceptingSender: RecordSender {
+        func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport { DeliveryReport(topic: record.topic, partition: 0, offset: 0) }
+        func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
+            records.map { DeliveryReport(topic: $0.topic, partition: 0, offset: 0) }
+        }
+    }
+
+    @Test func anOutboxRelayBatchIsTwoHandOffsAndAnEmptyLookOne() async throws {
+        try await IsolatedSchema.withStore("hand_offs", poolSize: 1) { store, client in
+            let relay = OutboxRelay(store: store, producer: AcceptingSender(), logger: TestDatabase.logger)
+            let records = (1...3).map { OrderStore.OutboxRecord(record: KafkaOutgoingRecord(topic: "t", key: nil, value: [UInt8($0)]), orderingKey: nil) }
+            try await store.transaction { try await $0.enqueue(records) }
+            var sent = 0
+            let batch = try await handOffs(client) { sent = try await relay.relayBatch() }
+            #expect(sent == 3)
+            #expect(batch == 2, "BEGIN + lock; delete + COMMIT (was 3 hand-offs)")
+            let empty = try await handOffs(client) { sent = try await relay.relayBatch() }
+            #expect(sent == 0)
+            #expect(empty == 1, "BEGIN + lock + COMMIT (was 2 hand-offs)")
+            #expect(try await store.transaction { try await $0.lockOutbox(limit: 10) }.isEmpty, "deleted and committed")
+            let state = try await client.withConnection { $0.isBroken }
+            #expect(!state)
         }
     }
 }

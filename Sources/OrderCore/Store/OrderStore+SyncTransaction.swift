@@ -170,6 +170,10 @@ extension OrderStore {
             }
         }
 
+        /// Ends the transaction here: COMMIT in this hand-off, none afterwards (see
+        /// `PostgresSyncConnection.commit`).
+        func commit() throws { try conn.commit() }
+
         func deleteOutbox(ids: [Int64]) throws {
             let list = "{" + ids.map(String.init).joined(separator: ",") + "}"
             _ = try conn.query("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [list])

@@ -32,13 +32,22 @@ extension OrderStore {
         }
 
         /// Oldest unsent outbox records, locked so that another instance skips them (see
-        /// `SyncTransaction.lockOutbox`).
-        func lockOutbox(limit: Int) async throws -> [OrderStore.OutboxEntry] {
-            try await onQueue { try $0.lockOutbox(limit: limit) }
+        /// `SyncTransaction.lockOutbox`). `commitIfNone`: when there are none, the transaction ends
+        /// at once, in the same hand-off (it locked nothing; nothing is left to do in it).
+        func lockOutbox(limit: Int, commitIfNone: Bool = false) async throws -> [OrderStore.OutboxEntry] {
+            try await onQueue { tx in
+                let entries = try tx.lockOutbox(limit: limit)
+                if entries.isEmpty && commitIfNone { try tx.commit() }
+                return entries
+            }
         }
 
-        func deleteOutbox(ids: [Int64]) async throws {
-            try await onQueue { try $0.deleteOutbox(ids: ids) }
+        /// `thenCommit`: the transaction's COMMIT goes in the same hand-off (its last statement).
+        func deleteOutbox(ids: [Int64], thenCommit: Bool = false) async throws {
+            try await onQueue { tx in
+                try tx.deleteOutbox(ids: ids)
+                if thenCommit { try tx.commit() }
+            }
         }
     }
 }
