@@ -96,13 +96,15 @@ final class PGConnectionHandle {
 
     /// Extended protocol: exactly one statement, values bound out of band (never spliced into SQL).
     /// With the statement cache on, each distinct statement is prepared once and then only executed.
-    /// `isCancelled` is checked between preparing and executing.
+    /// `isCancelled` is checked between preparing and executing. `beginFirst`: BEGIN goes just before
+    /// the statement, in the same network round trip when the statement is cached (pipeline mode).
     func execParams(
-        _ sql: String, _ params: [PostgresParameter], isCancelled: () -> Bool = { false }
+        _ sql: String, _ params: [PostgresParameter], beginFirst: Bool = false, isCancelled: () -> Bool = { false }
     ) throws -> PostgresQueryResult {
         try Self.checkSQL(sql)
         let bound = try BoundParameters(params)
         guard statements != nil else {
+            if beginFirst { _ = try exec("BEGIN") }
             let raw = bound.withValues {
                 PQexecParams(conn, sql, bound.count, bound.types, $0, bound.lengths, bound.formats, 0)
             }
@@ -111,10 +113,15 @@ final class PGConnectionHandle {
         try deallocatePending()
         let key = StatementCache.Key(sql: sql, types: bound.types)
         var retried = false
+        var begin = beginFirst
         while true {
             let name = try preparedName(for: key)
             if isCancelled() { throw CancellationError() }
             do {
+                if begin {
+                    begin = false
+                    return try interpret(try beginThenExecPrepared(name, bound), detectStale: true)
+                }
                 return try interpret(
                     bound.withValues { PQexecPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) },
                     detectStale: true)
@@ -132,6 +139,48 @@ final class PGConnectionHandle {
                 throw error
             }
         }
+    }
+
+    /// BEGIN and the prepared statement `name`, sent together in pipeline mode so that both are
+    /// answered in one network round trip; returns the statement's result. BEGIN's error, if it
+    /// failed, is thrown instead. Anything unexpected (a send that fails, results out of order, the
+    /// connection gone) poisons the handle: its protocol state is unknown, so the pool drops it.
+    private func beginThenExecPrepared(_ name: String, _ bound: BoundParameters) throws -> OpaquePointer? {
+        guard PQenterPipelineMode(conn) == 1 else {  // not idle: should not happen; go the plain way
+            _ = try interpret(PQexec(conn, "BEGIN"))
+            return bound.withValues { PQexecPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) }
+        }
+        let sent =
+            PQsendQueryParams(conn, "BEGIN", 0, nil, nil, nil, nil, 0) == 1
+            && bound.withValues { PQsendQueryPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) } == 1
+            && PQpipelineSync(conn) == 1
+        guard sent else {
+            let message = errorMessage
+            poisoned = true
+            throw PostgresError(kind: .connection, message: message)
+        }
+        // Expected: BEGIN's result, NULL, the statement's result, NULL, the sync marker.
+        var results: [PGResultHandle] = []
+        var nullsInARow = 0
+        while true {
+            guard let raw = PQgetResult(conn) else {
+                nullsInARow += 1
+                if nullsInARow > 1 { break }  // nothing more is coming: the connection is gone
+                continue
+            }
+            nullsInARow = 0
+            let result = PGResultHandle(raw)
+            if result.status == PGRES_PIPELINE_SYNC { break }
+            results.append(result)
+        }
+        let left = PQexitPipelineMode(conn) == 1
+        guard left, results.count == 2, let statement = results.last else {
+            let message = results.first { $0.status == PGRES_FATAL_ERROR }?.error(connectionLost: true).message ?? errorMessage
+            poisoned = true
+            throw PostgresError(kind: .connection, message: message)
+        }
+        _ = try interpret(results[0])
+        return statement.release()
     }
 
     /// The cached statement for `key`, prepared (and cached) first if need be. A failed PQprepare
@@ -170,7 +219,10 @@ final class PGConnectionHandle {
         guard let raw else {  // out of memory or connection trouble before a result existed
             throw PostgresError(kind: isUsable ? .query : .connection, message: errorMessage)
         }
-        let result = PGResultHandle(raw)
+        return try interpret(PGResultHandle(raw), detectStale: detectStale)
+    }
+
+    private func interpret(_ result: PGResultHandle, detectStale: Bool = false) throws -> PostgresQueryResult {
         switch result.status {
         case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
             return result.copyOut()
@@ -192,10 +244,17 @@ final class PGConnectionHandle {
 /// Owns a `PGresult` (PQclear in deinit). Everything is copied into Swift values before it goes away.
 final class PGResultHandle {
     private let result: OpaquePointer
+    private var owned = true
 
     init(_ result: OpaquePointer) { self.result = result }
 
-    deinit { PQclear(result) }
+    deinit { if owned { PQclear(result) } }
+
+    /// Hands the result over to a new owner (another handle); this one no longer clears it.
+    func release() -> OpaquePointer {
+        owned = false
+        return result
+    }
 
     var status: ExecStatusType { PQresultStatus(result) }
 

@@ -63,6 +63,20 @@ public final class PostgresClient: Sendable {
         try await withConnection { try await $0.withTransaction(body) }
     }
 
+    /// `body`'s statements in one hop to a connection's queue (see `PostgresConnection.onQueue`).
+    public func onQueue<T: Sendable>(_ body: @escaping @Sendable (PostgresSyncConnection) throws -> T) async throws -> T {
+        try await withConnection { try await $0.onQueue(body) }
+    }
+
+    /// A whole transaction in one hop to a connection's queue (see
+    /// `PostgresConnection.transactionOnQueue`): BEGIN, `body`'s statements, COMMIT; ROLLBACK when
+    /// it throws. For bodies that do nothing but SQL and computation; `transaction` for the others.
+    public func transactionOnQueue<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresSyncConnection) throws -> T
+    ) async throws -> T {
+        try await withConnection { try await $0.transactionOnQueue(body) }
+    }
+
     /// Closes idle connections and fails waiting callers with `.closed`; connections in use are
     /// closed when they are handed back. Later calls throw `.closed`.
     public func close() async {

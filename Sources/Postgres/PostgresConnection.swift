@@ -26,6 +26,9 @@ public final class PostgresConnection: @unchecked Sendable {
         /// `withTransaction` has begun but sent no BEGIN yet: the next operation sends it first,
         /// in the same hop to the queue (one hand-off per transaction fewer).
         var beginPending = false
+        var handOffs: UInt64 = 0  // operations run on the queue (each one hop there and back)
+        /// A body of `withTransaction` ended its transaction itself (`PostgresSyncConnection.commit`).
+        var committedEarly = false
     }
 
     private init(handle: PGConnectionHandle, queue: DispatchQueue, logger: Logger) {
@@ -76,8 +79,53 @@ public final class PostgresConnection: @unchecked Sendable {
         _ = try await perform { try $0.exec(sql) }
     }
 
+    /// `body` in one hop to the connection's queue: its statements run there synchronously, with no
+    /// hand-off each (`body` must not block on anything but them). Inside `withTransaction` a pending
+    /// BEGIN goes first. Cancellation as for `query`; between two statements the next one throws
+    /// `CancellationError`.
+    public func onQueue<T: Sendable>(_ body: @escaping @Sendable (PostgresSyncConnection) throws -> T) async throws -> T {
+        try await perform { handle in
+            try body(
+                PostgresSyncConnection(
+                    handle: handle, isCancelled: { self.cancelRequested },
+                    committed: { self.flags.withLock { $0.committedEarly = true } }))
+        }
+    }
+
+    /// A whole transaction in one hop to the connection's queue: BEGIN (with the first statement),
+    /// `body`'s statements, COMMIT; ROLLBACK when `body` throws (the error is rethrown), and the
+    /// connection is marked broken if even that fails. A body that runs no statement sends neither
+    /// BEGIN nor COMMIT. A cancelled task does not reach COMMIT: not started, it throws
+    /// `CancellationError`; a running statement is cancelled on the server; either way what ran is
+    /// rolled back. Throws if the server answers COMMIT with ROLLBACK (a statement failed and `body`
+    /// caught its error). Not for use inside `withTransaction`.
+    public func transactionOnQueue<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresSyncConnection) throws -> T
+    ) async throws -> T {
+        try await perform { handle in
+            let connection = PostgresSyncConnection(
+                handle: handle, beginPending: true, isCancelled: { self.cancelRequested }, committed: {})
+            let value: T
+            do {
+                value = try body(connection)
+                if connection.began && !connection.didCommit && self.cancelRequested { throw CancellationError() }
+            } catch {
+                if connection.began && !connection.didCommit { self.rollBack(handle) }
+                throw error
+            }
+            // No statement ran, or `body` committed itself: nothing (more) to commit.
+            guard connection.began && !connection.didCommit else { return value }
+            try Self.commit(handle)
+            return value
+        }
+    }
+
     /// Connection lost, closed, or left in an unknown state: do not reuse it.
     public var isBroken: Bool { flags.withLock { $0.broken || $0.closed } }
+
+    /// Operations handed to the connection's queue so far, each one hop there and back (statements,
+    /// `onQueue` and `transactionOnQueue` bodies, COMMIT, ROLLBACK); for tests and diagnostics.
+    public var handOffs: UInt64 { flags.withLock { $0.handOffs } }
 
     /// Closes the connection; later calls throw a `.closed` error. Idempotent.
     public func close() async {
@@ -100,7 +148,7 @@ public final class PostgresConnection: @unchecked Sendable {
         flags.withLock { $0.running != nil && $0.running == $0.cancelRequested }
     }
 
-    /// Simple query returning its result (the command tag matters for COMMIT).
+    /// Simple query returning its result (its command tag, say).
     func executeReturningResult(_ sql: String) async throws -> PostgresQueryResult {
         try await perform { try $0.exec(sql) }
     }
@@ -117,12 +165,16 @@ public final class PostgresConnection: @unchecked Sendable {
     /// BEGIN travels with the body's first statement (same queue hop, just before it); a body that
     /// runs no statement sends neither BEGIN nor COMMIT.
     func withTransaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        flags.withLock { $0.beginPending = true }
+        flags.withLock {
+            $0.beginPending = true
+            $0.committedEarly = false
+        }
         let value: T
         do {
             value = try await body(self)
         } catch {
             guard takeBeginPending() == false else { throw error }  // nothing began: nothing to roll back
+            guard takeCommittedEarly() == false else { throw error }  // ended by its COMMIT, failed or not
             do {
                 _ = try await perform(cancellable: false) { try $0.exec("ROLLBACK") }
             } catch let rollbackError {
@@ -132,15 +184,41 @@ public final class PostgresConnection: @unchecked Sendable {
             throw error
         }
         guard takeBeginPending() == false else { return value }  // no statement ran: nothing to commit
-        // A transaction whose statement failed (and whose error `body` swallowed) answers COMMIT with
-        // ROLLBACK instead of an error; report it rather than pretend the work was saved.
-        let commit = try await executeReturningResult("COMMIT")
+        guard takeCommittedEarly() == false else { return value }  // committed in the body's last hop
+        _ = try await perform { try Self.commit($0) }
+        return value
+    }
+
+    /// Clears and returns whether the body committed its transaction itself.
+    private func takeCommittedEarly() -> Bool {
+        flags.withLock { flags in
+            defer { flags.committedEarly = false }
+            return flags.committedEarly
+        }
+    }
+
+    /// COMMIT on the queue. A transaction whose statement failed (and whose error the body
+    /// swallowed) answers COMMIT with ROLLBACK instead of an error; report it rather than pretend the
+    /// work was saved.
+    static func commit(_ handle: PGConnectionHandle) throws {
+        let commit = try handle.exec("COMMIT")
         guard commit.commandTag != "ROLLBACK" else {
             throw PostgresError(
                 kind: .query,
                 message: "the transaction was rolled back: a statement in it failed and its error was caught")
         }
-        return value
+    }
+
+    /// ROLLBACK on the queue, inside an operation, out of a cancel's reach (a cancel still in flight
+    /// was meant for the statement that failed); marks the connection broken if it fails.
+    private func rollBack(_ handle: PGConnectionHandle) {
+        flags.withLock { $0.running = nil }
+        do {
+            _ = try handle.exec("ROLLBACK")
+        } catch {
+            logger.warning("ROLLBACK failed; discarding the connection", metadata: ["error": "\(error)"])
+            markBroken()
+        }
     }
 
     /// Clears a BEGIN not sent yet; true if there was one.
@@ -205,6 +283,7 @@ public final class PostgresConnection: @unchecked Sendable {
         guard let handle else { throw PostgresError.closed() }
         // Under the same lock as `cancel`: either it sees us running, or we see its request here.
         let (cancelledBeforeStart, begin) = flags.withLock { flags -> (Bool, Bool) in
+            flags.handOffs &+= 1
             if let id, flags.cancelRequested == id { return (true, false) }
             flags.running = id
             defer { flags.beginPending = false }

@@ -38,12 +38,13 @@ public struct InventoryServiceLogic: Sendable {
         let lines = merged.sorted { $0.key < $1.key }.map { (productId: $0.key, quantity: $0.value) }
         struct Short: Error {}
         do {
-            return try await db.transaction { conn in
+            // One hand-off to the connection's queue for the whole transaction.
+            return try await db.transactionOnQueue { conn in
                 let ids = PostgresArrayLiteral(lines.map(\.productId))
-                _ = try await conn.query(
+                _ = try conn.query(
                     "SELECT product_id FROM ref_stock WHERE product_id = ANY($1::bigint[]) ORDER BY product_id FOR UPDATE", [ids])
                 // Rows are locked now: one conditional update for all lines.
-                let r = try await conn.query(
+                let r = try conn.query(
                     """
                     UPDATE ref_stock s SET available = s.available - v.quantity
                     FROM unnest($1::bigint[], $2::integer[]) AS v(product_id, quantity)
@@ -52,7 +53,7 @@ public struct InventoryServiceLogic: Sendable {
                     [ids, PostgresArrayLiteral(lines.map(\.quantity))])
                 if r.affectedRows != lines.count { throw Short() }
                 let reply = JSON.object([("request_id", requestId), ("order_id", .int(orderId)), ("status", "deducted")])
-                _ = try await conn.query("INSERT INTO ref_deductions (order_id, reply) VALUES ($1, $2)", [orderId, reply.bytes])
+                _ = try conn.query("INSERT INTO ref_deductions (order_id, reply) VALUES ($1, $2)", [orderId, reply.bytes])
                 return reply
             }
         } catch is Short {

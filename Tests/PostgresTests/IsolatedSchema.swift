@@ -12,11 +12,13 @@ enum IsolatedSchema {
     }
 
     /// The same, with the store's client for statements the store has no method for (set-up, checks).
-    static func withStore(_ prefix: String = "units", _ body: (OrderStore, PostgresClient) async throws -> Void) async throws {
+    static func withStore(
+        _ prefix: String = "units", poolSize: Int = 4, _ body: (OrderStore, PostgresClient) async throws -> Void
+    ) async throws {
         let schema = TestDatabase.uniqueName(prefix)
         try await TestDatabase.withClient { db in try await db.withConnection { try await $0.execute("CREATE SCHEMA \(schema)") } }
         let url = TestDatabase.url + (TestDatabase.url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
-        let client = PostgresClient(configuration: TestDatabase.configuration(poolSize: 4, url: url), logger: TestDatabase.logger)
+        let client = PostgresClient(configuration: TestDatabase.configuration(poolSize: poolSize, url: url), logger: TestDatabase.logger)
         let drop = { try await TestDatabase.withClient { db in try await db.withConnection { try await $0.execute("DROP SCHEMA \(schema) CASCADE") } } }
         do {
             _ = try await MigrationRunner(client: client, logger: TestDatabase.logger, table: OrderSchema.migrationsTable)

@@ -4,8 +4,8 @@ import ServiceContextModule
 
 /// Group commit for cart requests. The cart changes and reads of concurrent requests go to
 /// PostgreSQL together: one transaction of four round trips (BEGIN, the batch function, the
-/// replies, COMMIT) and one WAL flush for the whole batch, instead of up to four round trips and a
-/// flush per request. A request that arrives while `maxConcurrentBatches` batches are running
+/// replies, COMMIT), all in one hand-off to the connection's queue, and one WAL flush for the
+/// whole batch, instead of up to four round trips and a flush per request. A request that arrives while `maxConcurrentBatches` batches are running
 /// waits for the next batch, so batches grow with the load and a lone request goes at once.
 ///
 /// Each request's reply is stored under its idempotency key in the batch's transaction, exactly
@@ -119,8 +119,9 @@ public final class CartBatcher: Sendable {
     }
 
     func commit(_ requests: [Request]) async throws -> [Outcome] {
-        try await store.transaction { tx in
-            let found = try await tx.cartBatch(requests.map { ($0.key, $0.userId, $0.operation) })
+        // One hand-off to the connection's queue for the whole transaction, replies built there too.
+        try await store.syncTransaction { tx in
+            let found = try tx.cartBatch(requests.map { ($0.key, $0.userId, $0.operation) })
             var outcomes: [Outcome] = []
             var replies: [(key: String, reply: [UInt8])] = []
             for (request, change) in zip(requests, found) {
@@ -132,7 +133,7 @@ public final class CartBatcher: Sendable {
                 replies.append((request.key, reply.reply))
                 outcomes.append(.stored(reply))
             }
-            try await tx.storeReplies(replies)
+            try tx.storeReplies(replies)
             return outcomes
         }
     }

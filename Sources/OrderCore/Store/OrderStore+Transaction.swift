@@ -1,193 +1,53 @@
-import Foundation
-import Kafka
 import Postgres
 
 extension OrderStore {
-    /// One open transaction of the store: the statements that must commit or roll back together.
-    /// Only `OrderStore.transaction` makes one, so every transaction is opened (and ended) here.
+    /// One open transaction of the store whose body may suspend between statements (the outbox
+    /// relay sends to Kafka in it). Each statement is one hand-off to the connection's queue and
+    /// runs the `SyncTransaction` statement of the same name. Only `OrderStore.transaction` makes
+    /// one, so every transaction is opened (and ended) here.
     public struct Transaction: Sendable {
         let store: OrderStore
         let conn: PostgresConnection
 
-        /// The user's cart with its lines (see `OrderStore.cart(userId:)`), read in this transaction.
-        func cart(userId: Int64) async throws -> Cart {
-            let rows = try await conn.query(OrderStore.cartSQL, [userId]).rows
-            return try store.cart(userId: userId, rows: rows, offset: 0) ?? .empty(userId: userId)
+        /// `body` in one hop to the connection's queue, in this transaction.
+        private func onQueue<T: Sendable>(_ body: @escaping @Sendable (SyncTransaction) throws -> T) async throws -> T {
+            let store = self.store
+            return try await conn.onQueue { conn in try body(SyncTransaction(store: store, conn: conn)) }
         }
 
-        /// Remembers a reply; false when the key was stored meanwhile (by a concurrent redelivery).
-        @discardableResult
-        public func storeReply(key: String, reply: [UInt8]) async throws -> Bool {
-            let r = try await conn.query(
-                "INSERT INTO processed_requests (idempotency_key, reply) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                [key, reply])
-            return r.affectedRows == 1
-        }
-
-        /// Runs the cart requests `(key, user, operation)` in one statement; claims each key with a
-        /// placeholder that `storeReplies` fills in.
-        func cartBatch(_ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)]) async throws -> [OrderStore.CartBatchOutcome] {
-            var ops: [String?] = [], products: [String?] = [], names: [String?] = [], prices: [String?] = [], quantities: [String?] = []
-            for r in requests {
-                switch r.operation {
-                case .add(let p, let q):
-                    ops.append("add"); products.append(String(p.productId)); names.append(p.name)
-                    prices.append(p.price.description); quantities.append(String(q))
-                case .set(let id, let q):
-                    ops.append("set"); products.append(String(id)); names.append(nil); prices.append(nil); quantities.append(String(q))
-                case .get:
-                    ops.append("get"); products.append(nil); names.append(nil); prices.append(nil); quantities.append(nil)
-                }
-            }
-            let rows = try await conn.query(
-                "SELECT * FROM order_service_cart_batch($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::numeric[], $7::integer[], $8, $9)",
-                [
-                    PostgresArrayLiteral(requests.map { Optional($0.key) }), PostgresArrayLiteral(ops),
-                    PostgresArrayLiteral(requests.map(\.userId)), PostgresArrayLiteral(products), PostgresArrayLiteral(names),
-                    PostgresArrayLiteral(prices), PostgresArrayLiteral(quantities), Limits.maxQuantity, Limits.maxCartLines,
-                ]
-            ).rows
-            // Rows come grouped by index, in order; split them and read each group like the
-            // single-request functions' rows (one column further right).
-            var groups = [[PostgresRow]](repeating: [], count: requests.count)
-            for row in rows {
-                let index: Int = try row.decode(0)
-                guard index >= 1, index <= requests.count else { throw PersistFailure.unexpected("cart batch returned index \(index)") }
-                groups[index - 1].append(row)
-            }
-            return try groups.enumerated().map { i, group in
-                guard let first = group.first else { throw PersistFailure.unexpected("cart batch returned nothing for request \(i + 1)") }
-                if try first.decode(1, as: String.self) == "duplicate" { return nil }
-                return try store.cartChange(userId: requests[i].userId, rows: group, offset: 1)
-            }
-        }
-
-        /// Fills in the replies of keys claimed by `cartBatch`, in the same transaction.
-        func storeReplies(_ replies: [(key: String, reply: [UInt8])]) async throws {
-            guard !replies.isEmpty else { return }
-            let r = try await conn.query(
-                "UPDATE processed_requests p SET reply = v.reply FROM unnest($1::text[], $2::bytea[]) AS v(key, reply) WHERE p.idempotency_key = v.key",
-                [PostgresArrayLiteral(replies.map { Optional($0.key) }), PostgresArrayLiteral(bytea: replies.map(\.reply))])
-            guard r.affectedRows == replies.count else {
-                throw PersistFailure.unexpected("stored \(r.affectedRows) of \(replies.count) batched replies")
-            }
-        }
-
-        /// The user's cart with its lines, its row locked until the transaction ends; nil when the
-        /// user has none. Two statements on purpose: under READ COMMITTED a join locked `FOR UPDATE
-        /// OF c` may return the lines of the snapshot taken before waiting for the lock; the second
-        /// statement reads the lines as committed by whoever held the lock (every cart change takes
-        /// the cart row's lock first).
-        func lockCart(userId: Int64) async throws -> Cart? {
-            let locked = try await conn.query("SELECT cart_id FROM carts WHERE user_id = $1 FOR UPDATE", [userId]).rows
-            guard !locked.isEmpty else { return nil }
-            return try await cart(userId: userId)
-        }
-
-        /// Takes these lines out of the cart (lines added meanwhile stay).
-        func deleteLines(cartId: Int64, lineIds: [Int64]) async throws {
-            _ = try await conn.query(
-                "DELETE FROM cart_items WHERE cart_id = $1 AND cart_item_id = ANY($2::bigint[])", [cartId, PostgresArrayLiteral(lineIds)])
-        }
-
-        /// Inserts the order and all its lines with one statement. A cart holds each product once,
-        /// so the returned line ids are matched to lines by product. `total` is the lines' checked sum.
+        /// Inserts the order and all its lines with one statement (see `SyncTransaction.insertOrder`).
         func insertOrder(userId: Int64, lines: [(product: Product, quantity: Int)], total: Money) async throws -> Order {
-            let rows = try await conn.query(
-                """
-                WITH o AS (
-                    INSERT INTO orders (user_id, status, total_price) VALUES ($1, 'pending', $2::numeric) RETURNING order_id, created_at
-                ), i AS (
-                    INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
-                    SELECT o.order_id, v.product_id, v.name, v.price, v.quantity
-                    FROM o, unnest($3::bigint[], $4::text[], $5::numeric[], $6::integer[]) WITH ORDINALITY AS v(product_id, name, price, quantity, n)
-                    ORDER BY v.n RETURNING order_item_id, product_id
-                )
-                SELECT o.order_id, \(timestampSQL("o.created_at")), i.order_item_id, i.product_id FROM o, i
-                """,
-                [
-                    userId, total.description,
-                    PostgresArrayLiteral(lines.map(\.product.productId)), PostgresArrayLiteral(lines.map { Optional($0.product.name) }),
-                    PostgresArrayLiteral(lines.map { Optional($0.product.price.description) }), PostgresArrayLiteral(lines.map(\.quantity)),
-                ]
-            ).rows
-            guard let first = rows.first, rows.count == lines.count else {
-                throw PersistFailure.unexpected("order insert: \(rows.count) rows for \(lines.count) lines")
-            }
-            var itemIds: [Int64: Int64] = [:]
-            for row in rows { itemIds[try row.decode(3)] = try row.decode(2) }
-            let items = try lines.map { line in
-                guard let id = itemIds[line.product.productId] else { throw PersistFailure.unexpected("order line of product \(line.product.productId) missing") }
-                return try OrderItem(orderItemId: id, productId: line.product.productId, productName: line.product.name, unitPrice: line.product.price, quantity: line.quantity)
-            }.sorted { $0.orderItemId < $1.orderItemId }
-            return Order(orderId: try first.decode(0), userId: userId, status: .pending, totalPrice: total, createdAt: try first.decode(1), items: items)
+            try await onQueue { try $0.insertOrder(userId: userId, lines: lines, total: total) }
         }
 
         /// Moves a pending order to its final status; nil when it is not pending (repeat or late result).
         func finishOrder(orderId: Int64, status: OrderStatus) async throws -> (userId: Int64, total: Money, at: String)? {
-            let rows = try await conn.query(
-                "UPDATE orders SET status = $2 WHERE order_id = $1 AND status = 'pending' RETURNING user_id, total_price::text, \(timestampSQL("now()"))",
-                [orderId, status.rawValue]
-            ).rows
-            guard let row = rows.first else { return nil }
-            return (try row.decode(0), try store.money(row, 1), try row.decode(2))
+            try await onQueue { try $0.finishOrder(orderId: orderId, status: status) }
         }
 
         /// Queues records in the outbox, in order, with one statement.
         func enqueue(_ queued: [OrderStore.OutboxRecord]) async throws {
-            let records = queued.map(\.record)
-            guard !records.isEmpty else { return }
-            let headers = records.map { record in
-                JSON.array(record.headers.map { h in
-                    .object([("k", .string(h.key)), ("v", h.value.map { .string(Data($0).base64EncodedString()) } ?? .null)])
-                }).bytes
-            }
-            _ = try await conn.query(
-                """
-                INSERT INTO outbox (topic, key, value, headers, ordering_key)
-                SELECT v.topic, v.key, v.value, v.headers, v.ordering_key
-                FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[]) WITH ORDINALITY AS v(topic, key, value, headers, ordering_key, n)
-                ORDER BY v.n
-                """,
-                [
-                    PostgresArrayLiteral(records.map { Optional($0.topic) }), PostgresArrayLiteral(bytea: records.map(\.key)),
-                    PostgresArrayLiteral(bytea: records.map { $0.value ?? [] }), PostgresArrayLiteral(bytea: headers),
-                    PostgresArrayLiteral(queued.map(\.orderingKey)),
-                ])
+            guard !queued.isEmpty else { return }
+            try await onQueue { try $0.enqueue(queued) }
         }
 
-        /// Oldest unsent outbox records, locked so that another instance skips them. A row whose
-        /// ordering key has an older row left (being sent by someone, or not yet) waits for it.
-        func lockOutbox(limit: Int) async throws -> [OrderStore.OutboxEntry] {
-            let rows = try await conn.query(
-                """
-                SELECT o.id, o.topic, o.key, o.value, o.headers FROM outbox o
-                WHERE o.ordering_key IS NULL
-                   OR NOT EXISTS (SELECT 1 FROM outbox p WHERE p.ordering_key = o.ordering_key AND p.id < o.id)
-                ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED
-                """, [limit]
-            ).rows
-            return try rows.map { row in
-                var headers: [KafkaHeader] = []
-                if case .array(let items)? = try? JSON.parse(try row.decode(4, as: [UInt8].self)) {
-                    for item in items {
-                        guard case .string(let k)? = item["k"] else { continue }
-                        var value: [UInt8]?
-                        if case .string(let v)? = item["v"], let d = Data(base64Encoded: v) { value = Array(d) }
-                        headers.append(KafkaHeader(key: k, value: value))
-                    }
-                }
-                return OutboxEntry(
-                    id: try row.decode(0),
-                    record: KafkaOutgoingRecord(
-                        topic: try row.decode(1), key: try row.decode(2, as: [UInt8]?.self), value: try row.decode(3, as: [UInt8].self),
-                        headers: headers))
+        /// Oldest unsent outbox records, locked so that another instance skips them (see
+        /// `SyncTransaction.lockOutbox`). `commitIfNone`: when there are none, the transaction ends
+        /// at once, in the same hand-off (it locked nothing; nothing is left to do in it).
+        func lockOutbox(limit: Int, commitIfNone: Bool = false) async throws -> [OrderStore.OutboxEntry] {
+            try await onQueue { tx in
+                let entries = try tx.lockOutbox(limit: limit)
+                if entries.isEmpty && commitIfNone { try tx.commit() }
+                return entries
             }
         }
 
-        func deleteOutbox(ids: [Int64]) async throws {
-            let list = "{" + ids.map(String.init).joined(separator: ",") + "}"
-            _ = try await conn.query("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [list])
+        /// `thenCommit`: the transaction's COMMIT goes in the same hand-off (its last statement).
+        func deleteOutbox(ids: [Int64], thenCommit: Bool = false) async throws {
+            try await onQueue { tx in
+                try tx.deleteOutbox(ids: ids)
+                if thenCommit { try tx.commit() }
+            }
         }
     }
 }

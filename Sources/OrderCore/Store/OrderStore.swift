@@ -10,8 +10,21 @@ public struct OrderStore: Sendable {
 
     public init(db: PostgresClient) { self.db = db }
 
-    /// Runs `body` in one transaction: committed when it returns, rolled back when it throws
-    /// (a connection lost or the database down included; the error is rethrown).
+    /// Runs `body` in one transaction in a single hand-off to a connection's queue: BEGIN, its
+    /// statements and COMMIT run there synchronously, one after another. Committed when it returns,
+    /// rolled back when it throws (a connection lost or the database down included; the error is
+    /// rethrown). `body` does nothing but SQL and computation: it runs on the connection's queue,
+    /// with the task's trace context bound there again (outbox records' headers continue it).
+    public func syncTransaction<T: Sendable>(_ body: @escaping @Sendable (SyncTransaction) throws -> T) async throws -> T {
+        let store = self
+        let trace = CarriedTraceContext()
+        return try await db.transactionOnQueue { conn in try trace.bind { try body(SyncTransaction(store: store, conn: conn)) } }
+    }
+
+    /// Runs `body` in one transaction that may suspend in between (the outbox relay sends to Kafka
+    /// while its rows stay locked); each statement is a hand-off of its own. Committed when it
+    /// returns, rolled back when it throws (a connection lost or the database down included; the
+    /// error is rethrown). Prefer `syncTransaction` when `body` does nothing but SQL.
     public func transaction<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
         try await db.transaction { conn in try await body(Transaction(store: self, conn: conn)) }
     }
@@ -27,8 +40,10 @@ public struct OrderStore: Sendable {
     /// was stored meanwhile (by a concurrent redelivery).
     @discardableResult
     public func storeReply(key: String, reply: [UInt8]) async throws -> Bool {
-        try await db.withConnection { conn in try await Transaction(store: self, conn: conn).storeReply(key: key, reply: reply) }
+        try await db.query(Self.storeReplySQL, [key, reply]).affectedRows == 1
     }
+
+    static let storeReplySQL = "INSERT INTO processed_requests (idempotency_key, reply) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 
     /// Deletes idempotency entries older than `olderThanSeconds`; returns how many.
     public func expireReplies(olderThanSeconds: Int) async throws -> Int {
@@ -100,14 +115,7 @@ public struct OrderStore: Sendable {
     /// Carts by cart_id ascending after `afterCartId`, at most `limit`, and whether more follow.
     /// One query for the page and all its lines.
     public func carts(limit: Int, afterCartId: Int64?) async throws -> (carts: [Cart], more: Bool) {
-        let rows = try await db.query(
-            """
-            SELECT c.user_id, c.cart_id, \(timestampSQL("c.created_at")), i.cart_item_id, i.product_id, i.product_name, i.unit_price::text, i.quantity
-            FROM (SELECT cart_id, user_id, created_at FROM carts WHERE cart_id > $1 ORDER BY cart_id LIMIT $2) c
-            LEFT JOIN cart_items i ON i.cart_id = c.cart_id ORDER BY c.cart_id, i.cart_item_id
-            """,
-            [afterCartId ?? 0, limit + 1]
-        ).rows
+        let rows = try await db.query(Self.cartsSQL, [afterCartId ?? 0, limit + 1]).rows
         var carts: [Cart] = []
         var start = 0
         while start < rows.count {
@@ -120,48 +128,55 @@ public struct OrderStore: Sendable {
         return (Array(carts.prefix(limit)), carts.count > limit)
     }
 
+    static let cartsSQL = """
+        SELECT c.user_id, c.cart_id, \(timestampSQL("c.created_at")), i.cart_item_id, i.product_id, i.product_name, i.unit_price::text, i.quantity
+        FROM (SELECT cart_id, user_id, created_at FROM carts WHERE cart_id > $1 ORDER BY cart_id LIMIT $2) c
+        LEFT JOIN cart_items i ON i.cart_id = c.cart_id ORDER BY c.cart_id, i.cart_item_id
+        """
+
     // MARK: Orders
 
     /// The user's orders with ids below `beforeOrderId` (all when nil), newest first, at most `limit`.
+    /// Both statements (the page, then all its lines) in one hand-off to the connection's queue.
     public func orders(userId: Int64, beforeOrderId: Int64? = nil, limit: Int = Int(Int32.max)) async throws -> [Order] {
-        try await db.withConnection { conn in
-            let rows = try await conn.query(
-                """
-                SELECT order_id, status, total_price::text, \(timestampSQL("created_at")) FROM orders
-                WHERE user_id = $1 AND order_id < $2 ORDER BY order_id DESC LIMIT $3
-                """,
-                [userId, beforeOrderId ?? Int64.max, Int64(limit)]
-            ).rows
+        let store = self
+        return try await db.onQueue { conn in
+            let rows = try conn.query(Self.ordersSQL, [userId, beforeOrderId ?? Int64.max, Int64(limit)]).rows
             let ids: [Int64] = try rows.map { try $0.decode(0) }
-            let items = try await orderItems(orderIds: ids, on: conn)
+            let items = try store.orderItems(orderIds: ids, on: conn)
             return try rows.map { row in
                 let id: Int64 = try row.decode(0)
                 return Order(
-                    orderId: id, userId: userId, status: try status(row, 1),
-                    totalPrice: try money(row, 2), createdAt: try row.decode(3), items: items[id] ?? [])
+                    orderId: id, userId: userId, status: try store.status(row, 1),
+                    totalPrice: try store.money(row, 2), createdAt: try row.decode(3), items: items[id] ?? [])
             }
         }
     }
 
+    static let ordersSQL = """
+        SELECT order_id, status, total_price::text, \(timestampSQL("created_at")) FROM orders
+        WHERE user_id = $1 AND order_id < $2 ORDER BY order_id DESC LIMIT $3
+        """
+
     public func order(orderId: Int64, userId: Int64) async throws -> Order? {
-        try await db.withConnection { conn in
-            let rows = try await conn.query(
-                "SELECT status, total_price::text, \(timestampSQL("created_at")) FROM orders WHERE order_id = $1 AND user_id = $2",
-                [orderId, userId]
-            ).rows
-            guard let row = rows.first else { return nil }
-            let items = try await orderItems(orderIds: [orderId], on: conn)
+        let store = self
+        return try await db.onQueue { conn in
+            guard let row = try conn.query(Self.orderSQL, [orderId, userId]).rows.first else { return nil }
+            let items = try store.orderItems(orderIds: [orderId], on: conn)
             return Order(
-                orderId: orderId, userId: userId, status: try status(row, 0),
-                totalPrice: try money(row, 1), createdAt: try row.decode(2), items: items[orderId] ?? [])
+                orderId: orderId, userId: userId, status: try store.status(row, 0),
+                totalPrice: try store.money(row, 1), createdAt: try row.decode(2), items: items[orderId] ?? [])
         }
     }
 
-    private func orderItems(orderIds: [Int64], on conn: PostgresConnection) async throws -> [Int64: [OrderItem]] {
+    static let orderSQL =
+        "SELECT status, total_price::text, \(timestampSQL("created_at")) FROM orders WHERE order_id = $1 AND user_id = $2"
+
+    private func orderItems(orderIds: [Int64], on conn: PostgresSyncConnection) throws -> [Int64: [OrderItem]] {
         guard !orderIds.isEmpty else { return [:] }
         // One query for all orders (no N+1); the id list is a bound array parameter.
         let list = "{" + orderIds.map(String.init).joined(separator: ",") + "}"
-        let rows = try await conn.query(
+        let rows = try conn.query(
             "SELECT order_id, order_item_id, product_id, product_name, unit_price::text, quantity FROM order_items WHERE order_id = ANY($1::bigint[]) ORDER BY order_item_id",
             [list]
         ).rows
@@ -174,6 +189,23 @@ public struct OrderStore: Sendable {
         }
         return out
     }
+
+    /// The order and its lines ($1 user, $2 total, $3… the lines' columns); returns the order's id
+    /// and time and each line's id and product.
+    static let insertOrderSQL = """
+        WITH o AS (
+            INSERT INTO orders (user_id, status, total_price) VALUES ($1, 'pending', $2::numeric) RETURNING order_id, created_at
+        ), i AS (
+            INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
+            SELECT o.order_id, v.product_id, v.name, v.price, v.quantity
+            FROM o, unnest($3::bigint[], $4::text[], $5::numeric[], $6::integer[]) WITH ORDINALITY AS v(product_id, name, price, quantity, n)
+            ORDER BY v.n RETURNING order_item_id, product_id
+        )
+        SELECT o.order_id, \(timestampSQL("o.created_at")), i.order_item_id, i.product_id FROM o, i
+        """
+
+    static let finishOrderSQL =
+        "UPDATE orders SET status = $2 WHERE order_id = $1 AND status = 'pending' RETURNING user_id, total_price::text, \(timestampSQL("now()"))"
 
     // MARK: Outbox
 
@@ -191,7 +223,7 @@ public struct OrderStore: Sendable {
 
     // MARK: helpers
 
-    private func status(_ row: PostgresRow, _ index: Int) throws -> OrderStatus {
+    func status(_ row: PostgresRow, _ index: Int) throws -> OrderStatus {
         guard let s = OrderStatus(rawValue: try row.decode(index)) else { throw PersistFailure.unexpected("bad order status in column \(index)") }
         return s
     }

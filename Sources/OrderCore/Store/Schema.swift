@@ -315,6 +315,6 @@ public enum OrderSchema {
 private let null9 = "NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER"
 
 /// RFC 3339 UTC with milliseconds, formatted by the database so no clock or locale of ours is involved.
-let sqlTimestamp = #"to_char(%@ AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#
-
-func timestampSQL(_ column: String) -> String { sqlTimestamp.replacingOccurrences(of: "%@", with: column) }
+/// Only for SQL built once (`static let`): a statement's text is its key in the statement cache, and
+/// building it per query cost CPU for nothing.
+func timestampSQL(_ column: String) -> String { #"to_char(\#(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"# }

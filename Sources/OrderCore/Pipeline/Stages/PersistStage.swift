@@ -36,15 +36,16 @@ public struct PersistStage: Sendable {
     struct Duplicate: Error {}
     struct CartChanged: Error {}
 
-    /// `body` in one transaction that ends by storing its reply under `key`.
+    /// `body` in one transaction that ends by storing its reply under `key`, all in one hand-off to
+    /// the connection's queue.
     func transaction(
-        key: String, _ body: @escaping @Sendable (OrderStore.Transaction) async throws -> (RequestOutcome, wroteOutbox: Bool)
+        key: String, _ body: @escaping @Sendable (OrderStore.SyncTransaction) throws -> (RequestOutcome, wroteOutbox: Bool)
     ) async throws -> Result {
         do {
             return try await Spans.child("transaction", kind: .client, attributes: MessagingAttributes.database(operation: "transaction")) {
-                try await store.transaction { tx in
-                    let (outcome, outbox) = try await body(tx)
-                    guard try await tx.storeReply(key: key, reply: outcome.reply) else { throw Duplicate() }
+                try await store.syncTransaction { tx in
+                    let (outcome, outbox) = try body(tx)
+                    guard try tx.storeReply(key: key, reply: outcome.reply) else { throw Duplicate() }
                     return .committed(outcome, wroteOutbox: outbox)
                 }
             }
@@ -118,7 +119,7 @@ public struct PersistStage: Sendable {
     /// result is `cartChanged`, so that the caller checks the cart as it is now.
     public func createOrder(key: String, requestId: String?, userId: Int64, checked: Cart, products: [Int64: Product]) async throws -> Result {
         try await transaction(key: key) { tx in
-            guard let cart = try await tx.lockCart(userId: userId), let cartId = cart.cartId, !cart.items.isEmpty,
+            guard let cart = try tx.lockCart(userId: userId), let cartId = cart.cartId, !cart.items.isEmpty,
                 cart.items.map(\.orderedPart) == checked.items.map(\.orderedPart)
             else { throw CartChanged() }
             var lines: [(product: Product, quantity: Int)] = []
@@ -136,9 +137,9 @@ public struct PersistStage: Sendable {
                 lineTotals.append(t)
             }
             guard let total = Money.sum(lineTotals) else { throw Rejection(error: .overTotal) }
-            let order = try await tx.insertOrder(userId: userId, lines: lines, total: total)
-            try await tx.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId))
-            try await tx.enqueue([
+            let order = try tx.insertOrder(userId: userId, lines: lines, total: total)
+            try tx.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId))
+            try tx.enqueue([
                 .init(record: OutgoingMessages.deductionRequest(order, topics: topics), orderingKey: nil),
                 OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics, source: eventSource),
             ])
@@ -149,9 +150,9 @@ public struct PersistStage: Sendable {
     /// Applies a deduction result; a repeated or late result changes nothing. True when the
     /// order moved (and its notification was queued).
     public func finishOrder(orderId: Int64, status: OrderStatus) async throws -> Bool {
-        try await store.transaction { tx in
-            guard let done = try await tx.finishOrder(orderId: orderId, status: status) else { return false }
-            try await tx.enqueue(
+        try await store.syncTransaction { tx in
+            guard let done = try tx.finishOrder(orderId: orderId, status: status) else { return false }
+            try tx.enqueue(
                 [OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics, source: eventSource)])
             return true
         }
