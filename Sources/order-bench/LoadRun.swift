@@ -143,7 +143,7 @@ struct LoadRun: AsyncParsableCommand {
         let breakdown = tracker.breakdown(began: began, window: mode == "paced" ? 5 : nil)
         var result: [(String, JSON)] = [
             ("label", .string(label)), ("mode", .string(mode)), ("sent", .int(Int64(sent))), ("answered", .int(Int64(report.answered))),
-            ("missing", .int(Int64(sent - report.answered))), ("seconds", .number(String(format: "%.3f", report.seconds))),
+            ("missing", .int(Int64(sent - report.answered))), ("duplicates", .int(Int64(tracker.duplicates))), ("seconds", .number(String(format: "%.3f", report.seconds))),
             ("throughput_rps", .number(String(format: "%.1f", Double(report.answered) / report.seconds))),
             ("latency_ms", .object(report.percentiles.map { ($0.0, .number(String(format: "%.2f", $0.1))) })),
             ("codes", .object(report.codes.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
@@ -186,6 +186,7 @@ struct LoadRun: AsyncParsableCommand {
         print("order-bench \(mode)\(label.isEmpty ? "" : " (\(label))")")
         print(String(repeating: "-", count: 44))
         print(String(format: "%-22@ %d / %d", "answered / sent" as NSString, report.answered, sent))
+        print(String(format: "%-22@ %d", "duplicate replies" as NSString, tracker.duplicates))
         print(String(format: "%-22@ %.2f s", "elapsed" as NSString, report.seconds))
         print(String(format: "%-22@ %.1f req/s", "throughput" as NSString, Double(report.answered) / report.seconds))
         for (name, v) in report.percentiles { print(String(format: "%-22@ %.2f ms", "latency \(name)" as NSString, v)) }
@@ -222,7 +223,7 @@ struct LoadRun: AsyncParsableCommand {
         try Data(json.bytes).write(to: URL(fileURLWithPath: file))
         print("results: \(file)")
         print(json.text)
-        if report.answered < sent { throw ExitCode(2) }  // a missing reply fails the run
+        if report.answered < sent || tracker.duplicates > 0 { throw ExitCode(2) }  // a missing or doubled reply fails the run
     }
 }
 

@@ -10,6 +10,9 @@ final class ReplyTracker: Sendable {
         var samples: [(action: String, sentAt: ContinuousClock.Instant, ms: Double)] = []
         var codes: [String: Int] = [:]
         var answered = 0
+        /// Correlation ids answered so far, to count a second reply to one request.
+        var answeredIds: Set<String> = []
+        var duplicates = 0
         var last: ContinuousClock.Instant?
     }
     private let state = Mutex(State())
@@ -22,7 +25,11 @@ final class ReplyTracker: Sendable {
         var code = "ok"
         if let json = try? JSON.parse(value), case .string(let c)? = json["error"]?["code"] { code = c }
         state.withLock { s in
-            guard let sent = s.pending.removeValue(forKey: id) else { return }
+            guard let sent = s.pending.removeValue(forKey: id) else {
+                if s.answeredIds.contains(id) { s.duplicates += 1 }
+                return
+            }
+            s.answeredIds.insert(id)
             let d = now - sent.at
             let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
             s.samples.append((sent.action, sent.at, ms))
@@ -33,6 +40,8 @@ final class ReplyTracker: Sendable {
     }
 
     var answered: Int { state.withLock { $0.answered } }
+    /// Replies to requests that had been answered already (the contract wants exactly one).
+    var duplicates: Int { state.withLock { $0.duplicates } }
 
     /// p50/p99 per action, and per window of `window` seconds if given (by send time from `began`): shows
     /// which requests are slow and whether latency grows during a run.

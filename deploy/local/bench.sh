@@ -59,6 +59,9 @@ watch=()
 service_env=()
 if [ "$broker" = mock ]; then
   # The mock has no CreateTopics: mock-broker creates every topic of topics.yaml itself.
+  # The old log goes first: the redirect below truncates it only once the child runs, and until
+  # then the wait would read the previous run's address.
+  rm -f "$LOG_DIR/bench-mock-broker.log"
   "$bin/order-bench" mock-broker --topics-file topics.yaml >"$LOG_DIR/bench-mock-broker.log" 2>&1 &
   mock_pid=$!
   for _ in $(seq 1 300); do [ -s "$LOG_DIR/bench-mock-broker.log" ] && break; sleep 0.1; done

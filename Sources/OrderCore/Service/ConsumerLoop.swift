@@ -2,9 +2,9 @@ import Kafka
 import Logging
 import ServiceLifecycle
 
-/// The group consumer as a service: subscribes (the consumer pushes every record to the
-/// dispatcher on its poll thread, `Options.deliver`), waits while it runs, and on its graceful
-/// shutdown drains the dispatcher (in-flight records finish and are answered, their offsets
+/// The group consumer as a service: subscribes, offers every record to the dispatcher (a
+/// synchronous call: the next record is asked for at once, which also ends the consumer's
+/// hand-off wait of a revoke), and on its graceful shutdown drains the dispatcher (in-flight records finish and are answered, their offsets
 /// stored) and closes the consumer (commits the stored offsets, leaves the group, ends `records`).
 /// That sequence runs once, whether the shutdown or the end of the consumer comes first.
 struct ConsumerLoop: Service {
@@ -23,9 +23,8 @@ struct ConsumerLoop: Service {
             await consumerRef.withLock { $0 }?.close()  // commits stored offsets, leaves the group, ends `records`
         }
         await withGracefulShutdownHandler {
-            // Waits for the group consumer to end (push delivery: its `records` yield nothing and
-            // end when it closes; a record that did come this way would still be offered); when
-            // it was replaced (see TopicRecovery), for the fresh one.
+            // Reads the group consumer's records; when it was replaced (see TopicRecovery), the
+            // fresh one's.
             var reading = consumer
             while true {
                 for await record in reading.records { dispatcher.offer(record) }

@@ -125,14 +125,15 @@ struct OrderServiceBuilder {
             rebalance: KafkaConsumer.Rebalance(
                 onAssigned: { dispatcher.partitionsAssigned($0) },
                 onRevoking: { dispatcher.partitionsRevoking($0) }),
-            options: KafkaConsumer.Options(
-                onStatistics: { json in
-                    metrics.update(statistics: json)
-                    groupWatch.update(statistics: json)
-                },
-                // Push delivery: the poll thread hands each record to the dispatcher, which
-                // drains revoked partitions itself (`onRevoking`).
-                deliver: { dispatcher.offer($0) }),
+            // Not push delivery (`Options.deliver`): the consumer's buffers bridge the dispatcher's
+            // in-flight pause. librdkafka drops what it prefetched for a paused partition and
+            // fetches it again after the resume; pushing, that gap stalled every pause/resume cycle
+            // (a blast ran at ~1,750 req/s whatever the limit, against ~2,300–3,300 reading
+            // `records`; docs/performance.md). `ConsumerLoop` offers each record synchronously.
+            options: KafkaConsumer.Options(onStatistics: { json in
+                metrics.update(statistics: json)
+                groupWatch.update(statistics: json)
+            }),
             logger: logger)
         }
         let consumer = try makeConsumer()
