@@ -6,17 +6,17 @@ import Testing
     @Test func defaultsWhenNothingIsSet() throws {
         let c = try ServiceConfiguration.fromEnvironment([:])
         #expect(c.productCacheStaleness == .zero)
-        #expect(c.productCoalesceWindow == .zero, "no wait: look-ups gather while others are on their way")
+        #expect(c.productCoalesceWindow == .milliseconds(1))
         #expect(c.maxInFlight == 2_000)
         #expect(c.kafka.properties.isEmpty)
     }
 
     @Test func productLookupKnobsAreRead() throws {
         let c = try ServiceConfiguration.fromEnvironment([
-            "ORDER_SERVICE_PRODUCT_CACHE_MS": "250", "ORDER_SERVICE_PRODUCT_COALESCE_MS": "3",
+            "ORDER_SERVICE_PRODUCT_CACHE_MS": "250", "ORDER_SERVICE_PRODUCT_COALESCE_MS": "0",
         ])
         #expect(c.productCacheStaleness == .milliseconds(250))
-        #expect(c.productCoalesceWindow == .milliseconds(3))
+        #expect(c.productCoalesceWindow == .zero)
     }
 
     @Test(arguments: ["ORDER_SERVICE_PRODUCT_COALESCE_MS", "ORDER_SERVICE_PRODUCT_CACHE_MS", "ORDER_SERVICE_MAX_IN_FLIGHT"])

@@ -29,10 +29,10 @@ public struct ServiceConfiguration: Sendable {
     /// ORDER_SERVICE_PRODUCT_CACHE_MS, default 0 (off): how old product details add_item may use.
     /// create_order always asks the Product Service.
     public var productCacheStaleness: Duration = .zero
-    /// ORDER_SERVICE_PRODUCT_COALESCE_MS, default 0: product look-ups that start within this long
+    /// ORDER_SERVICE_PRODUCT_COALESCE_MS, default 1: product look-ups that start within this long
     /// of each other travel to the Product Service as one request. 0: no wait — a look-up leaves at
     /// once unless 8 are on their way, and then rides with the next (batches grow with the load).
-    public var productCoalesceWindow: Duration = .zero
+    public var productCoalesceWindow: Duration = .milliseconds(1)
     /// ORDER_SERVICE_HEALTH_FILE, default `/tmp/order-service.alive`: touched every 5 s while the
     /// service makes progress, and `<file>.ready` while it is also in a settled consumer group;
     /// `order-service health [--ready]` checks them (exec probes need no HTTP). Empty: off.

@@ -2,12 +2,12 @@ import Synchronization
 
 /// Coalesces product lookups of concurrent requests into one upstream request; every caller gets
 /// the part of the answer it asked for. Two ways of gathering:
-/// - `window` zero (the default): a look-up leaves at once, in the caller's own task, unless
+/// - `window` zero: a look-up leaves at once, in the caller's own task, unless
 ///   `maxInFlight` upstream requests are already on their way; then it waits and rides with the
 ///   next request, which leaves as soon as one of those returns. Batches grow with the load and a
 ///   lone look-up waits for nothing — no timer, no extra task.
-/// - `window` above zero: ids asked within `window` of each other travel together (a timer per
-///   batch).
+/// - `window` above zero (the service's default, 1 ms): ids asked within `window` of each other
+///   travel together (a timer per batch).
 /// Either way at most `maxIds` ids per upstream request. Optionally remembers answers for
 /// `maxStaleness` (zero: never), which callers may use only where slightly old details are
 /// acceptable (add_item), never for create_order.
