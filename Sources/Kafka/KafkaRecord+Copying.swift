@@ -27,6 +27,6 @@ extension KafkaRecord {
         self.init(
             topic: topic, partition: m.partition, offset: m.offset, key: key, value: value, headers: headers,
             timestampMs: tsType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts,
-            timestampType: tsType == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? .logAppendTime : tsType == RD_KAFKA_TIMESTAMP_CREATE_TIME ? .createTime : .none)
+            timestampType: tsType == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? .logAppendTime : tsType == RD_KAFKA_TIMESTAMP_CREATE_TIME ? .createTime : KafkaRecord.TimestampType.none)
     }
 }
