@@ -3,10 +3,11 @@ import Synchronization
 import ServiceContextModule
 
 /// Group commit for cart requests. The cart changes and reads of concurrent requests go to
-/// PostgreSQL together: one transaction of four round trips (BEGIN, the batch function, the
-/// replies, COMMIT), all in one hand-off to the connection's queue, and one WAL flush for the
-/// whole batch, instead of up to four round trips and a flush per request. A request that arrives while `maxConcurrentBatches` batches are running
-/// waits for the next batch, so batches grow with the load and a lone request goes at once.
+/// PostgreSQL together: one transaction (BEGIN with the batch function, the replies, COMMIT: three
+/// round trips) in one hand-off to the connection's queue and one WAL flush for the whole batch,
+/// instead of up to four round trips and a flush per request. A request that arrives while
+/// `maxConcurrentBatches` batches are running waits for the next batch, so batches grow with the
+/// load and a lone request goes at once.
 ///
 /// Each request's reply is stored under its idempotency key in the batch's transaction, exactly
 /// as a single-request transaction would. The dispatcher never runs two records of one lane at
