@@ -114,8 +114,17 @@ extension KafkaConsumer {
             let ready = state.withLock { $0.setPaused(tps, paused) }
             reconcilePauses(rk)
             for (reader, record) in ready { reader.resume(returning: record) }
-            // A reader that took a record may have freed buffer space: the poll thread resumes fetching.
-            if state.withLock({ $0.isReconcileRequested }) { wakePoller() }
+            // A reader that took a record may have freed buffer space: the poll thread resumes
+            // fetching. Pushing, the poll thread hands held-back records to the sink.
+            if state.withLock({ $0.isReconcileRequested || $0.isFlushRequested }) { wakePoller() }
+        }
+
+        /// Poll thread, push delivery: hands the records held back while their partitions were
+        /// paused to the sink, in order, after a resume. The sink may pause again meanwhile (the
+        /// dispatcher's in-flight limit); what is then left waits for the next resume.
+        func flushHeldBack() {
+            guard let deliver = options.deliver, state.withLock({ $0.takeFlushRequest() }) else { return }
+            while let record = state.withLock({ $0.popForSink() }) { deliver(record) }
         }
 
         func takeReconcileRequest() -> Bool { state.withLock { $0.takeReconcileRequest() } }

@@ -34,8 +34,9 @@ extension KafkaConsumer {
         /// never block: it runs between polls. Because the rebalance callback runs on the same
         /// thread, every record pushed before a revoke reached the sink before `onRevoking`, so
         /// the revoke does not wait for a hand-off (`revokeDrainTimeout` is not used); the sink's
-        /// owner drains in `onRevoking`. `pause` stops fetching; a record already fetched for a
-        /// paused partition is still pushed (see `StateMachine.push`).
+        /// owner drains in `onRevoking`. `pause` holds the partition's records back in its
+        /// buffer (fetching goes on until the buffer is full, so a short pause costs no refetch);
+        /// after `resume` the poll thread hands them over first, in order.
         public var deliver: (@Sendable (KafkaRecord) -> Void)?
 
         public init(

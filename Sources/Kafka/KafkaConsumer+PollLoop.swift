@@ -10,6 +10,7 @@ extension KafkaConsumer {
         core.setWakeQueue(rd_kafka_queue_get_consumer(rk))
         while !thread.isStopRequested {
             core.polled()
+            core.flushHeldBack()
             if core.takeReconcileRequest() { core.reconcilePauses(rk) }
             guard let msg = rd_kafka_consumer_poll(rk, 50) else { continue }
             defer { rd_kafka_message_destroy(msg) }

@@ -52,8 +52,10 @@ extension KafkaConsumer {
         }
 
         let maxBuffered: Int
-        /// Push delivery (`Options.deliver`): assigned records go straight to the sink, nothing is
-        /// buffered, `records` yields nothing (it only ends), and a revoke needs no hand-off wait.
+        /// Push delivery (`Options.deliver`): assigned records go straight to the sink on the poll
+        /// thread, `records` yields nothing (it only ends), and a revoke needs no hand-off wait.
+        /// Records of a partition the application paused wait in its buffer (and those fetched
+        /// behind them too, to keep the order) until the poll thread flushes them after the resume.
         let pushes: Bool
         private(set) var lifecycle = Lifecycle.idle
         private(set) var buffers = Buffers()
@@ -64,6 +66,8 @@ extension KafkaConsumer {
         /// Paused in librdkafka right now (as last reconciled).
         private(set) var appliedPauses: Set<TopicPartition> = []
         private var reconcileRequested = false
+        /// Push delivery: a resume left buffered records deliverable; the poll thread flushes them.
+        private var flushRequested = false
         /// The revoke drain (for sequential readers): records handed out since a reader last
         /// asked for the next one, and the highest next offset stored per partition.
         private var inFlight: [TopicPartition: Int64] = [:]
@@ -112,15 +116,15 @@ extension KafkaConsumer {
 
         // MARK: Records
 
-        /// Poll thread: a fetched record. Pushing, a record of a partition the application paused
-        /// still goes to the sink: librdkafka already moved past it, so holding it back would mean
-        /// handing it over later off the poll thread (out of order with a revoke), and dropping it
-        /// would lose it; the pause stops further fetching.
+        /// Poll thread: a fetched record. Pushing, a record of a partition the application paused,
+        /// or of one whose buffer still holds records, is buffered: the poll thread flushes it to
+        /// the sink after the resume (`popForSink`), so the sink still sees every record before a
+        /// revoke of its partition, in order.
         mutating func push(_ record: KafkaRecord) -> PushAction {
             let tp = record.topicPartition
             guard !hasEnded, assignment.contains(tp) else { return .dropped }
-            if pushes { return .sink }
-            if !waiters.isEmpty, !pausedPartitions(.application).contains(tp), buffers.count(tp) == 0 {
+            if pushes, buffers.count(tp) == 0, !pausedPartitions(.application).contains(tp) { return .sink }
+            if !pushes, !waiters.isEmpty, !pausedPartitions(.application).contains(tp), buffers.count(tp) == 0 {
                 inFlight[tp] = record.offset
                 return .deliver(waiters.removeFirst().waiter)
             }
@@ -140,7 +144,7 @@ extension KafkaConsumer {
         /// A reader asks for the next record. Asking means it is done with what it had (the drain).
         mutating func next(_ id: UInt64, _ waiter: Waiter, cancelled: Bool) -> NextAction {
             inFlight = [:]
-            if let r = popDeliverable() { return .deliver(r, wakePoller: reconcileRequested) }
+            if !pushes, let r = popDeliverable() { return .deliver(r, wakePoller: reconcileRequested) }
             if hasEnded || cancelled { return .finished }
             waiters.append((id, waiter))
             return .wait
@@ -164,6 +168,21 @@ extension KafkaConsumer {
             return record
         }
 
+        /// Push delivery, poll thread: the next held-back record that may go to the sink now, while
+        /// a flush runs (nil: none left; the flush is over).
+        mutating func popForSink() -> KafkaRecord? {
+            guard pushes, !hasEnded else { return nil }
+            return popDeliverable()
+        }
+
+        /// Poll thread: whether a resume left held-back records to flush (`popForSink`).
+        mutating func takeFlushRequest() -> Bool {
+            defer { flushRequested = false }
+            return flushRequested
+        }
+
+        var isFlushRequested: Bool { flushRequested }
+
         /// The application stored an offset.
         mutating func stored(_ tp: TopicPartition, nextOffset: Int64) {
             storedNext[tp] = max(storedNext[tp] ?? -1, nextOffset)
@@ -172,13 +191,19 @@ extension KafkaConsumer {
         // MARK: Pauses
 
         /// `pause`/`resume` by the application. Returns the buffered records that waiting readers
-        /// can now have (after a resume); reconcile before handing them over.
+        /// can now have (after a resume); reconcile before handing them over. Pushing, a resume
+        /// that left buffered records deliverable requests a flush on the poll thread instead.
         mutating func setPaused(_ tps: some Sequence<TopicPartition>, _ isPaused: Bool) -> [(Waiter, KafkaRecord)] {
             if isPaused {
                 paused[.application, default: []].formUnion(tps)
                 return []
             }
-            paused[.application]?.subtract(tps)
+            let resumed = Set(tps).intersection(pausedPartitions(.application))
+            paused[.application]?.subtract(resumed)
+            if pushes {
+                if resumed.contains(where: { buffers.count($0) > 0 }) { flushRequested = true }
+                return []
+            }
             var ready: [(Waiter, KafkaRecord)] = []
             while !waiters.isEmpty, let r = popDeliverable() { ready.append((waiters.removeFirst().waiter, r)) }
             return ready
@@ -194,9 +219,14 @@ extension KafkaConsumer {
 
         /// What to pause and resume in librdkafka so that its paused set is (paused for any reason)
         /// ∩ assigned; records the result as applied. Partitions leaving the assignment are
-        /// resumed so that no stale pause outlives them.
+        /// resumed so that no stale pause outlives them. Pushing, only a full buffer pauses
+        /// fetching: an application pause just holds records back in the buffer, because
+        /// librdkafka drops what it prefetched for a paused partition and fetches it again after
+        /// the resume, and with nothing buffered to bridge that gap every pause/resume cycle of
+        /// the dispatcher's in-flight limit stalled (docs/performance.md, session 6).
         mutating func reconcile() -> PauseChange {
-            let desired = paused.values.reduce(into: Set<TopicPartition>()) { $0.formUnion($1) }.intersection(assignment)
+            let reasons: [PauseReason] = pushes ? [.bufferFull] : PauseReason.allCases
+            let desired = reasons.reduce(into: Set<TopicPartition>()) { $0.formUnion(pausedPartitions($1)) }.intersection(assignment)
             defer { appliedPauses = desired }
             return PauseChange(pause: desired.subtracting(appliedPauses), resume: appliedPauses.subtracting(desired))
         }

@@ -16,9 +16,10 @@ import Synchronization
 /// `for await … { handle; store }` loop loses and repeats nothing. Readers that hand records to
 /// concurrent workers drain those in `Rebalance.onRevoking`.
 ///
-/// Push delivery (`Options.deliver`) skips the buffers: the poll thread hands each record of an
-/// assigned partition to the application's sink as it is fetched, so nothing hops to another
-/// thread on the way in and a revoke needs no hand-off wait (the sink saw every record first).
+/// Push delivery (`Options.deliver`): the poll thread hands each record of an assigned partition
+/// to the application's sink as it is fetched, so nothing hops to another thread on the way in
+/// and a revoke needs no hand-off wait (the sink saw every record first). Only records of paused
+/// partitions wait in the buffers, until the poll thread hands them over after the resume.
 public final class KafkaConsumer: Sendable {
     private let client: RdKafkaClient
     private let core: Core

@@ -6,8 +6,8 @@ import Testing
 @testable import Kafka
 
 /// Push delivery (`Options.deliver`) without a broker: the state machine's decisions, and the
-/// core handing records to the sink on the calling (poll) thread and revoking without the
-/// hand-off wait.
+/// core handing records to the sink on the calling (poll) thread, holding back paused partitions
+/// and flushing them in order, and revoking without the hand-off wait.
 @Suite("KafkaConsumer push delivery", .timeLimit(.minutes(1)))
 struct PushDeliveryTests {
     typealias Machine = KafkaConsumer.StateMachine<Int>
@@ -52,13 +52,85 @@ struct PushDeliveryTests {
         #expect(isDropped(m.v.push(record(p0, 0))))
     }
 
-    @Test func aPartitionThePausedApplicationStillGetsWhatWasFetched() {
-        let m = pushing()
+    func tookFlush(_ m: Ref<Machine>) -> Bool { m.v.takeFlushRequest() }
+    func tookReconcile(_ m: Ref<Machine>) -> Bool { m.v.takeReconcileRequest() }
+    func popped(_ m: Ref<Machine>) -> Int64? { m.v.popForSink()?.offset }
+
+    func isBuffered(_ action: Machine.PushAction, pausing: Bool) -> Bool {
+        if case .buffered(let p) = action { return p == pausing }
+        return false
+    }
+
+    @Test func recordsOfAPausedPartitionWaitInItsBufferWhileFetchingGoesOn() {
+        let m = pushing(maxBuffered: 4)
         #expect(m.v.setPaused([p0], true).isEmpty)
+        // An application pause alone does not stop librdkafka: what it prefetched would be dropped
+        // and fetched again after the resume.
+        #expect(m.v.reconcile().isEmpty)
+        #expect(isBuffered(m.v.push(record(p0, 0)), pausing: false))
+        #expect(isSink(m.v.push(record(p1, 0))))  // other partitions flow on
+        #expect(m.v.buffers.count(p0) == 1)
+        #expect(popped(m) == nil)  // held back while paused
+        #expect(!m.v.isFlushRequested)
+    }
+
+    @Test func aFullBufferOfAPausedPartitionStopsFetchingUntilTheFlushHalvesIt() {
+        let m = pushing(maxBuffered: 4)
+        _ = m.v.setPaused([p0], true)
+        for o in Int64(0)..<3 { #expect(isBuffered(m.v.push(record(p0, o)), pausing: false)) }
+        #expect(isBuffered(m.v.push(record(p0, 3)), pausing: true))
         #expect(m.v.reconcile().pause == [p0])
-        // librdkafka has moved past it: holding it back or dropping it would lose it.
-        #expect(isSink(m.v.push(record(p0, 0))))
+        _ = m.v.setPaused([p0], false)
+        #expect(tookFlush(m))
+        #expect(popped(m) == 0)
+        #expect(popped(m) == 1)
+        #expect(tookReconcile(m))  // half left: fetching resumes
+        #expect(m.v.reconcile().resume == [p0])
+        #expect(popped(m) == 2)
+        #expect(popped(m) == 3)
+        #expect(popped(m) == nil)
+    }
+
+    @Test func recordsFetchedBehindHeldBackOnesWaitForThemSoTheOrderHolds() {
+        let m = pushing(maxBuffered: 10)
+        _ = m.v.setPaused([p0], true)
+        _ = m.v.push(record(p0, 0))
+        _ = m.v.setPaused([p0], false)
+        #expect(m.v.isFlushRequested)
+        // Fetched after the resume but before the poll thread flushed: behind offset 0.
+        #expect(isBuffered(m.v.push(record(p0, 1)), pausing: false))
+        #expect(tookFlush(m))
+        #expect(popped(m) == 0)
+        #expect(popped(m) == 1)
+        #expect(popped(m) == nil)
+        #expect(isSink(m.v.push(record(p0, 2))))  // the buffer is empty again: straight through
+    }
+
+    @Test func aPauseDuringTheFlushHoldsTheRestBackUntilTheNextResume() {
+        let m = pushing(maxBuffered: 10)
+        _ = m.v.setPaused([p0], true)
+        for o in Int64(0)..<3 { _ = m.v.push(record(p0, o)) }
+        _ = m.v.setPaused([p0], false)
+        #expect(tookFlush(m))
+        #expect(popped(m) == 0)
+        _ = m.v.setPaused([p0], true)  // the sink's in-flight limit
+        #expect(popped(m) == nil)
+        #expect(!tookFlush(m))
+        _ = m.v.setPaused([p0], false)
+        #expect(tookFlush(m))
+        #expect(popped(m) == 1)
+        #expect(popped(m) == 2)
+    }
+
+    @Test func aRevokeDropsHeldBackRecordsForTheNextOwner() {
+        let m = pushing(maxBuffered: 10)
+        _ = m.v.setPaused([p0], true)
+        _ = m.v.push(record(p0, 0))
+        m.v.revoking([p0])
+        m.v.forget([p0])
         #expect(m.v.buffers.isEmpty)
+        _ = m.v.setPaused([p0], false)
+        #expect(popped(m) == nil)
     }
 
     @Test func aRevokeNeedsNoHandOffWait() {
@@ -110,6 +182,47 @@ struct PushDeliveryTests {
         let offsets = got.map { $0.0 }
         #expect(offsets == [0, 1, 2, 3, 4])
         #expect(got.allSatisfy { $0.1 })
+    }
+
+    @Test func theCoreHoldsBackAPausedPartitionAndFlushesItInOrderAfterTheResume() throws {
+        let rk = try #require(Self.noHandle)
+        let seen = Mutex<[Int64]>([])
+        let c = core { r in seen.withLock { $0.append(r.offset) } }
+        c.assigned([p0], incremental: false, rk: rk)
+        c.push(record(p0, 0), rk: rk)
+        c.setPaused([p0], true, rk: rk)  // no librdkafka call: only a full buffer pauses fetching
+        c.push(record(p0, 1), rk: rk)
+        c.push(record(p0, 2), rk: rk)
+        c.flushHeldBack()
+        #expect(seen.withLock { $0 } == [0])
+        c.setPaused([p0], false, rk: rk)
+        c.push(record(p0, 3), rk: rk)  // before the poll thread's flush: waits behind 1 and 2
+        #expect(seen.withLock { $0 } == [0])
+        c.flushHeldBack()
+        c.push(record(p0, 4), rk: rk)
+        #expect(seen.withLock { $0 } == [0, 1, 2, 3, 4])
+    }
+
+    @Test func theSinkMayPauseAgainInTheMiddleOfAFlush() throws {
+        let rk = try #require(Self.noHandle)
+        let seen = Mutex<[Int64]>([])
+        let coreBox = Mutex<KafkaConsumer.Core?>(nil)
+        // Like the dispatcher at its in-flight limit: pauses on the second record it takes.
+        let c = core { r in
+            let n = seen.withLock { $0.append(r.offset); return $0.count }
+            if n == 2, let c = coreBox.withLock({ $0 }), let h = Self.noHandle { c.setPaused([r.topicPartition], true, rk: h) }
+        }
+        coreBox.withLock { $0 = c }
+        c.assigned([p0], incremental: false, rk: rk)
+        c.setPaused([p0], true, rk: rk)
+        for o in Int64(0)..<4 { c.push(record(p0, o), rk: rk) }
+        c.setPaused([p0], false, rk: rk)
+        c.flushHeldBack()
+        #expect(seen.withLock { $0 } == [0, 1])
+        c.setPaused([p0], false, rk: rk)
+        c.flushHeldBack()
+        #expect(seen.withLock { $0 } == [0, 1, 2, 3])
+        coreBox.withLock { $0 = nil }
     }
 
     @Test func aRevokeOfAPushingConsumerDoesNotWaitForTheHandOff() throws {

@@ -18,8 +18,8 @@ import Synchronization
 ///
 /// No actor: the decisions are one value (`State`) in one `Mutex`, each step returning what to do
 /// outside the lock (start a lane task, reconcile pauses, resume idle waiters, wake a revoke), so
-/// `offer` is synchronous (`ConsumerLoop` calls it for each record, and it may serve as a push
-/// sink on a poll thread) and a lane task takes and completes its records without hopping executors.
+/// `offer` is synchronous (the group consumer calls it on its poll thread for each record, as its
+/// push sink) and a lane task takes and completes its records without hopping executors.
 public final class Dispatcher: Sendable {
     typealias IdleWaiter = CheckedContinuation<Void, Never>
 
@@ -126,8 +126,9 @@ public final class Dispatcher: Sendable {
     /// Blocks the calling (poll) thread until records of these partitions that already started
     /// have finished, so their offsets are stored before the partitions move. Records not yet
     /// started are dropped: the next owner gets them from the committed offset. From the start
-    /// of the revoke no record of these partitions is accepted (`offer`). The consumer's own
-    /// hand-off wait ran first, so the record `ConsumerLoop` held reached `offer` before this.
+    /// of the revoke no record of these partitions is accepted (`offer`). The group consumer
+    /// pushes its records on the thread that calls this, so every record fetched before the
+    /// revoke reached `offer` first: this is the revoke's only wait.
     public func partitionsRevoking(_ tps: [TopicPartition], timeout: Duration = .seconds(30)) {
         let revoked = Set(tps)
         perform(state.withLock { $0.revoking(revoked) })

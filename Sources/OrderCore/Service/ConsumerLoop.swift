@@ -2,9 +2,10 @@ import Kafka
 import Logging
 import ServiceLifecycle
 
-/// The group consumer as a service: subscribes, offers every record to the dispatcher (a
-/// synchronous call: the next record is asked for at once, which also ends the consumer's
-/// hand-off wait of a revoke), and on its graceful shutdown drains the dispatcher (in-flight records finish and are answered, their offsets
+/// The group consumer as a service: subscribes and waits while the consumer pushes its records
+/// to the dispatcher on its poll thread (`Options.deliver`, set by `OrderServiceBuilder`; a
+/// consumer that reads `records` instead has each one offered here), and on its graceful
+/// shutdown drains the dispatcher (in-flight records finish and are answered, their offsets
 /// stored) and closes the consumer (commits the stored offsets, leaves the group, ends `records`).
 /// That sequence runs once, whether the shutdown or the end of the consumer comes first.
 struct ConsumerLoop: Service {

@@ -125,15 +125,16 @@ struct OrderServiceBuilder {
             rebalance: KafkaConsumer.Rebalance(
                 onAssigned: { dispatcher.partitionsAssigned($0) },
                 onRevoking: { dispatcher.partitionsRevoking($0) }),
-            // Not push delivery (`Options.deliver`): the consumer's buffers bridge the dispatcher's
-            // in-flight pause. librdkafka drops what it prefetched for a paused partition and
-            // fetches it again after the resume; pushing, that gap stalled every pause/resume cycle
-            // (a blast ran at ~1,750 req/s whatever the limit, against ~2,300–3,300 reading
-            // `records`; docs/performance.md). `ConsumerLoop` offers each record synchronously.
-            options: KafkaConsumer.Options(onStatistics: { json in
-                metrics.update(statistics: json)
-                groupWatch.update(statistics: json)
-            }),
+            // Push delivery: the poll thread offers each record to the dispatcher (no hop to a
+            // reading task), and a revoke has one wait, the dispatcher's. The dispatcher's
+            // in-flight pause holds records back in the consumer's buffers without stopping
+            // librdkafka's fetching (see `KafkaConsumer.StateMachine.reconcile`).
+            options: KafkaConsumer.Options(
+                onStatistics: { json in
+                    metrics.update(statistics: json)
+                    groupWatch.update(statistics: json)
+                },
+                deliver: { dispatcher.offer($0) }),
             logger: logger)
         }
         let consumer = try makeConsumer()
