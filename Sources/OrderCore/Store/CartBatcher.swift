@@ -7,7 +7,7 @@ import ServiceContextModule
 /// round trips) in one hand-off to the connection's queue and one WAL flush for the whole batch,
 /// instead of up to four round trips and a flush per request. A request that arrives while
 /// `maxConcurrentBatches` batches are running waits for the next batch, so batches grow with the
-/// load and a lone request goes at once.
+/// load and a lone request goes at once, from its own task.
 ///
 /// Each request's reply is stored under its idempotency key in the batch's transaction, exactly
 /// as a single-request transaction would. The dispatcher never runs two records of one lane at
@@ -66,7 +66,19 @@ public final class CartBatcher: Sendable {
     }
 
     public func run(_ request: Request) async throws -> Outcome {
-        try await withCheckedThrowingContinuation { continuation in
+        // Nothing queued and a batch slot free: this request is a batch of its own, run from the
+        // caller's task (no worker task to start and wake). Requests arriving meanwhile queue for
+        // a worker, which this one starts on its way out when any are left.
+        let leads = state.withLock { s -> Bool in
+            guard s.queue.isEmpty, s.running < configuration.maxConcurrentBatches else { return false }
+            s.running += 1
+            return true
+        }
+        if leads {
+            defer { if finishLeading() { Task { await self.work() } } }
+            return try await executeOne(request)
+        }
+        return try await withCheckedThrowingContinuation { continuation in
             let startWorker = state.withLock { s -> Bool in
                 s.queue.append(Pending(request: request, continuation: continuation))
                 guard s.running < configuration.maxConcurrentBatches else { return false }
@@ -75,6 +87,22 @@ public final class CartBatcher: Sendable {
             }
             if startWorker { Task { await self.work() } }
         }
+    }
+
+    /// A leading request is done: when requests queued behind it (all slots were busy, or they
+    /// came between its check and now), its batch slot passes to a new worker (true: start it),
+    /// so a queued request never waits without one; else the slot is freed.
+    private func finishLeading() -> Bool {
+        state.withLock { s in
+            if !s.queue.isEmpty { return true }
+            s.running -= 1
+            return false
+        }
+    }
+
+    /// One request as a batch of its own, from the caller's task.
+    private func executeOne(_ request: Request) async throws -> Outcome {
+        try await Spans.batch("cart batch", [Spans.currentContext]) { try await commit([request])[0] }
     }
 
     /// Takes what is queued, batch after batch, until the queue is empty.
