@@ -18,6 +18,7 @@ struct LoadRun: AsyncParsableCommand {
     @Option(help: "Requests per second in paced mode.") var rate = 1_000
     @Option(help: "Seconds in paced mode.") var duration = 30
     @Option(help: "Paced mode: the generator wakes every this many ms and sends what is due.") var tickMs = 2
+    @Option(help: "Paced mode: latency is also reported by send time in windows of this many seconds.") var windowSeconds = 5
     @Option(help: "Distinct users.") var users = 2_000
     @Option(help: "First user id (default: a fresh range per run, so that runs do not inherit carts and orders).")
     var firstUser: Int?
@@ -54,12 +55,36 @@ struct LoadRun: AsyncParsableCommand {
             }
         }
         try consumer.assign(start)
+        let probePrefix = "probe-\(UUID().uuidString.prefix(6).lowercased())-"
+        let probesLeft = Mutex(Set<String>())
         let reader = Task {
             for await r in consumer.records {
                 guard let id = r.header("correlation-id")?.stringValue else { continue }
+                if id.hasPrefix(probePrefix) {
+                    _ = probesLeft.withLock { $0.remove(id) }
+                    continue
+                }
                 tracker.replied(id, value: r.value ?? [])
             }
         }
+        // The generator's own start-up (its producer's first metadata and connections, its
+        // reader's first fetches) is not the system's latency: a few requests are answered before
+        // the measured run starts. Not counted anywhere.
+        // A get_cart and a list_orders of each of the first users (enough to touch every partition
+        // of both request topics and both response topics), all at once.
+        let mix = RequestMix(firstUser: firstUser ?? Int.random(in: 1...100_000) * 100_000, users: users, products: products)
+        let probeIds = (0..<2 * min(users, 50)).map { "\(probePrefix)\($0)" }
+        probesLeft.withLock { $0 = Set(probeIds) }
+        _ = try? await producer.sendAll(probeIds.enumerated().map { i, id in
+            let (topic, action) = i % 2 == 0 ? (topics.cartRequests, "get_cart") : (topics.orderRequests, "list_orders")
+            let body = RequestMix.Body(action: action, user: mix.firstUser + i / 2, fields: [])
+            return KafkaOutgoingRecord(
+                topic: topic, key: Array(String(body.user).utf8), value: body.json(id: id).bytes,
+                headers: [KafkaHeader("correlation-id", id)])
+        })
+        let probeDeadline = ContinuousClock.now + .seconds(30)
+        while !probesLeft.withLock({ $0.isEmpty }), ContinuousClock.now < probeDeadline { try await Task.sleep(for: .milliseconds(10)) }
+        if !probesLeft.withLock({ $0.isEmpty }) { print("warning: readiness probes not answered within 30 s; measuring anyway") }
 
         let pidList = pids.split(separator: ",").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
         let watched: [(name: String, pid: Int32)] = watch.compactMap { w in
@@ -71,7 +96,6 @@ struct LoadRun: AsyncParsableCommand {
         let ownCPUBefore = ProcStats.cpuSeconds(getpid())
         let run = UUID().uuidString.prefix(6).lowercased()
         var generator = SystemRandomNumberGenerator()
-        let mix = RequestMix(firstUser: firstUser ?? Int.random(in: 1...100_000) * 100_000, users: users, products: products)
         let began = ContinuousClock.now
         var sent = 0
 
@@ -140,7 +164,7 @@ struct LoadRun: AsyncParsableCommand {
 
         let report = tracker.report(sent: sent, elapsed: finished - began)
         // Windows by send time only mean something when sending is spread over the run.
-        let breakdown = tracker.breakdown(began: began, window: mode == "paced" ? 5 : nil)
+        let breakdown = tracker.breakdown(began: began, window: mode == "paced" ? max(1, windowSeconds) : nil)
         var result: [(String, JSON)] = [
             ("label", .string(label)), ("mode", .string(mode)), ("sent", .int(Int64(sent))), ("answered", .int(Int64(report.answered))),
             ("missing", .int(Int64(sent - report.answered))), ("duplicates", .int(Int64(tracker.duplicates))), ("seconds", .number(String(format: "%.3f", report.seconds))),
