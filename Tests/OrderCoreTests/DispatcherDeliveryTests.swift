@@ -215,6 +215,31 @@ struct DispatcherDeliveryTests {
         #expect(reports.acked.all == ["replies:ok in/0@0"])
     }
 
+    /// Answers nothing (as a record that needs no reply).
+    private struct Silent: RecordHandler {
+        let handled = Log<Int64>()
+        func laneKey(for record: KafkaRecord) -> String { "k" }
+        func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] {
+            handled.append(record.offset)
+            return []
+        }
+        func failure(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] { [] }
+        func isRetriable(_ error: any Error) -> Bool { false }
+    }
+
+    @Test func aRecordWithNothingToSendCompletesInItsLane() async {
+        let reports = ReportThread()
+        let stores = Stores()
+        let handler = Silent()
+        let d = make(handler, reports, stores)
+        for o in Int64(0)..<3 { d.submit(rec(p0, o, key: "a")) }
+        await d.waitIdle()
+        #expect(handler.handled.all == [0, 1, 2])
+        #expect(reports.sends.all.isEmpty)
+        #expect(stores.offsets == [1, 2, 3])
+        #expect(!stores.threads.contains(ReportThread.name))
+    }
+
     @Test func aSendThatFailsAtOnceIsRetriedFromATask() async {
         // An enqueue error comes back on the caller's thread, inside `deliver`.
         let failures = Mutex(0)

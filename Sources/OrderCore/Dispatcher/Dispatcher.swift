@@ -208,9 +208,10 @@ public final class Dispatcher: Sendable {
                 continue
             }
             let span = Spans.startConsuming(record)
-            guard let outputs = await Spans.running(span, { await answer(record) }) else {
+            let outputs = await Spans.running(span, { await answer(record) })
+            guard let outputs, !outputs.isEmpty else {  // given up, or nothing to send: done here
                 span?.end()
-                next = complete(record, finished: false, lane: lane)
+                next = complete(record, finished: outputs != nil, lane: lane)
                 continue
             }
             Delivery(self, record, outputs, context: span?.context) { finished in
