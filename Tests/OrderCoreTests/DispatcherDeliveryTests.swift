@@ -215,6 +215,42 @@ struct DispatcherDeliveryTests {
         #expect(reports.acked.all == ["replies:ok in/0@0"])
     }
 
+    @Test func underLoadEveryRecordIsAnsweredOnceInLaneOrderAndOffsetsOnlyGrow() async {
+        let p1 = TopicPartition("in", 1)
+        let reports = ReportThread()
+        let handler = FakeHandler { _, _ in await Task.yield() }
+        let stored = Log<Stored>()
+        let d = Dispatcher(
+            handler: handler,
+            effects: Dispatcher.Effects(deliver: { reports.deliver($0, $1) }, storeOffset: { stored.append(Stored(tp: $0, offset: $1)) }),
+            configuration: fastConfiguration(maxInFlight: 300), logger: quietLogger())
+        d.partitionsAssigned([p0, p1])
+        let perPartition: Int64 = 1_000
+        for o in 0..<perPartition {
+            d.submit(rec(p0, o, key: "u\(o % 40)"))
+            d.submit(rec(p1, o, key: "u\(o % 7)"))
+        }
+        await d.waitIdle()
+        let acked = reports.acked.all
+        #expect(acked.count == 2 * Int(perPartition))
+        #expect(Set(acked).count == acked.count, "no reply twice")
+        // Per lane (key) and partition, replies in offset order.
+        for (tp, lanes) in [(p0, 40), (p1, 7)] {
+            for lane in 0..<lanes {
+                let offsets = acked.compactMap { a -> Int64? in
+                    let prefix = "replies:ok \(tp.topic)/\(tp.partition)@"
+                    guard a.hasPrefix(prefix), let o = Int64(a.dropFirst(prefix.count)), o % Int64(lanes) == Int64(lane) else { return nil }
+                    return o
+                }
+                #expect(offsets == offsets.sorted(), "lane u\(lane) of \(tp)")
+            }
+            let stores = stored.all.filter { $0.tp == tp }.map(\.offset)
+            #expect(stores == stores.sorted() && Set(stores).count == stores.count, "stores of \(tp) only grow")
+            #expect(stores.last == perPartition)
+        }
+        #expect(d.inFlightCount == 0)
+    }
+
     /// Answers nothing (as a record that needs no reply).
     private struct Silent: RecordHandler {
         let handled = Log<Int64>()
