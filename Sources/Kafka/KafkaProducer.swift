@@ -2,19 +2,37 @@ import CRdKafka
 import Logging
 import Synchronization
 
+/// What a callback send is told: the broker's acknowledgement or the send's error.
+public typealias DeliveryHandler = @Sendable (Result<DeliveryReport, KafkaError>) -> Void
+
 /// One record's delivery result, carried through librdkafka as the message opaque (retained
-/// until its delivery report). Completed once; `wait()` may come before or after that.
+/// until its delivery report). Completed once; `wait()` may come before or after that. A
+/// callback promise (`send(_:onDelivery:)`) instead queues its handler on `reports`, which the
+/// poll thread runs once librdkafka's callback has returned.
 private final class DeliveryPromise: Sendable {
     let topic: String
+    private let onDelivery: (handler: DeliveryHandler, reports: ReadyReports)?
     private enum State {
         case pending(CheckedContinuation<DeliveryReport, any Error>?)
         case done(Result<DeliveryReport, KafkaError>)
     }
     private let state = Mutex(State.pending(nil))
 
-    init(topic: String) { self.topic = topic }
+    init(topic: String) {
+        self.topic = topic
+        onDelivery = nil
+    }
+
+    init(topic: String, reports: ReadyReports, onDelivery: @escaping DeliveryHandler) {
+        self.topic = topic
+        self.onDelivery = (onDelivery, reports)
+    }
 
     func complete(_ result: Result<DeliveryReport, KafkaError>) {
+        if let onDelivery {
+            onDelivery.reports.append(onDelivery.handler, result)
+            return
+        }
         let waiter = state.withLock { s -> CheckedContinuation<DeliveryReport, any Error>? in
             guard case .pending(let c) = s else { return nil }
             s = .done(result)
@@ -22,6 +40,9 @@ private final class DeliveryPromise: Sendable {
         }
         waiter?.resume(with: result.mapError { $0 as any Error })
     }
+
+    /// A callback promise whose record was never enqueued: its handler runs here and now.
+    func fail(_ error: KafkaError) { onDelivery?.handler(.failure(error)) }
 
     func wait() async throws -> DeliveryReport {
         try await withCheckedThrowingContinuation { cont in
@@ -36,6 +57,26 @@ private final class DeliveryPromise: Sendable {
     }
 }
 
+/// Delivery handlers whose reports came, waiting for the poll thread to run them after
+/// `rd_kafka_poll` returned: a handler may produce again (a record's next output), which is not
+/// for librdkafka's own callback. Reports served by `flush` (another thread) wait here too.
+private final class ReadyReports: Sendable {
+    private let ready = Mutex<[(DeliveryHandler, Result<DeliveryReport, KafkaError>)]>([])
+
+    func append(_ handler: @escaping DeliveryHandler, _ result: Result<DeliveryReport, KafkaError>) {
+        ready.withLock { $0.append((handler, result)) }
+    }
+
+    /// Runs the handlers ready now, in report order (on the poll thread).
+    func run() {
+        let batch = ready.withLock { r -> [(DeliveryHandler, Result<DeliveryReport, KafkaError>)] in
+            defer { r = [] }
+            return r
+        }
+        for (handler, result) in batch { handler(result) }
+    }
+}
+
 /// An idempotent producer (by default). Each `send` awaits the broker's acknowledgement; a
 /// dedicated thread serves librdkafka's delivery reports. After `close()`, sends throw.
 public final class KafkaProducer: Sendable {
@@ -43,6 +84,7 @@ public final class KafkaProducer: Sendable {
     private let poller: PollThread
     /// True once closing; checked and produced under the lock so close cannot miss a record.
     private let closed = Mutex(false)
+    private let reports = ReadyReports()
     public let logger: Logger
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
@@ -64,14 +106,42 @@ public final class KafkaProducer: Sendable {
         }
         self.client = client
         self.logger = logger
+        let reports = self.reports
         self.poller = PollThread(name: "kafka-producer-poll") { thread in
             let rk = client.handle
-            while !thread.isStopRequested { rd_kafka_poll(rk, 50) }
+            while !thread.isStopRequested {
+                rd_kafka_poll(rk, 50)
+                reports.run()
+            }
             // Whatever is still queued fails now (after close's flush: nothing), so that no
             // promise outlives the handle; rd_kafka_destroy would drop them silently.
             rd_kafka_purge(rk, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
             let deadline = ContinuousClock.now + .seconds(5)
-            repeat { rd_kafka_poll(rk, 10) } while rd_kafka_outq_len(rk) > 0 && ContinuousClock.now < deadline
+            repeat {
+                rd_kafka_poll(rk, 10)
+                reports.run()
+            } while rd_kafka_outq_len(rk) > 0 && ContinuousClock.now < deadline
+        }
+    }
+
+    /// Produces one record without waiting: `onDelivery` runs once, with the delivery report
+    /// (after librdkafka's own retries, bounded by `message.timeout.ms`) on the poll thread, or
+    /// with an enqueue error at once on the caller's thread. While librdkafka's queue is full it
+    /// waits for room in a task, as `send` does. The handler must not block: it holds up every
+    /// other report; it may send again.
+    public func send(_ record: KafkaOutgoingRecord, onDelivery: @escaping DeliveryHandler) {
+        let promise = DeliveryPromise(topic: record.topic, reports: reports, onDelivery: onDelivery)
+        let opaque = Unmanaged.passRetained(promise).toOpaque()
+        let error = closed.withLock { closed in
+            closed ? KafkaError.closed("producer") : produceOnce(record, opaque: opaque)
+        }
+        guard let error else { return }
+        Unmanaged<DeliveryPromise>.fromOpaque(opaque).release()  // not enqueued: no report will come
+        guard error.code == RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue else { return promise.fail(error) }
+        Task {
+            do { try await self.enqueue(record, promise) } catch {
+                promise.fail(error as? KafkaError ?? KafkaError(code: RD_KAFKA_RESP_ERR__QUEUE_FULL.rawValue, message: "\(error)", isRetriable: true))
+            }
         }
     }
 

@@ -19,7 +19,8 @@ import Synchronization
 /// No actor: the decisions are one value (`State`) in one `Mutex`, each step returning what to do
 /// outside the lock (start a lane task, reconcile pauses, resume idle waiters, wake a revoke), so
 /// `offer` is synchronous (the group consumer calls it on its poll thread for each record, as its
-/// push sink) and a lane task takes and completes its records without hopping executors.
+/// push sink), a lane task takes its records without hopping executors, and a record is completed
+/// from its last output's delivery report, on the thread that brings it (`Delivery`).
 public final class Dispatcher: Sendable {
     typealias IdleWaiter = CheckedContinuation<Void, Never>
 
@@ -65,7 +66,14 @@ public final class Dispatcher: Sendable {
 
     /// What the dispatcher needs from the outside world; closures so tests need no broker.
     public struct Effects: Sendable {
-        public var send: @Sendable ([KafkaOutgoingRecord]) async throws -> Void
+        /// Tells a send's outcome: nil once the broker acknowledged the record, else the error.
+        public typealias Delivered = @Sendable ((any Error)?) -> Void
+        /// Sends one record without waiting; calls `done` exactly once: from the thread that
+        /// brings the delivery report (the producer's poll thread), or at once with an enqueue
+        /// error. Must not block. `done` may send the record's next output and complete the
+        /// record (the offset stored, the lane's next record started), so no task has to resume
+        /// for that bookkeeping.
+        public var deliver: @Sendable (KafkaOutgoingRecord, @escaping Delivered) -> Void
         /// Makes the offset committable (the consumer's `store`); only for partitions owned.
         /// Called under the dispatcher's lock (stores stay in order): must not block or call
         /// back into the dispatcher.
@@ -76,21 +84,38 @@ public final class Dispatcher: Sendable {
         /// also on the poll thread (from `offer` and the rebalance hooks).
         public var setPaused: @Sendable ([TopicPartition], Bool) -> Void
         public init(
+            deliver: @escaping @Sendable (KafkaOutgoingRecord, @escaping Delivered) -> Void,
+            storeOffset: @escaping @Sendable (TopicPartition, Int64) -> Void,
+            setPaused: @escaping @Sendable ([TopicPartition], Bool) -> Void = { _, _ in }
+        ) {
+            self.deliver = deliver
+            self.storeOffset = storeOffset
+            self.setPaused = setPaused
+        }
+
+        /// With an awaiting send (given one record at a time), run in a task per record.
+        public init(
             send: @escaping @Sendable ([KafkaOutgoingRecord]) async throws -> Void,
             storeOffset: @escaping @Sendable (TopicPartition, Int64) -> Void,
             setPaused: @escaping @Sendable ([TopicPartition], Bool) -> Void = { _, _ in }
         ) {
-            self.send = send
-            self.storeOffset = storeOffset
-            self.setPaused = setPaused
+            self.init(
+                deliver: { record, done in
+                    Task {
+                        do {
+                            try await send([record])
+                            done(nil)
+                        } catch { done(error) }
+                    }
+                }, storeOffset: storeOffset, setPaused: setPaused)
         }
     }
 
-    private let handler: any RecordHandler
-    private let effects: Effects
+    let handler: any RecordHandler
+    let effects: Effects
     private let crashGuard: CrashGuard?
-    private let config: Configuration
-    private let logger: Logger
+    let config: Configuration
+    let logger: Logger
     /// The one lock: everything the dispatcher decides (see `State`).
     private let state: Mutex<State<IdleWaiter>>
     /// Serializes pause/resume calls into the consumer with the bookkeeping that decides them.
@@ -165,25 +190,54 @@ public final class Dispatcher: Sendable {
     /// The one lane of all records on probation; the NUL keeps it apart from any handler's lane keys.
     static let probationLane = "\u{0}probation"
 
-    /// A lane's task: takes its records one by one under the lock and completes each there (the
-    /// offset stored in the same step), until the lane is empty.
-    private func runLane(_ lane: String) async {
-        let marked = lane == Self.probationLane
-        var actions = State<IdleWaiter>.Actions()
-        var next = state.withLock { $0.nextRecord(lane, &actions) }
-        perform(actions)
-        while let record = next {
-            let finished = await Spans.consuming(record) { marked ? await processMarked(record) : await process(record) }
-            actions = State<IdleWaiter>.Actions()
-            next = state.withLock { s in
-                let (store, next) = s.complete(record, finished: finished, lane: lane, &actions)
-                // Under the lock: stores of concurrent lanes stay in order, and a revoke that
-                // sees the partition idle sees its offset stored (a non-blocking librdkafka call).
-                if let store { effects.storeOffset(record.topicPartition, store) }
-                return next
-            }
+    /// A lane's task: takes its records one by one under the lock and handles each. Its outputs
+    /// then go out from delivery reports (`Delivery`): the last report completes the record on
+    /// the thread that brings it (the producer's poll thread) and starts the lane's next record
+    /// in a task of its own (`first`), so this task ends there instead of waiting to be resumed.
+    /// Probation records (rare) run whole in the task, marker I/O included.
+    private func runLane(_ lane: String, first: KafkaRecord? = nil) async {
+        var next = first
+        if first == nil {
+            var actions = State<IdleWaiter>.Actions()
+            next = state.withLock { $0.nextRecord(lane, &actions) }
             perform(actions)
         }
+        while let record = next {
+            if lane == Self.probationLane {
+                let finished = await Spans.consuming(record) { await processMarked(record) }
+                next = complete(record, finished: finished, lane: lane)
+                continue
+            }
+            let span = Spans.startConsuming(record)
+            let outputs = await Spans.running(span, { await answer(record) })
+            guard let outputs, !outputs.isEmpty else {  // given up, or nothing to send: done here
+                span?.end()
+                next = complete(record, finished: outputs != nil, lane: lane)
+                continue
+            }
+            Delivery(self, record, outputs, context: span?.context) { finished in
+                span?.end()
+                if let next = self.complete(record, finished: finished, lane: lane) {
+                    Task { await self.runLane(lane, first: next) }
+                }
+            }.start()
+            return
+        }
+    }
+
+    /// A record of `lane` is done (`finished`: answered and acknowledged; else given up at
+    /// shutdown): its offset stored, the lane's next record taken (nil: the lane is gone).
+    private func complete(_ record: KafkaRecord, finished: Bool, lane: String) -> KafkaRecord? {
+        var actions = State<IdleWaiter>.Actions()
+        let next = state.withLock { s in
+            let (store, next) = s.complete(record, finished: finished, lane: lane, &actions)
+            // Under the lock: stores of concurrent lanes stay in order, and a revoke that
+            // sees the partition idle sees its offset stored (a non-blocking librdkafka call).
+            if let store { effects.storeOffset(record.topicPartition, store) }
+            return next
+        }
+        perform(actions)
+        return next
     }
 
     /// Performs what a step of the state decided, outside the lock.
@@ -205,45 +259,33 @@ public final class Dispatcher: Sendable {
     }
 
     /// Before a retry: false when shutting down (give up), else notes the retry as progress.
-    private func mayRetry(_ record: KafkaRecord) -> Bool { state.withLock { $0.mayRetry(record) } }
+    func mayRetry(_ record: KafkaRecord) -> Bool { state.withLock { $0.mayRetry(record) } }
 
-    /// Handles and answers one record, retrying outages. False when it gave up (shutting down).
-    /// Outputs go out one at a time, reply first, and a retry resends only what was not
-    /// acknowledged, so an outage between the reply and its dead-letter copy never doubles the reply.
+    /// Handles and answers one record, retrying outages, and waits until its outputs are
+    /// delivered (`Delivery`). False when it gave up (shutting down).
     private func process(_ record: KafkaRecord, poisoned: Bool = false) async -> Bool {
+        guard let outputs = await answer(record, poisoned: poisoned) else { return false }
+        let context = Spans.currentContext
+        return await withCheckedContinuation { (done: CheckedContinuation<Bool, Never>) in
+            Delivery(self, record, outputs, context: context) { done.resume(returning: $0) }.start()
+        }
+    }
+
+    /// What to send in answer to a record: the handler's outputs (outages retried with backoff),
+    /// its `failure` answer when handling failed for good, or its `poisoned` answer. Nil when it
+    /// gave up (shutting down).
+    private func answer(_ record: KafkaRecord, poisoned: Bool = false) async -> [KafkaOutgoingRecord]? {
+        if poisoned { return handler.poisoned(record) }
         var backoff = config.backoff
-        var outputs: [KafkaOutgoingRecord]? = poisoned ? handler.poisoned(record) : nil
-        var sent = 0
-        var fellBack = false
         while true {
             do {
-                if outputs == nil {
-                    do {
-                        let parent = record.header("traceparent")?.stringValue
-                        outputs = try await TraceContext.$traceparent.withValue(parent) { try await handler.handle(record) }
-                    } catch where !handler.isRetriable(error) {
-                        Spans.noteFailure(error)
-                        outputs = handler.failure(record, error: error)
-                    }
-                }
-                while let all = outputs, sent < all.count {
-                    do {
-                        try await effects.send([all[sent]])
-                        sent += 1
-                    } catch where !handler.isRetriable(error, sending: all[sent]) {
-                        // The broker refuses this record for good (e.g. too large).
-                        if sent == 0 && !fellBack {
-                            fellBack = true  // the reply itself: answer with a small reply on the default topic instead
-                            outputs = handler.undeliverable(record, error: error)
-                        } else {
-                            logger.error("dropping an output the broker refuses: \(error)", metadata: record.logMetadata)
-                            sent += 1
-                        }
-                    }
-                }
-                return true
+                let parent = record.header("traceparent")?.stringValue
+                return try await TraceContext.$traceparent.withValue(parent) { try await handler.handle(record) }
+            } catch where !handler.isRetriable(error) {
+                Spans.noteFailure(error)
+                return handler.failure(record, error: error)
             } catch {
-                if !mayRetry(record) { return false }
+                if !mayRetry(record) { return nil }
                 logger.warning("retrying in \(backoff.current): \(error)", metadata: record.logMetadata)
                 await backoff.wait()
             }

@@ -85,7 +85,14 @@ struct OrderServiceBuilder {
         let dispatcher = Dispatcher(
             handler: pipeline,
             effects: Dispatcher.Effects(
-                send: { records in _ = try await producer.sendAll(records) },
+                deliver: { record, done in
+                    producer.send(record) { result in
+                        switch result {
+                        case .success: done(nil)
+                        case .failure(let error): done(error)
+                        }
+                    }
+                },
                 storeOffset: { tp, next in
                     do { try consumerRef.withLock { $0 }?.store(tp, nextOffset: next) } catch {
                         logger.warning("offset store failed: \(error)")

@@ -37,6 +37,21 @@ public final class RenewingProducer: RecordSender {
         do { return try await ProducerSpans.sendAll(records) { try await producer.sendAll($0) } } catch { throw renewIfNeeded(error, producer, generation) }
     }
 
+    /// Sends without waiting (`KafkaProducer.send(_:onDelivery:)`): `onDelivery` runs on the
+    /// producer's poll thread with the report, at once with an enqueue error. A failure is told
+    /// from a task, after the producer was renewed if it needs to be (renewing makes a handle,
+    /// which is not for the poll thread); failures are rare.
+    public func send(_ record: KafkaOutgoingRecord, onDelivery: @escaping DeliveryHandler) {
+        let (producer, generation) = current.withLock { $0 }
+        ProducerSpans.send(record, onDelivery: { result in
+            guard case .failure(let error) = result else { return onDelivery(result) }
+            Task {
+                let renewed = self.renewIfNeeded(error, producer, generation)
+                onDelivery(.failure(renewed as? KafkaError ?? error))
+            }
+        }) { producer.send($0, onDelivery: $1) }
+    }
+
     /// Renews the producer after a timeout or a fatal error; a fatal error is then reported as
     /// retriable, since the fresh producer can send what the dead one could not.
     private func renewIfNeeded(_ error: any Error, _ producer: KafkaProducer, _ generation: Int) -> any Error {

@@ -52,6 +52,29 @@ public enum ProducerSpans {
         return report
     }
 
+    /// `send(_:_:)` for a callback send: the span ends when `onDelivery` is told.
+    public static func send(
+        _ record: KafkaOutgoingRecord, onDelivery: @escaping DeliveryHandler,
+        _ send: (KafkaOutgoingRecord, @escaping DeliveryHandler) -> Void
+    ) {
+        guard Telemetry.isTracing else { return send(record, onDelivery) }
+        var traced = record
+        guard let span = start(&traced) else { return send(traced, onDelivery) }
+        send(traced) { result in
+            switch result {
+            case .success(let report):
+                span.attributes["messaging.destination.partition.id"] = "\(report.partition)"
+                span.attributes["messaging.kafka.offset"] = Int(report.offset)
+            case .failure(let error):
+                span.recordError(error)
+                span.attributes["error.type"] = String(reflecting: type(of: error))
+                span.setStatus(SpanStatus(code: .error, message: "\(error)"))
+            }
+            span.end()
+            onDelivery(result)
+        }
+    }
+
     private static func start(_ record: inout KafkaOutgoingRecord) -> (any Span)? {
         var parent: ServiceContext
         if let current = ServiceContext.current, Spans.currentHeaders != nil {

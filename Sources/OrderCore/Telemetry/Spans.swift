@@ -26,6 +26,40 @@ public enum Spans {
         }
     }
 
+    /// A record's consumer span kept open past the task that handled the record: it ends when
+    /// the record's last output is acknowledged, on whatever thread that report arrives.
+    struct RecordSpan: Sendable {
+        let span: any Span
+        var context: ServiceContext { span.context }
+        func end() { span.end() }
+    }
+
+    /// Starts the consumer span of `consuming` without running anything in it (nil when not
+    /// tracing); `running` binds it around the handling, `end` closes it.
+    static func startConsuming(_ record: KafkaRecord) -> RecordSpan? {
+        guard Telemetry.isTracing else { return nil }
+        var parent = ServiceContext.topLevel
+        InstrumentationSystem.instrument.extract(record.headers, into: &parent, using: KafkaHeaderExtractor())
+        let span = InstrumentationSystem.tracer.startSpan("process \(record.topic)", context: parent, ofKind: .consumer)
+        span.attributes = MessagingAttributes.consumer(record, group: Telemetry.consumerGroup)
+        return RecordSpan(span: span)
+    }
+
+    /// Runs `body` as part of the record's span (its current context and `record`).
+    static func running<T>(_ recordSpan: RecordSpan?, isolation: isolated (any Actor)? = #isolation, _ body: () async -> T) async -> T {
+        guard let recordSpan else { return await body() }
+        return await ServiceContext.$current.withValue(recordSpan.context) {
+            await Spans.$record.withValue(recordSpan.span) { await body() }
+        }
+    }
+
+    /// Runs `body` (synchronous, possibly outside any task: a delivery report's thread) with
+    /// `context` as the current context, so a send's producer span is its child.
+    static func within<T>(_ context: ServiceContext?, _ body: () -> T) -> T {
+        guard let context else { return body() }
+        return ServiceContext.$current.withValue(context) { body() }
+    }
+
     /// Notes on the record's span what its answer was.
     public static func noteOutcome(action: String, outcome: String) {
         guard Telemetry.isTracing, let span = record else { return }
