@@ -27,6 +27,7 @@ public final class PostgresConnection: @unchecked Sendable {
         /// in the same hop to the queue (one hand-off per transaction fewer).
         var beginPending = false
         var handOffs: UInt64 = 0  // operations run on the queue (each one hop there and back)
+        var roundTrips: UInt64 = 0  // the handle's count as of the last operation's end
         /// A body of `withTransaction` ended its transaction itself (`PostgresSyncConnection.commit`).
         var committedEarly = false
     }
@@ -127,6 +128,11 @@ public final class PostgresConnection: @unchecked Sendable {
     /// `onQueue` and `transactionOnQueue` bodies, COMMIT, ROLLBACK); for tests and diagnostics.
     public var handOffs: UInt64 { flags.withLock { $0.handOffs } }
 
+    /// Network round trips to the server so far, as of the last operation's end: each one a wait
+    /// of the queue's thread for an answer (a pipeline such as BEGIN, a statement and COMMIT is
+    /// one; preparing a statement not cached yet is one more); for tests and diagnostics.
+    public var roundTrips: UInt64 { flags.withLock { $0.roundTrips } }
+
     /// Closes the connection; later calls throw a `.closed` error. Idempotent.
     public func close() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -197,17 +203,8 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    /// COMMIT on the queue. A transaction whose statement failed (and whose error the body
-    /// swallowed) answers COMMIT with ROLLBACK instead of an error; report it rather than pretend the
-    /// work was saved.
-    static func commit(_ handle: PGConnectionHandle) throws {
-        let commit = try handle.exec("COMMIT")
-        guard commit.commandTag != "ROLLBACK" else {
-            throw PostgresError(
-                kind: .query,
-                message: "the transaction was rolled back: a statement in it failed and its error was caught")
-        }
-    }
+    /// COMMIT on the queue (see `PGConnectionHandle.commit`: COMMIT answered with ROLLBACK throws).
+    static func commit(_ handle: PGConnectionHandle) throws { try handle.commit() }
 
     /// ROLLBACK on the queue, inside an operation, out of a cancel's reach (a cancel still in flight
     /// was meant for the statement that failed); marks the connection broken if it fails.
@@ -293,9 +290,11 @@ public final class PostgresConnection: @unchecked Sendable {
         defer {
             let usable = handle.isUsable
             let inTransaction = handle.transactionStatus != PQTRANS_IDLE
+            let roundTrips = handle.roundTrips
             let newlyBroken = flags.withLock { flags in
                 flags.running = nil
                 flags.inTransaction = inTransaction
+                flags.roundTrips = roundTrips
                 defer { if !usable { flags.broken = true } }
                 return !usable && !flags.broken
             }
