@@ -5,7 +5,8 @@ import Testing
 
 /// `PostgresSyncConnection.queryThenCommit`: a transaction's last statement and its COMMIT in one
 /// pipeline (one network round trip), with the outcomes of a statement and a COMMIT of their own.
-@Suite(.timeLimit(.minutes(2))) struct QueryThenCommitTests {
+/// One test at a time: the target's suites run in parallel and share the server's connection slots.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct QueryThenCommitTests {
     /// The pool's only connection: its backend, whether it is healthy, and its counters so far
     /// (reading them is no hand-off).
     func connection(_ client: PostgresClient) async throws -> (pid: Int32, broken: Bool, handOffs: UInt64, roundTrips: UInt64) {
