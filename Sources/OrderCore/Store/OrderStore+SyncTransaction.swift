@@ -37,7 +37,7 @@ extension OrderStore {
         }
 
         /// Runs the cart requests `(key, user, operation)` in one statement; claims each key with a
-        /// placeholder that `storeReplies` fills in.
+        /// placeholder that `storeRepliesThenCommit` fills in.
         func cartBatch(_ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)]) throws -> [OrderStore.CartBatchOutcome] {
             var ops: [String?] = [], products: [String?] = [], names: [String?] = [], prices: [String?] = [], quantities: [String?] = []
             for r in requests {
@@ -141,7 +141,10 @@ extension OrderStore {
         /// transaction's last statement, and COMMIT goes in the same round trip.
         func enqueue(_ queued: [OrderStore.OutboxRecord], thenCommit: Bool = false) throws {
             let records = queued.map(\.record)
-            guard !records.isEmpty else { return thenCommit ? try conn.commit() : () }
+            guard !records.isEmpty else {
+                if thenCommit { try conn.commit() }
+                return
+            }
             let headers = records.map { record in
                 JSON.array(record.headers.map { h in
                     .object([("k", .string(h.key)), ("v", h.value.map { .string(Data($0).base64EncodedString()) } ?? .null)])
