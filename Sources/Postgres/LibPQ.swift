@@ -19,6 +19,11 @@ final class PGConnectionHandle {
     private var pendingDeallocations: [String] = []
     /// Network round trips so far: each a blocking wait for the server (a pipeline is one).
     private(set) var roundTrips: UInt64 = 0
+    /// An async transaction's BEGIN not sent yet (set by `PostgresConnection` for one operation):
+    /// the next statement sends it first, in its round trip when it is a cached prepared statement.
+    /// Taken only when a statement is about to go, so what fails before (binding, preparing, a
+    /// cancel) leaves no transaction begun.
+    var beginPending = false
 
     private init(conn: OpaquePointer, notices: NoticeSink, statementCacheCapacity: Int) {
         self.conn = conn
@@ -86,7 +91,14 @@ final class PGConnectionHandle {
     func exec(_ sql: String) throws -> PostgresQueryResult {
         try Self.checkSQL(sql)
         try deallocatePending()
+        if takeBeginPending() { _ = try interpret(roundTrip { PQexec(conn, "BEGIN") }) }
         return try interpret(roundTrip { PQexec(conn, sql) })
+    }
+
+    /// Clears `beginPending`; true if it was set.
+    func takeBeginPending() -> Bool {
+        defer { beginPending = false }
+        return beginPending
     }
 
     /// COMMIT. A transaction whose statement failed (and whose error the caller swallowed) answers
@@ -114,8 +126,8 @@ final class PGConnectionHandle {
 
     /// Extended protocol: exactly one statement, values bound out of band (never spliced into SQL).
     /// With the statement cache on, each distinct statement is prepared once and then only executed.
-    /// `isCancelled` is checked between preparing and executing. `beginFirst`: BEGIN goes just before
-    /// the statement; `commitAfter`: COMMIT goes just after it, only if it succeeded; with the
+    /// `isCancelled` is checked between preparing and executing. `beginFirst` (or `beginPending`):
+    /// BEGIN goes just before the statement; `commitAfter`: COMMIT goes just after it, only if it succeeded; with the
     /// statement cached, all of them in one network round trip (pipeline mode). A failed statement
     /// throws its own error and leaves its transaction open, aborted (the caller rolls back); a
     /// failed COMMIT throws COMMIT's error, and the transaction is over.
@@ -126,7 +138,7 @@ final class PGConnectionHandle {
         try Self.checkSQL(sql)
         let bound = try BoundParameters(params)
         guard statements != nil else {
-            if beginFirst { _ = try exec("BEGIN") }
+            if beginFirst || takeBeginPending() { _ = try exec("BEGIN") }
             let raw = roundTrip {
                 bound.withValues {
                     PQexecParams(conn, sql, bound.count, bound.types, $0, bound.lengths, bound.formats, 0)
@@ -143,6 +155,7 @@ final class PGConnectionHandle {
         while true {
             let name = try preparedName(for: key)
             if isCancelled() { throw CancellationError() }
+            if takeBeginPending() { begin = true }
             do {
                 if begin || commitAfter {
                     let first = begin

@@ -23,8 +23,9 @@ public final class PostgresConnection: @unchecked Sendable {
         var running: UInt64?  // operation currently inside libpq, the only one a cancel may hit
         var cancelRequested: UInt64?  // latest operation whose task was cancelled
         var inTransaction = false  // as of the last operation; lets the pool skip a queue hop on release
-        /// `withTransaction` has begun but sent no BEGIN yet: the next operation sends it first,
-        /// in the same hop to the queue (one hand-off per transaction fewer).
+        /// `withTransaction` has begun but sent no BEGIN yet: the next operation's first statement
+        /// sends it, in the same hop to the queue (one hand-off per transaction fewer) and, for a
+        /// cached prepared statement, the same round trip; an operation that sends none leaves it.
         var beginPending = false
         var handOffs: UInt64 = 0  // operations run on the queue (each one hop there and back)
         var roundTrips: UInt64 = 0  // the handle's count as of the last operation's end
@@ -168,8 +169,8 @@ public final class PostgresConnection: @unchecked Sendable {
     /// BEGIN … COMMIT around `body`; ROLLBACK when it throws, and the connection is marked broken
     /// (so the pool drops it) if even that fails. A cancelled task does not reach COMMIT; the pool rolls
     /// the open transaction back when the connection is handed back.
-    /// BEGIN travels with the body's first statement (same queue hop, just before it); a body that
-    /// runs no statement sends neither BEGIN nor COMMIT.
+    /// BEGIN travels with the body's first statement (same queue hop, just before it, in one
+    /// pipeline when it can); a body that runs no statement sends neither BEGIN nor COMMIT.
     func withTransaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         flags.withLock {
             $0.beginPending = true
@@ -291,7 +292,9 @@ public final class PostgresConnection: @unchecked Sendable {
             let usable = handle.isUsable
             let inTransaction = handle.transactionStatus != PQTRANS_IDLE
             let roundTrips = handle.roundTrips
+            let beginUnsent = handle.takeBeginPending()  // no statement ran: the next operation sends it
             let newlyBroken = flags.withLock { flags in
+                if beginUnsent { flags.beginPending = true }
                 flags.running = nil
                 flags.inTransaction = inTransaction
                 flags.roundTrips = roundTrips
@@ -300,7 +303,8 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             if newlyBroken { logger.warning("connection lost", metadata: ["error": "\(handle.errorMessage)"]) }
         }
-        if begin { _ = try handle.exec("BEGIN") }
+        // The operation's first statement sends it (with it, in one round trip, when it can).
+        handle.beginPending = begin
         return try operation(handle)
     }
 

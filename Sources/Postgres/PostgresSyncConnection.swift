@@ -67,7 +67,9 @@ public final class PostgresSyncConnection {
     /// `query`. A cancelled task does not commit (`CancellationError`, or the running statement is
     /// cancelled on the server).
     public func queryThenCommit(_ sql: String, _ params: [any PostgresBindable] = []) throws -> PostgresQueryResult {
-        guard beginPending || handle.transactionStatus != PQTRANS_IDLE else { return try query(sql, params) }
+        guard beginPending || handle.beginPending || handle.transactionStatus != PQTRANS_IDLE else {
+            return try query(sql, params)
+        }
         if isCancelled() { throw CancellationError() }
         let parameters = params.map(\.postgresParameter)
         let begin = beginPending

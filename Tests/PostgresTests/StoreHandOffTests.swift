@@ -162,7 +162,10 @@ extension StoreHandOffTests {
             var sent = 0
             let relayed = try await roundTrips(client) { sent = try await relay.relayBatch() }
             #expect(sent == 3)
-            #expect(relayed == 3, "BEGIN; lock; delete + COMMIT (was 4)")
+            #expect(relayed == 2, "BEGIN + lock; delete + COMMIT (was 4)")
+            let empty = try await roundTrips(client) { sent = try await relay.relayBatch() }
+            #expect(sent == 0)
+            #expect(empty == 2, "BEGIN + lock; COMMIT (was 3)")
             #expect(try await store.transaction { try await $0.lockOutbox(limit: 10) }.isEmpty, "deleted and committed")
             #expect(!(try await client.withConnection { $0.isBroken }))
         }
