@@ -57,7 +57,7 @@ public final class PostgresSyncConnection {
         try PostgresConnection.commit(handle)
     }
 
-    /// The transaction's last statement and its COMMIT, sent together (one network round trip,
+    /// The transaction's last statement (nothing follows it) and its COMMIT, sent together (one network round trip,
     /// with BEGIN too when it is the transaction's only statement): returns the statement's result
     /// once COMMIT succeeded. A statement that fails throws its own error, as `query` would, and
     /// nothing is committed: its transaction stays open, aborted, and is rolled back as after any
@@ -77,11 +77,12 @@ public final class PostgresSyncConnection {
         defer {
             // The server's word: still open means the statement failed (or never went) and the
             // transaction awaits its ROLLBACK; otherwise it is over (committed, COMMIT failed, the
-            // connection gone, or nothing began).
+            // connection gone, or nothing began). An async transaction's BEGIN still pending: nothing
+            // was sent, nothing began.
             let status = handle.transactionStatus
             let open = status == PQTRANS_INTRANS || status == PQTRANS_INERROR
             if begin { began = open }
-            if !open {
+            if !open && !handle.beginPending {
                 didCommit = true
                 committed()
             }
