@@ -17,6 +17,13 @@ final class PGConnectionHandle {
     private var statements: StatementCache?
     /// Evicted or stale statements still to DEALLOCATE.
     private var pendingDeallocations: [String] = []
+    /// Network round trips so far: each a blocking wait for the server (a pipeline is one).
+    private(set) var roundTrips: UInt64 = 0
+    /// An async transaction's BEGIN not sent yet (set by `PostgresConnection` for one operation):
+    /// the next statement sends it first, in its round trip when it is a cached prepared statement.
+    /// Taken only when a statement is about to go, so what fails before (binding, preparing, a
+    /// cancel) leaves no transaction begun.
+    var beginPending = false
 
     private init(conn: OpaquePointer, notices: NoticeSink, statementCacheCapacity: Int) {
         self.conn = conn
@@ -84,7 +91,30 @@ final class PGConnectionHandle {
     func exec(_ sql: String) throws -> PostgresQueryResult {
         try Self.checkSQL(sql)
         try deallocatePending()
-        return try interpret(PQexec(conn, sql))
+        if takeBeginPending() { _ = try interpret(roundTrip { PQexec(conn, "BEGIN") }) }
+        return try interpret(roundTrip { PQexec(conn, sql) })
+    }
+
+    /// Clears `beginPending`; true if it was set.
+    func takeBeginPending() -> Bool {
+        defer { beginPending = false }
+        return beginPending
+    }
+
+    /// COMMIT. A transaction whose statement failed (and whose error the caller swallowed) answers
+    /// COMMIT with ROLLBACK instead of an error; report it rather than pretend the work was saved.
+    func commit() throws {
+        try Self.checkCommitted(try exec("COMMIT"))
+    }
+
+    private static func checkCommitted(_ commit: PostgresQueryResult) throws {
+        guard commit.commandTag != "ROLLBACK" else { throw PostgresError.rolledBackAtCommit() }
+    }
+
+    /// `body` is one blocking exchange with the server: counted.
+    private func roundTrip<R>(_ body: () -> R) -> R {
+        roundTrips &+= 1
+        return body()
     }
 
     private static func checkSQL(_ sql: String) throws {
@@ -96,19 +126,27 @@ final class PGConnectionHandle {
 
     /// Extended protocol: exactly one statement, values bound out of band (never spliced into SQL).
     /// With the statement cache on, each distinct statement is prepared once and then only executed.
-    /// `isCancelled` is checked between preparing and executing. `beginFirst`: BEGIN goes just before
-    /// the statement, in the same network round trip when the statement is cached (pipeline mode).
+    /// `isCancelled` is checked between preparing and executing. `beginFirst` (or `beginPending`):
+    /// BEGIN goes just before the statement; `commitAfter`: COMMIT goes just after it, only if it succeeded; with the
+    /// statement cached, all of them in one network round trip (pipeline mode). A failed statement
+    /// throws its own error and leaves its transaction open, aborted (the caller rolls back); a
+    /// failed COMMIT throws COMMIT's error, and the transaction is over.
     func execParams(
-        _ sql: String, _ params: [PostgresParameter], beginFirst: Bool = false, isCancelled: () -> Bool = { false }
+        _ sql: String, _ params: [PostgresParameter], beginFirst: Bool = false, commitAfter: Bool = false,
+        isCancelled: () -> Bool = { false }
     ) throws -> PostgresQueryResult {
         try Self.checkSQL(sql)
         let bound = try BoundParameters(params)
         guard statements != nil else {
-            if beginFirst { _ = try exec("BEGIN") }
-            let raw = bound.withValues {
-                PQexecParams(conn, sql, bound.count, bound.types, $0, bound.lengths, bound.formats, 0)
+            if beginFirst || takeBeginPending() { _ = try exec("BEGIN") }
+            let raw = roundTrip {
+                bound.withValues {
+                    PQexecParams(conn, sql, bound.count, bound.types, $0, bound.lengths, bound.formats, 0)
+                }
             }
-            return try interpret(raw)
+            let result = try interpret(raw)
+            if commitAfter { try commit() }
+            return result
         }
         try deallocatePending()
         let key = StatementCache.Key(sql: sql, types: bound.types)
@@ -117,13 +155,17 @@ final class PGConnectionHandle {
         while true {
             let name = try preparedName(for: key)
             if isCancelled() { throw CancellationError() }
+            if takeBeginPending() { begin = true }
             do {
-                if begin {
+                if begin || commitAfter {
+                    let first = begin
                     begin = false
-                    return try interpret(try beginThenExecPrepared(name, bound), detectStale: true)
+                    return try interpret(try pipelined(begin: first, name, bound, commit: commitAfter), detectStale: true)
                 }
                 return try interpret(
-                    bound.withValues { PQexecPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) },
+                    roundTrip {
+                        bound.withValues { PQexecPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) }
+                    },
                     detectStale: true)
             } catch let stale as StaleStatement {
                 statements?.remove(key)
@@ -141,26 +183,44 @@ final class PGConnectionHandle {
         }
     }
 
-    /// BEGIN and the prepared statement `name`, sent together in pipeline mode so that both are
-    /// answered in one network round trip; returns the statement's result. BEGIN's error, if it
-    /// failed, is thrown instead. Anything unexpected (a send that fails, results out of order, the
-    /// connection gone) poisons the handle: its protocol state is unknown, so the pool drops it.
-    private func beginThenExecPrepared(_ name: String, _ bound: BoundParameters) throws -> OpaquePointer? {
+    /// The prepared statement `name`, with BEGIN before it (`begin`) and/or COMMIT after it
+    /// (`commit`), sent together in pipeline mode with one sync, so that all are answered in one
+    /// network round trip; returns the statement's result (an error result included: it is the
+    /// caller's to interpret). Throws BEGIN's error if BEGIN failed, and COMMIT's (or the
+    /// answered-with-ROLLBACK error) if the statement succeeded and COMMIT did not. After an error
+    /// the server skips the rest up to the sync (PGRES_PIPELINE_ABORTED), so a failed statement's
+    /// COMMIT never runs and its transaction block stays open, aborted. Every result up to the sync
+    /// is read. Anything unexpected (a send that fails, results out of order or missing, the
+    /// connection gone) poisons the handle: its protocol state is unknown, so the pool drops it. A
+    /// connection lost after COMMIT was sent is thus a `.connection` error, as with a COMMIT of its own.
+    private func pipelined(begin: Bool, _ name: String, _ bound: BoundParameters, commit: Bool) throws -> OpaquePointer? {
+        func execPrepared() -> OpaquePointer? {
+            roundTrip { bound.withValues { PQexecPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) } }
+        }
         guard PQenterPipelineMode(conn) == 1 else {  // not idle: should not happen; go the plain way
-            _ = try interpret(PQexec(conn, "BEGIN"))
-            return bound.withValues { PQexecPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) }
+            if begin { _ = try interpret(roundTrip { PQexec(conn, "BEGIN") }) }
+            guard commit else { return execPrepared() }
+            guard let raw = execPrepared() else { throw connectionError() }
+            let statement = PGResultHandle(raw)
+            guard statement.status == PGRES_COMMAND_OK || statement.status == PGRES_TUPLES_OK else { return statement.release() }
+            try self.commit()
+            return statement.release()
         }
         let sent =
-            PQsendQueryParams(conn, "BEGIN", 0, nil, nil, nil, nil, 0) == 1
+            (!begin || PQsendQueryParams(conn, "BEGIN", 0, nil, nil, nil, nil, 0) == 1)
             && bound.withValues { PQsendQueryPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) } == 1
+            && (!commit || PQsendQueryParams(conn, "COMMIT", 0, nil, nil, nil, nil, 0) == 1)
             && PQpipelineSync(conn) == 1
+        roundTrips &+= 1
         guard sent else {
             let message = errorMessage
             poisoned = true
             throw PostgresError(kind: .connection, message: message)
         }
-        // Expected: BEGIN's result, NULL, the statement's result, NULL, the sync marker.
+        // Expected: per command its result and a NULL (after an error: PGRES_PIPELINE_ABORTED for
+        // the rest), then the sync marker.
         var results: [PGResultHandle] = []
+        var synced = false
         var nullsInARow = 0
         while true {
             guard let raw = PQgetResult(conn) else {
@@ -170,17 +230,29 @@ final class PGConnectionHandle {
             }
             nullsInARow = 0
             let result = PGResultHandle(raw)
-            if result.status == PGRES_PIPELINE_SYNC { break }
+            if result.status == PGRES_PIPELINE_SYNC {
+                synced = true
+                break
+            }
             results.append(result)
         }
         let left = PQexitPipelineMode(conn) == 1
-        guard left, results.count == 2, let statement = results.last else {
+        let expected = 1 + (begin ? 1 : 0) + (commit ? 1 : 0)
+        guard left, synced, results.count == expected else {
             let message = results.first { $0.status == PGRES_FATAL_ERROR }?.error(connectionLost: true).message ?? errorMessage
             poisoned = true
             throw PostgresError(kind: .connection, message: message)
         }
-        _ = try interpret(results[0])
+        if begin { _ = try interpret(results[0]) }
+        let statement = results[begin ? 1 : 0]
+        if commit, statement.status == PGRES_COMMAND_OK || statement.status == PGRES_TUPLES_OK {
+            try Self.checkCommitted(try interpret(results[expected - 1]))
+        }
         return statement.release()
+    }
+
+    private func connectionError() -> PostgresError {
+        PostgresError(kind: isUsable ? .query : .connection, message: errorMessage)
     }
 
     /// The cached statement for `key`, prepared (and cached) first if need be. A failed PQprepare
@@ -192,7 +264,7 @@ final class PGConnectionHandle {
             try deallocatePending()
         }
         guard let name = statements?.makeName() else { preconditionFailure("the statement cache is off") }
-        _ = try interpret(PQprepare(conn, name, key.sql, Int32(key.types.count), key.types))
+        _ = try interpret(roundTrip { PQprepare(conn, name, key.sql, Int32(key.types.count), key.types) })
         statements?.insert(key, name: name)
         return name
     }
@@ -203,7 +275,7 @@ final class PGConnectionHandle {
         guard !pendingDeallocations.isEmpty, transactionStatus == PQTRANS_IDLE else { return }
         while let name = pendingDeallocations.popLast() {
             do {
-                _ = try interpret(PQexec(conn, "DEALLOCATE \(name)"))
+                _ = try interpret(roundTrip { PQexec(conn, "DEALLOCATE \(name)") })
             } catch let error as PostgresError where error.kind == .query && error.sqlState != "57014" {
                 continue  // already gone: nothing to free
             } catch {
@@ -216,9 +288,7 @@ final class PGConnectionHandle {
     /// `detectStale`: throw `StaleStatement` for the errors of a cached statement the server no longer
     /// accepts, so the caller can re-prepare it.
     private func interpret(_ raw: OpaquePointer?, detectStale: Bool = false) throws -> PostgresQueryResult {
-        guard let raw else {  // out of memory or connection trouble before a result existed
-            throw PostgresError(kind: isUsable ? .query : .connection, message: errorMessage)
-        }
+        guard let raw else { throw connectionError() }  // out of memory or connection trouble before a result existed
         return try interpret(PGResultHandle(raw), detectStale: detectStale)
     }
 

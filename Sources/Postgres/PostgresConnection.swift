@@ -23,10 +23,12 @@ public final class PostgresConnection: @unchecked Sendable {
         var running: UInt64?  // operation currently inside libpq, the only one a cancel may hit
         var cancelRequested: UInt64?  // latest operation whose task was cancelled
         var inTransaction = false  // as of the last operation; lets the pool skip a queue hop on release
-        /// `withTransaction` has begun but sent no BEGIN yet: the next operation sends it first,
-        /// in the same hop to the queue (one hand-off per transaction fewer).
+        /// `withTransaction` has begun but sent no BEGIN yet: the next operation's first statement
+        /// sends it, in the same hop to the queue (one hand-off per transaction fewer) and, for a
+        /// cached prepared statement, the same round trip; an operation that sends none leaves it.
         var beginPending = false
         var handOffs: UInt64 = 0  // operations run on the queue (each one hop there and back)
+        var roundTrips: UInt64 = 0  // the handle's count as of the last operation's end
         /// A body of `withTransaction` ended its transaction itself (`PostgresSyncConnection.commit`).
         var committedEarly = false
     }
@@ -127,6 +129,11 @@ public final class PostgresConnection: @unchecked Sendable {
     /// `onQueue` and `transactionOnQueue` bodies, COMMIT, ROLLBACK); for tests and diagnostics.
     public var handOffs: UInt64 { flags.withLock { $0.handOffs } }
 
+    /// Network round trips to the server so far, as of the last operation's end: each one a wait
+    /// of the queue's thread for an answer (a pipeline such as BEGIN, a statement and COMMIT is
+    /// one; preparing a statement not cached yet is one more); for tests and diagnostics.
+    public var roundTrips: UInt64 { flags.withLock { $0.roundTrips } }
+
     /// Closes the connection; later calls throw a `.closed` error. Idempotent.
     public func close() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -162,8 +169,8 @@ public final class PostgresConnection: @unchecked Sendable {
     /// BEGIN … COMMIT around `body`; ROLLBACK when it throws, and the connection is marked broken
     /// (so the pool drops it) if even that fails. A cancelled task does not reach COMMIT; the pool rolls
     /// the open transaction back when the connection is handed back.
-    /// BEGIN travels with the body's first statement (same queue hop, just before it); a body that
-    /// runs no statement sends neither BEGIN nor COMMIT.
+    /// BEGIN travels with the body's first statement (same queue hop, just before it, in one
+    /// pipeline when it can); a body that runs no statement sends neither BEGIN nor COMMIT.
     func withTransaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         flags.withLock {
             $0.beginPending = true
@@ -197,17 +204,8 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    /// COMMIT on the queue. A transaction whose statement failed (and whose error the body
-    /// swallowed) answers COMMIT with ROLLBACK instead of an error; report it rather than pretend the
-    /// work was saved.
-    static func commit(_ handle: PGConnectionHandle) throws {
-        let commit = try handle.exec("COMMIT")
-        guard commit.commandTag != "ROLLBACK" else {
-            throw PostgresError(
-                kind: .query,
-                message: "the transaction was rolled back: a statement in it failed and its error was caught")
-        }
-    }
+    /// COMMIT on the queue (see `PGConnectionHandle.commit`: COMMIT answered with ROLLBACK throws).
+    static func commit(_ handle: PGConnectionHandle) throws { try handle.commit() }
 
     /// ROLLBACK on the queue, inside an operation, out of a cancel's reach (a cancel still in flight
     /// was meant for the statement that failed); marks the connection broken if it fails.
@@ -293,15 +291,20 @@ public final class PostgresConnection: @unchecked Sendable {
         defer {
             let usable = handle.isUsable
             let inTransaction = handle.transactionStatus != PQTRANS_IDLE
+            let roundTrips = handle.roundTrips
+            let beginUnsent = handle.takeBeginPending()  // no statement ran: the next operation sends it
             let newlyBroken = flags.withLock { flags in
+                if beginUnsent { flags.beginPending = true }
                 flags.running = nil
                 flags.inTransaction = inTransaction
+                flags.roundTrips = roundTrips
                 defer { if !usable { flags.broken = true } }
                 return !usable && !flags.broken
             }
             if newlyBroken { logger.warning("connection lost", metadata: ["error": "\(handle.errorMessage)"]) }
         }
-        if begin { _ = try handle.exec("BEGIN") }
+        // The operation's first statement sends it (with it, in one round trip, when it can).
+        handle.beginPending = begin
         return try operation(handle)
     }
 

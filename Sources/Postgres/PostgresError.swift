@@ -69,4 +69,11 @@ extension PostgresError {
     static func decode(_ message: String) -> PostgresError {
         PostgresError(kind: .decode, message: message)
     }
+
+    /// The server answered COMMIT with ROLLBACK: a statement of the transaction failed and its
+    /// error was caught.
+    static func rolledBackAtCommit() -> PostgresError {
+        PostgresError(
+            kind: .query, message: "the transaction was rolled back: a statement in it failed and its error was caught")
+    }
 }

@@ -57,6 +57,39 @@ public final class PostgresSyncConnection {
         try PostgresConnection.commit(handle)
     }
 
+    /// The transaction's last statement (nothing follows it) and its COMMIT, sent together (one network round trip,
+    /// with BEGIN too when it is the transaction's only statement): returns the statement's result
+    /// once COMMIT succeeded. A statement that fails throws its own error, as `query` would, and
+    /// nothing is committed: its transaction stays open, aborted, and is rolled back as after any
+    /// failed statement (by `transactionOnQueue`, or the surrounding async transaction). A COMMIT that
+    /// fails (a deferred constraint, a serialization failure) throws as `commit` would; the
+    /// transaction is over either way, and none is sent afterwards. Outside a transaction it is
+    /// `query`. A cancelled task does not commit (`CancellationError`, or the running statement is
+    /// cancelled on the server).
+    public func queryThenCommit(_ sql: String, _ params: [any PostgresBindable] = []) throws -> PostgresQueryResult {
+        guard beginPending || handle.beginPending || handle.transactionStatus != PQTRANS_IDLE else {
+            return try query(sql, params)
+        }
+        if isCancelled() { throw CancellationError() }
+        let parameters = params.map(\.postgresParameter)
+        let begin = beginPending
+        beginPending = false
+        defer {
+            // The server's word: still open means the statement failed (or never went) and the
+            // transaction awaits its ROLLBACK; otherwise it is over (committed, COMMIT failed, the
+            // connection gone, or nothing began). An async transaction's BEGIN still pending: nothing
+            // was sent, nothing began.
+            let status = handle.transactionStatus
+            let open = status == PQTRANS_INTRANS || status == PQTRANS_INERROR
+            if begin { began = open }
+            if !open && !handle.beginPending {
+                didCommit = true
+                committed()
+            }
+        }
+        return try handle.execParams(sql, parameters, beginFirst: begin, commitAfter: true, isCancelled: isCancelled)
+    }
+
     /// Server process id, for logs.
     public var backendPID: Int32 { handle.backendPID }
 }

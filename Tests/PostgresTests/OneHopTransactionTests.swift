@@ -268,6 +268,49 @@ import Testing
         }
     }
 
+    @Test func anAsyncTransactionsBeginRidesWithItsFirstStatement() async throws {
+        try await TestDatabase.withClient(poolSize: 1) { client in
+            try await TestDatabase.withTemporaryTable(client, columns: "id int PRIMARY KEY") { table in
+                let pid = try await connection(client).pid
+                let insert = "INSERT INTO \(table) VALUES ($1)"
+                /// Hand-offs and round trips of `operation` on the pool's only connection.
+                func cost(_ operation: () async throws -> Void) async throws -> (handOffs: UInt64, roundTrips: UInt64) {
+                    let before = try await client.withConnection { ($0.handOffs, $0.roundTrips) }
+                    try await operation()
+                    let after = try await client.withConnection { ($0.handOffs, $0.roundTrips) }
+                    return (after.0 - before.0, after.1 - before.1)
+                }
+                try await client.transaction { _ = try await $0.query(insert, [1]) }  // prepares the insert
+                let plain = try await cost { try await client.transaction { _ = try await $0.query(insert, [2]) } }
+                #expect(plain.handOffs == 2 && plain.roundTrips == 2, "BEGIN + insert; COMMIT (was 3 round trips): \(plain)")
+                let last = try await cost {
+                    try await client.transaction { connection in
+                        _ = try await connection.onQueue { try $0.queryThenCommit(insert, [3]) }
+                    }
+                }
+                #expect(last.handOffs == 1 && last.roundTrips == 1, "BEGIN, insert and COMMIT in one pipeline: \(last)")
+                #expect(try await ids(client, table) == [1, 2, 3])
+                // A first statement that cannot even be prepared began nothing: no ROLLBACK follows.
+                var error: PostgresError?
+                let unprepared = try await cost {
+                    error = await #expect(throws: PostgresError.self) {
+                        try await client.transaction { _ = try await $0.query("SELEC $1::int", [1]) }
+                    }
+                }
+                #expect(error?.sqlState == "42601", "\(String(describing: error))")  // syntax_error
+                #expect(unprepared.handOffs == 1, "no ROLLBACK hop: \(unprepared)")
+                try await expectReusable(client, pid: pid)
+                // A first statement that fails after BEGIN: rolled back as before.
+                let failed = try await #require(throws: PostgresError.self) {
+                    try await client.transaction { _ = try await $0.query(insert, [1]) }
+                }
+                #expect(failed.sqlState == "23505", "\(failed)")
+                #expect(try await ids(client, table) == [1, 2, 3])
+                try await expectReusable(client, pid: pid)
+            }
+        }
+    }
+
     // BEGIN and the first statement go in one network round trip (libpq pipeline mode): the same
     // outcomes when that first statement fails, is cancelled, or loses the connection.
 

@@ -107,3 +107,108 @@ extension StoreHandOffTests {
         }
     }
 }
+
+/// Network round trips of the same transactions once their statements are prepared: a COMMIT
+/// rides with the transaction's last statement (`queryThenCommit`), one round trip fewer each.
+extension StoreHandOffTests {
+    /// Round trips `operation` cost on the pool's only connection.
+    func roundTrips(_ client: PostgresClient, _ operation: () async throws -> Void) async throws -> UInt64 {
+        let before = try await client.withConnection { $0.roundTrips }
+        try await operation()
+        let after = try await client.withConnection { $0.roundTrips }
+        return after - before
+    }
+
+    @Test func theHotTransactionsCommitWithTheirLastStatement() async throws {
+        try await withStack { client, store, carts, persist in
+            let users = (0..<4).map { _ in TestCatalog.uniqueUserId() }
+            // Each transaction once first, so that its statements are prepared (one round trip each).
+            _ = try await carts.commit([Self.request("round-trips/add/\(users[0])", users[0], .add(Self.product, quantity: 1))])
+            let batch = try await roundTrips(client) {
+                _ = try await carts.commit(users[1...].map { Self.request("round-trips/add/\($0)", $0, .add(Self.product, quantity: 2)) })
+            }
+            #expect(batch == 2, "BEGIN + the batch; the replies + COMMIT (was 3)")
+            var orderIds: [Int64] = []
+            var creates: [UInt64] = []
+            for user in users[0...1] {
+                let checked = try await store.cart(userId: user)
+                var result: PersistStage.Result?
+                creates.append(try await roundTrips(client) {
+                    result = try await persist.createOrder(
+                        key: "round-trips/order/\(user)", requestId: nil, userId: user, checked: checked,
+                        products: [Self.product.productId: Self.product])
+                })
+                guard case .committed(_, wroteOutbox: true)? = result else {
+                    Issue.record("not committed: \(String(describing: result))")
+                    return
+                }
+                orderIds.append(try #require(try await store.orders(userId: user).first?.orderId))
+            }
+            #expect(creates[1] == 6, "BEGIN + lock, read, insert, delete lines, outbox, reply + COMMIT (was 7)")
+            var finishes: [UInt64] = []
+            for id in orderIds {
+                var moved = false
+                finishes.append(try await roundTrips(client) { moved = try await persist.finishOrder(orderId: id, status: .confirmed) })
+                #expect(moved)
+            }
+            #expect(finishes[1] == 2, "BEGIN + update; outbox + COMMIT (was 3)")
+            for (id, user) in zip(orderIds, users) { #expect(try await store.order(orderId: id, userId: user)?.status == .confirmed) }
+            let relay = OutboxRelay(store: store, producer: AcceptingSender(), logger: TestDatabase.logger)
+            var relayedFirst = 0
+            while case let n = try await relay.relayBatch(), n > 0 { relayedFirst += n }
+            #expect(relayedFirst == 6, "two orders' deductions, pending and confirmed notifications")
+            let records = (1...3).map { OrderStore.OutboxRecord(record: KafkaOutgoingRecord(topic: "t", key: nil, value: [UInt8($0)]), orderingKey: nil) }
+            try await store.transaction { try await $0.enqueue(records) }
+            var sent = 0
+            let relayed = try await roundTrips(client) { sent = try await relay.relayBatch() }
+            #expect(sent == 3)
+            #expect(relayed == 2, "BEGIN + lock; delete + COMMIT (was 4)")
+            let empty = try await roundTrips(client) { sent = try await relay.relayBatch() }
+            #expect(sent == 0)
+            #expect(empty == 2, "BEGIN + lock; COMMIT (was 3)")
+            #expect(try await store.transaction { try await $0.lockOutbox(limit: 10) }.isEmpty, "deleted and committed")
+            #expect(!(try await client.withConnection { $0.isBroken }))
+        }
+    }
+
+    @Test func aCreateOrderWhoseKeyIsStoredCommitsNothingAndAnswersTheStoredReply() async throws {
+        try await withStack { client, store, carts, persist in
+            let user = TestCatalog.uniqueUserId()
+            _ = try await carts.commit([Self.request("duplicate/add/\(user)", user, .add(Self.product, quantity: 3))])
+            let checked = try await store.cart(userId: user)
+            let key = "duplicate/order/\(user)"
+            let stored = Array("the first delivery's reply".utf8)
+            #expect(try await store.storeReply(key: key, reply: stored))
+            for _ in 0..<2 {  // prepared the first time, cached the second
+                let result = try await persist.createOrder(
+                    key: key, requestId: nil, userId: user, checked: checked, products: [Self.product.productId: Self.product])
+                #expect(result == .alreadyProcessed(RequestOutcome(stored: stored)))
+                #expect(try await store.orders(userId: user).isEmpty, "no order committed")
+                #expect(try await store.cart(userId: user).items.map(\.quantity) == [3], "the cart untouched")
+                #expect(try await store.transaction { try await $0.lockOutbox(limit: 10) }.isEmpty, "nothing queued")
+            }
+            #expect(try await store.storedReply(key: key) == stored)
+            #expect(!(try await client.withConnection { $0.isBroken }))
+        }
+    }
+
+    @Test func storedRepliesThatDoNotMatchTheirClaimsCommitNothing() async throws {
+        try await withStack { client, store, _, _ in
+            let claimed = "claims/\(TestCatalog.uniqueUserId())"
+            let error = await #expect(throws: PersistFailure.self) {
+                try await store.syncTransaction { tx in
+                    try tx.storeReply(key: claimed, reply: [])  // claimed as `cartBatch` does
+                    try tx.storeRepliesThenCommit([(claimed, [1]), ("claims/never-claimed", [2])])
+                }
+            }
+            #expect("\(error.map { "\($0)" } ?? "")".contains("stored 1 of 2 batched replies"))
+            #expect(try await store.storedReply(key: claimed) == nil, "rolled back: the claim is gone too")
+            try await store.syncTransaction { tx in
+                try tx.storeReply(key: claimed, reply: [])
+                try tx.storeRepliesThenCommit([(claimed, [1])])
+            }
+            #expect(try await store.storedReply(key: claimed) == [1])
+            #expect(!(try await client.withConnection { $0.isBroken }))
+        }
+    }
+}

@@ -56,7 +56,7 @@ public final class OutboxRelay: Service, Sendable {
     func relayBatch(limit: Int = 200) async throws -> Int {
         // The rows stay locked while they are sent: the transaction is held open across the send.
         // COMMIT rides with the statement before it: two hand-offs to the libpq queue with rows
-        // (lock; delete + COMMIT), one without (lock + COMMIT).
+        // (lock; delete + COMMIT, one round trip), one without (lock + COMMIT).
         try await store.transaction { tx in
             let entries = try await tx.lockOutbox(limit: limit, commitIfNone: true)
             guard !entries.isEmpty else { return 0 }

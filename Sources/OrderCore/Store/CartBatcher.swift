@@ -3,9 +3,9 @@ import Synchronization
 import ServiceContextModule
 
 /// Group commit for cart requests. The cart changes and reads of concurrent requests go to
-/// PostgreSQL together: one transaction (BEGIN with the batch function, the replies, COMMIT: three
-/// round trips) in one hand-off to the connection's queue and one WAL flush for the whole batch,
-/// instead of up to four round trips and a flush per request. A request that arrives while
+/// PostgreSQL together: one transaction (BEGIN with the batch function, then the replies with
+/// COMMIT: two round trips) in one hand-off to the connection's queue and one WAL flush for the
+/// whole batch, instead of up to four round trips and a flush per request. A request that arrives while
 /// `maxConcurrentBatches` batches are running waits for the next batch, so batches grow with the
 /// load and a lone request goes at once, from its own task.
 ///
@@ -162,7 +162,7 @@ public final class CartBatcher: Sendable {
                 replies.append((request.key, reply.reply))
                 outcomes.append(.stored(reply))
             }
-            try tx.storeReplies(replies)
+            try tx.storeRepliesThenCommit(replies)
             return outcomes
         }
     }

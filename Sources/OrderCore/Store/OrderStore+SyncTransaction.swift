@@ -22,8 +22,22 @@ extension OrderStore {
             try conn.query(OrderStore.storeReplySQL, [key, reply]).affectedRows == 1
         }
 
+        /// Remembers the transaction's reply as its last statement, with COMMIT in the same round
+        /// trip (`PostgresSyncConnection.queryThenCommit`). False when the key is stored already (by
+        /// a concurrent redelivery): the insert then fails in SQL (no `ON CONFLICT DO NOTHING`, so
+        /// that the COMMIT riding with it never runs), nothing is committed, and the caller must
+        /// throw so that the aborted transaction is rolled back.
+        func storeReplyThenCommit(key: String, reply: [UInt8]) throws -> Bool {
+            do {
+                _ = try conn.queryThenCommit("INSERT INTO processed_requests (idempotency_key, reply) VALUES ($1, $2)", [key, reply])
+                return true
+            } catch let error as PostgresError where error.isUniqueViolation && error.constraint == "processed_requests_pkey" {
+                return false
+            }
+        }
+
         /// Runs the cart requests `(key, user, operation)` in one statement; claims each key with a
-        /// placeholder that `storeReplies` fills in.
+        /// placeholder that `storeRepliesThenCommit` fills in.
         func cartBatch(_ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)]) throws -> [OrderStore.CartBatchOutcome] {
             var ops: [String?] = [], products: [String?] = [], names: [String?] = [], prices: [String?] = [], quantities: [String?] = []
             for r in requests {
@@ -60,14 +74,19 @@ extension OrderStore {
             }
         }
 
-        /// Fills in the replies of keys claimed by `cartBatch`, in the same transaction.
-        func storeReplies(_ replies: [(key: String, reply: [UInt8])]) throws {
-            guard !replies.isEmpty else { return }
-            let r = try conn.query(
-                "UPDATE processed_requests p SET reply = v.reply FROM unnest($1::text[], $2::bytea[]) AS v(key, reply) WHERE p.idempotency_key = v.key",
-                [PostgresArrayLiteral(replies.map { Optional($0.key) }), PostgresArrayLiteral(bytea: replies.map(\.reply))])
-            guard r.affectedRows == replies.count else {
-                throw PersistFailure.unexpected("stored \(r.affectedRows) of \(replies.count) batched replies")
+        /// Fills in the replies of keys claimed by `cartBatch` as the transaction's last statement,
+        /// with COMMIT in the same round trip. The affected-rows check is in the statement itself:
+        /// a count other than the replies' fails it (a cast of the message to bigint), so the COMMIT
+        /// riding with it never runs. Checked after the commit instead, a mismatch would leave a key
+        /// committed with its empty placeholder, the answer every redelivery would then get.
+        func storeRepliesThenCommit(_ replies: [(key: String, reply: [UInt8])]) throws {
+            guard !replies.isEmpty else { return try conn.commit() }
+            do {
+                _ = try conn.queryThenCommit(
+                    OrderStore.storeRepliesSQL,
+                    [PostgresArrayLiteral(replies.map { Optional($0.key) }), PostgresArrayLiteral(bytea: replies.map(\.reply)), replies.count])
+            } catch let error as PostgresError where error.sqlState == "22P02" && error.message.contains(" batched replies") {
+                throw PersistFailure.unexpected(error.message)
             }
         }
 
@@ -118,16 +137,20 @@ extension OrderStore {
             return (try row.decode(0), try store.money(row, 1), try row.decode(2))
         }
 
-        /// Queues records in the outbox, in order, with one statement.
-        func enqueue(_ queued: [OrderStore.OutboxRecord]) throws {
+        /// Queues records in the outbox, in order, with one statement. `thenCommit`: it is the
+        /// transaction's last statement, and COMMIT goes in the same round trip.
+        func enqueue(_ queued: [OrderStore.OutboxRecord], thenCommit: Bool = false) throws {
             let records = queued.map(\.record)
-            guard !records.isEmpty else { return }
+            guard !records.isEmpty else {
+                if thenCommit { try conn.commit() }
+                return
+            }
             let headers = records.map { record in
                 JSON.array(record.headers.map { h in
                     .object([("k", .string(h.key)), ("v", h.value.map { .string(Data($0).base64EncodedString()) } ?? .null)])
                 }).bytes
             }
-            _ = try conn.query(
+            _ = try run(
                 """
                 INSERT INTO outbox (topic, key, value, headers, ordering_key)
                 SELECT v.topic, v.key, v.value, v.headers, v.ordering_key
@@ -138,7 +161,7 @@ extension OrderStore {
                     PostgresArrayLiteral(records.map { Optional($0.topic) }), PostgresArrayLiteral(bytea: records.map(\.key)),
                     PostgresArrayLiteral(bytea: records.map { $0.value ?? [] }), PostgresArrayLiteral(bytea: headers),
                     PostgresArrayLiteral(queued.map(\.orderingKey)),
-                ])
+                ], last: thenCommit)
         }
 
         /// Oldest unsent outbox records, locked so that another instance skips them. A row whose
@@ -170,13 +193,19 @@ extension OrderStore {
             }
         }
 
+        /// `query`; with `last`, the transaction's last statement, COMMIT in its round trip.
+        private func run(_ sql: String, _ params: [any PostgresBindable], last: Bool) throws -> PostgresQueryResult {
+            last ? try conn.queryThenCommit(sql, params) : try conn.query(sql, params)
+        }
+
         /// Ends the transaction here: COMMIT in this hand-off, none afterwards (see
         /// `PostgresSyncConnection.commit`).
         func commit() throws { try conn.commit() }
 
-        func deleteOutbox(ids: [Int64]) throws {
+        /// `thenCommit`: the transaction's last statement, COMMIT in the same round trip.
+        func deleteOutbox(ids: [Int64], thenCommit: Bool = false) throws {
             let list = "{" + ids.map(String.init).joined(separator: ",") + "}"
-            _ = try conn.query("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [list])
+            _ = try run("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [list], last: thenCommit)
         }
     }
 }

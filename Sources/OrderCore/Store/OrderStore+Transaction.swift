@@ -42,12 +42,10 @@ extension OrderStore {
             }
         }
 
-        /// `thenCommit`: the transaction's COMMIT goes in the same hand-off (its last statement).
+        /// `thenCommit`: the transaction's last statement; its COMMIT goes in the same hand-off and
+        /// the same network round trip.
         func deleteOutbox(ids: [Int64], thenCommit: Bool = false) async throws {
-            try await onQueue { tx in
-                try tx.deleteOutbox(ids: ids)
-                if thenCommit { try tx.commit() }
-            }
+            try await onQueue { try $0.deleteOutbox(ids: ids, thenCommit: thenCommit) }
         }
     }
 }

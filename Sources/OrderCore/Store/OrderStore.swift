@@ -45,6 +45,17 @@ public struct OrderStore: Sendable {
 
     static let storeReplySQL = "INSERT INTO processed_requests (idempotency_key, reply) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 
+    /// Fills in claimed keys' replies ($1 keys, $2 replies, $3 how many) and fails, with a message
+    /// naming both counts, unless exactly $3 rows were updated (see `storeRepliesThenCommit`).
+    static let storeRepliesSQL = """
+        WITH stored AS (
+            UPDATE processed_requests p SET reply = v.reply FROM unnest($1::text[], $2::bytea[]) AS v(key, reply)
+            WHERE p.idempotency_key = v.key RETURNING 1
+        )
+        SELECT CASE WHEN c.n = $3::bigint THEN c.n ELSE ('stored ' || c.n || ' of ' || $3::bigint || ' batched replies')::bigint END
+        FROM (SELECT count(*) AS n FROM stored) c
+        """
+
     /// Deletes idempotency entries older than `olderThanSeconds`; returns how many.
     public func expireReplies(olderThanSeconds: Int) async throws -> Int {
         let r = try await db.query(

@@ -37,7 +37,7 @@ public struct PersistStage: Sendable {
     struct CartChanged: Error {}
 
     /// `body` in one transaction that ends by storing its reply under `key`, all in one hand-off to
-    /// the connection's queue.
+    /// the connection's queue; the reply's insert and COMMIT share a network round trip.
     func transaction(
         key: String, _ body: @escaping @Sendable (OrderStore.SyncTransaction) throws -> (RequestOutcome, wroteOutbox: Bool)
     ) async throws -> Result {
@@ -45,7 +45,7 @@ public struct PersistStage: Sendable {
             return try await Spans.child("transaction", kind: .client, attributes: MessagingAttributes.database(operation: "transaction")) {
                 try await store.syncTransaction { tx in
                     let (outcome, outbox) = try body(tx)
-                    guard try tx.storeReply(key: key, reply: outcome.reply) else { throw Duplicate() }
+                    guard try tx.storeReplyThenCommit(key: key, reply: outcome.reply) else { throw Duplicate() }
                     return .committed(outcome, wroteOutbox: outbox)
                 }
             }
@@ -153,7 +153,8 @@ public struct PersistStage: Sendable {
         try await store.syncTransaction { tx in
             guard let done = try tx.finishOrder(orderId: orderId, status: status) else { return false }
             try tx.enqueue(
-                [OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics, source: eventSource)])
+                [OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics, source: eventSource)],
+                thenCommit: true)
             return true
         }
     }
