@@ -6,6 +6,19 @@ import Synchronization
 public protocol RecordSender: Sendable {
     func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport
     func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport]
+    /// Sends without waiting: `onDelivery` runs once with the delivery result.
+    func send(_ record: KafkaOutgoingRecord, onDelivery: @escaping DeliveryHandler)
+}
+
+extension RecordSender {
+    /// For senders with only an async `send` (test fakes): waits for it in a task of its own.
+    public func send(_ record: KafkaOutgoingRecord, onDelivery: @escaping DeliveryHandler) {
+        Task {
+            do { onDelivery(.success(try await send(record))) } catch {
+                onDelivery(.failure(error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")))
+            }
+        }
+    }
 }
 
 extension KafkaProducer: RecordSender {}

@@ -18,7 +18,8 @@ public enum UpstreamFailure: Error, Sendable, Equatable {
 /// every partition of the reply topics itself, outside any consumer group, starting at the end,
 /// and keeps only replies whose correlation id it issued; the others belong to other instances.
 ///
-/// A request sends in the caller's task and then waits on its `ReplySlot`; one sweeper task
+/// A request sends from the caller's task without waiting for the delivery report, and waits on
+/// its `ReplySlot` (completed by the reply, a failed delivery, the deadline or close); one sweeper task
 /// fails the slots whose deadline passed (no task or timer per request: fewer thread hand-offs).
 /// The reply consumer pushes each reply on its poll thread (`Options.deliver`) to `Inbox.deliver`,
 /// which resumes the waiting request directly (no reader task in between).
@@ -124,22 +125,25 @@ public final class UpstreamClient: Sendable {
         // Detached: the sweeper serves every request, so it must not carry the task-locals (trace
         // context, span) of the request that happened to start it into its log lines.
         if startSweeper { Task.detached { await self.sweep() } }
-        do {
-            _ = try await producer.send(record)
-        } catch {
-            // Not sent: fails at once, unless the slot was completed meanwhile (closed, or timed out).
-            if inbox.pending.withLock({ $0.slots.removeValue(forKey: id) }) != nil {
-                throw .unavailable(service: service, reason: "\(error)")
+        // The delivery report is not waited for: the request waits once, for its reply, and a
+        // failed send fails the slot at once (unless it was completed meanwhile: closed, timed out).
+        let inbox = self.inbox
+        producer.send(record) { result in
+            switch result {
+            case .success: slot.sendTook(ContinuousClock.now - started)
+            case .failure(let error):
+                if inbox.pending.withLock({ $0.slots.removeValue(forKey: id) }) != nil {
+                    slot.complete(.failure(.unavailable(service: service, reason: "\(error)")))
+                }
             }
         }
-        slot.sendTook(ContinuousClock.now - started)
         do {
             return (id, try await slot.wait())
         } catch {
             // Logged here, in the request's own task, so the line carries its trace context.
             if case .timeout = error {
                 logger.warning("\(service) request timed out", metadata: [
-                    "correlation_id": "\(id)", "topic": "\(topic)", "send_ms": "\(slot.sendMilliseconds.map(String.init) ?? "unsent")",
+                    "correlation_id": "\(id)", "topic": "\(topic)", "send_ms": "\(slot.sendMilliseconds.map(String.init) ?? "unacknowledged")",
                 ])
             }
             throw error
