@@ -336,14 +336,7 @@ import Testing
             let started = ContinuousClock.now
             let task = Task { try await client.query("SELECT pg_sleep(30)") }
             // Wait until the server is really running it, so the cancel has to go through the server.
-            try await TestDatabase.withClient(poolSize: 1) { observer in
-                try await TestKafka.eventually("pg_sleep running on backend \(pid)", timeout: .seconds(20)) {
-                    let active = try await observer.query(
-                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE 'SELECT pg_sleep(30)%'",
-                        [pid])
-                    return try active.rows[0].decode(0, as: Int.self) == 1
-                }
-            }
+            try await TestDatabase.waitUntilSleeping(backend: pid)
             task.cancel()
             let error = try await #require(throws: PostgresError.self) {
                 _ = try await TestKafka.within(.seconds(20), "the cancelled statement") { try await task.value }

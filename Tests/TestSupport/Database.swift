@@ -48,6 +48,19 @@ public enum TestDatabase {
         "\(prefix)_\(String(UInt64.random(in: 0...UInt64.max) & 0xffff_ffff_ffff, radix: 16))"
     }
 
+    /// Waits until backend `pid` is running `SELECT pg_sleep(30)`, seen by a connection of its own:
+    /// a cancel sent after this has to go through the server.
+    public static func waitUntilSleeping(backend pid: Int32) async throws {
+        try await withClient(poolSize: 1) { observer in
+            try await TestKafka.eventually("pg_sleep running on backend \(pid)", timeout: .seconds(20)) {
+                let active = try await observer.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE 'SELECT pg_sleep(30)%'",
+                    [pid])
+                return try active.rows[0].decode(0, as: Int.self) == 1
+            }
+        }
+    }
+
     /// Creates a table with a unique name (`CREATE TABLE <name> (<columns>)`), runs `body` with the name,
     /// and drops the table afterwards, also when `body` throws.
     public static func withTemporaryTable<T: Sendable>(
