@@ -56,6 +56,9 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible, Equatable {
     public static let invalidArgumentCode: Int32 = RD_KAFKA_RESP_ERR__INVALID_ARG.rawValue
     public static let messageTimedOutCode: Int32 = RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.rawValue
     public static let destroyedCode: Int32 = RD_KAFKA_RESP_ERR__DESTROY.rawValue
+    /// A message purged from the producer's queue or from a request in flight (its close purges).
+    public static let purgedQueueCode: Int32 = RD_KAFKA_RESP_ERR__PURGE_QUEUE.rawValue
+    public static let purgedInFlightCode: Int32 = RD_KAFKA_RESP_ERR__PURGE_INFLIGHT.rawValue
     public static let messageSizeTooLargeCode: Int32 = RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE.rawValue
     /// The topic is not in the cluster (broker's UNKNOWN_TOPIC_OR_PART, or librdkafka's own).
     public var isUnknownTopic: Bool {

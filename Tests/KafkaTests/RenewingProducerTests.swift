@@ -35,4 +35,33 @@ struct RenewingProducerTests {
         #expect(report.partition == 0)
         await producer.close()
     }
+
+    @Test func aSendPurgedByTheReplacedProducersCloseIsRetriable() async throws {
+        let cluster = try KafkaMockCluster(logger: logger)
+        try cluster.createTopic("replies", partitions: 1)
+        let producer = try RenewingProducer(
+            configuration: KafkaConfiguration.producerDefaults.merging(KafkaConfiguration(["bootstrap.servers": cluster.bootstrapServers])),
+            logger: logger)
+        _ = try await TestKafka.within(.seconds(20), "first send") { try await producer.send(record("before")) }
+        let original = producer.currentProducer
+        // With the broker down, `waiting` stays queued on the original producer; the fatal error
+        // makes the next send renew the producer, and closing the original purges `waiting`.
+        cluster.setBrokerDown(1)
+        let waiting = Task { try await producer.send(self.record("waiting")) }
+        try await Task.sleep(for: .milliseconds(500))
+        original.simulateFatalError(reason: "test: sequence desynchronised")
+        _ = await #expect(throws: KafkaError.self) { try await producer.send(record("refused")) }
+        #expect(producer.currentProducer !== original)
+        let error = await #expect(throws: KafkaError.self) {
+            _ = try await TestKafka.within(.seconds(20), "the purged send") { try await waiting.value }
+        }
+        #expect(
+            error?.code == KafkaError.purgedQueueCode || error?.code == KafkaError.purgedInFlightCode,
+            "purged by the close: \(String(describing: error))")
+        #expect(error?.isRetriable == true, "the dispatcher resends it instead of answering with an error")
+
+        cluster.setBrokerUp(1)
+        _ = try await TestKafka.within(.seconds(20), "send after renewal") { try await producer.send(record("after")) }
+        await producer.close()
+    }
 }

@@ -69,6 +69,13 @@ public final class RenewingProducer: RecordSender {
     /// retriable, since the fresh producer can send what the dead one could not.
     private func renewIfNeeded(_ error: any Error, _ producer: KafkaProducer, _ generation: Int) -> any Error {
         guard let e = error as? KafkaError else { return error }
+        // Closing a replaced producer purges what it still held (and refuses sends that raced the
+        // swap): not refused by the broker, so retriable, on the fresh producer. Without this the
+        // dispatcher would answer such a reply with its `undeliverable` error instead.
+        let abandoned = [KafkaError.purgedQueueCode, KafkaError.purgedInFlightCode, KafkaError.destroyedCode].contains(e.code)
+        if abandoned, current.withLock({ $0.generation }) != generation {
+            return KafkaError(code: e.code, message: "\(e.message) (the producer was replaced)", isRetriable: true)
+        }
         let fatal = e.isFatal || producer.hasFatalError
         guard fatal || e.code == KafkaError.messageTimedOutCode else { return error }
         let old: KafkaProducer? = current.withLock { c in
