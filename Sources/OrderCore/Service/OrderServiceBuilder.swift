@@ -100,8 +100,17 @@ struct OrderServiceBuilder {
                 },
                 setPaused: { tps, pause in
                     guard let c = consumerRef.withLock({ $0 }) else { return }
-                    logger.info(pause ? "backlog high: pausing fetch" : "backlog drained: resuming fetch")
-                    try? pause ? c.pause(tps) : c.resume(tps)
+                    // Debug: under load this flips every in-flight cycle, on the producer's poll thread.
+                    logger.debug(pause ? "in-flight limit reached: holding records back" : "in flight below the limit: handing records over again")
+                    guard pause else {
+                        try? c.resume(tps)
+                        return
+                    }
+                    // Only partitions this consumer has: while it replaces another (topic recovery),
+                    // the old one's are not its own yet, and a pause kept for them would hold their
+                    // records back once assigned here (the dispatcher pauses again on assignment).
+                    let assigned = c.assignment
+                    try? c.pause(tps.filter(assigned.contains))
                 }),
             configuration: dispatcherConfig, crashGuard: registry.crashGuard, logger: logger)
 
