@@ -12,11 +12,14 @@ extension KafkaConsumer {
         private struct Queue {
             var items: [KafkaRecord] = []
             var head = 0
+            /// `payloadBytes` of the records held.
+            var bytes = 0
             var count: Int { items.count - head }
             mutating func popFirst() -> KafkaRecord? {
                 guard head < items.count else { return nil }
                 let r = items[head]
                 head += 1
+                bytes -= r.payloadBytes
                 // Compact now and then, so a long-lived queue does not keep every record it held.
                 if head >= 64 && head * 2 >= items.count {
                     items.removeFirst(head)
@@ -27,6 +30,9 @@ extension KafkaConsumer {
         }
 
         func count(_ tp: TopicPartition) -> Int { queues[tp]?.count ?? 0 }
+
+        /// Payload bytes (`KafkaRecord.payloadBytes`) the partition holds.
+        func bytes(_ tp: TopicPartition) -> Int { queues[tp]?.bytes ?? 0 }
 
         var totalCount: Int { queues.values.reduce(0) { $0 + $1.count } }
 
@@ -45,6 +51,7 @@ extension KafkaConsumer {
                 return Queue()
             }()
             queue.items.append(record)
+            queue.bytes += record.payloadBytes
             let count = queue.count
             queues[tp] = queue
             return count

@@ -29,7 +29,9 @@ extension KafkaConsumer {
             self.hooks = rebalance
             self.options = options
             self.logger = logger
-            state = Mutex(StateMachine(maxBuffered: options.maxBufferedRecordsPerPartition, pushes: options.deliver != nil))
+            state = Mutex(StateMachine(
+                maxBuffered: options.maxBufferedRecordsPerPartition, maxBufferedBytes: options.maxBufferedBytesPerPartition,
+                pushes: options.deliver != nil))
         }
 
         var assignment: Set<TopicPartition> { state.withLock { $0.assignment } }

@@ -20,6 +20,12 @@ extension KafkaConsumer {
         /// partition stops fetching until half of them were taken (bounded memory). librdkafka
         /// may take up to a second to fetch again, so keep this well above a second's worth.
         public var maxBufferedRecordsPerPartition: Int
+        /// The same bound in payload bytes (key, value, headers), whichever comes first: with
+        /// records near the broker's size limit, 2,000 of them per partition would be gigabytes.
+        public var maxBufferedBytesPerPartition: Int
+        /// 4 MiB: with the service's 17 request partitions, about librdkafka's own prefetch bound
+        /// (`queued.max.messages.kbytes`, 64 MiB) again at most.
+        public static let defaultMaxBufferedBytesPerPartition = 4 << 20
         /// On a rebalance, how long to wait for the record being handled (see `KafkaConsumer`) to
         /// be stored, before `onRevoking`, the commit and giving the partitions up. `.zero` does
         /// not wait: for readers that drain in `Rebalance.onRevoking` themselves. Not used with
@@ -41,9 +47,11 @@ extension KafkaConsumer {
 
         public init(
             maxBufferedRecordsPerPartition: Int = 2_000, revokeDrainTimeout: Duration = .seconds(10),
-            onStatistics: (@Sendable (String) -> Void)? = nil, deliver: (@Sendable (KafkaRecord) -> Void)? = nil
+            onStatistics: (@Sendable (String) -> Void)? = nil, deliver: (@Sendable (KafkaRecord) -> Void)? = nil,
+            maxBufferedBytesPerPartition: Int = Options.defaultMaxBufferedBytesPerPartition
         ) {
             self.maxBufferedRecordsPerPartition = max(1, maxBufferedRecordsPerPartition)
+            self.maxBufferedBytesPerPartition = max(1, maxBufferedBytesPerPartition)
             self.revokeDrainTimeout = revokeDrainTimeout
             self.onStatistics = onStatistics
             self.deliver = deliver

@@ -21,7 +21,7 @@ extension KafkaConsumer {
         enum PauseReason: Hashable, CaseIterable {
             /// The application asked (`pause`), e.g. the dispatcher's in-flight limit.
             case application
-            /// Its buffer holds `maxBuffered` records; resumed at half.
+            /// Its buffer holds `maxBuffered` records or `maxBufferedBytes`; resumed at half of both.
             case bufferFull
         }
 
@@ -75,8 +75,13 @@ extension KafkaConsumer {
         /// A revoke waits for `undrained` to empty: `stored` and `next` say when to look again.
         var drainWaiting = false
 
-        init(maxBuffered: Int, pushes: Bool = false) {
+        /// Payload bytes a partition's buffer holds at most before fetching pauses (records are
+        /// up to the broker's record size: a count alone would not bound the memory).
+        let maxBufferedBytes: Int
+
+        init(maxBuffered: Int, maxBufferedBytes: Int = KafkaConsumer.Options.defaultMaxBufferedBytesPerPartition, pushes: Bool = false) {
             self.maxBuffered = max(1, maxBuffered)
+            self.maxBufferedBytes = max(1, maxBufferedBytes)
             self.pushes = pushes
         }
 
@@ -128,7 +133,8 @@ extension KafkaConsumer {
                 inFlight[tp] = record.offset
                 return .deliver(waiters.removeFirst().waiter)
             }
-            if buffers.append(record) >= maxBuffered, !pausedPartitions(.bufferFull).contains(tp) {
+            let held = buffers.append(record)
+            if held >= maxBuffered || buffers.bytes(tp) >= maxBufferedBytes, !pausedPartitions(.bufferFull).contains(tp) {
                 paused[.bufferFull, default: []].insert(tp)
                 return .buffered(pauseFetching: true)
             }
@@ -161,7 +167,7 @@ extension KafkaConsumer {
             guard let (record, left) = buffers.popNext(skipping: pausedPartitions(.application)) else { return nil }
             let tp = record.topicPartition
             inFlight[tp] = record.offset
-            if pausedPartitions(.bufferFull).contains(tp), left <= maxBuffered / 2 {
+            if pausedPartitions(.bufferFull).contains(tp), left <= maxBuffered / 2, buffers.bytes(tp) <= maxBufferedBytes / 2 {
                 paused[.bufferFull]?.remove(tp)
                 reconcileRequested = true  // the poll thread resumes fetching
             }

@@ -63,6 +63,11 @@ public struct KafkaRecord: Sendable {
 
     public var topicPartition: TopicPartition { TopicPartition(topic, partition) }
 
+    /// Bytes of key, value and headers (names and values): what a buffer of records holds.
+    public var payloadBytes: Int {
+        (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
+    }
+
     /// The last header with this name (Kafka allows repeats; the last one wins, as in most clients).
     public func header(_ name: String) -> KafkaHeader? { headers.last { $0.key == name } }
 }

@@ -91,6 +91,32 @@ struct PushDeliveryTests {
         #expect(popped(m) == nil)
     }
 
+    @Test func largeRecordsStopFetchingAtTheByteBoundLongBeforeTheCountBound() {
+        let m = Ref(Machine(maxBuffered: 2_000, maxBufferedBytes: 1_000, pushes: true))
+        _ = m.v.startPolling()
+        m.v.replaceAssignment([p0, p1])
+        func big(_ o: Int64) -> KafkaRecord {
+            KafkaRecord(topic: p0.topic, partition: p0.partition, offset: o, key: [1, 2], value: [UInt8](repeating: 7, count: 298),
+                headers: [KafkaHeader(key: "h", value: [9])])  // 302 bytes
+        }
+        _ = m.v.setPaused([p0], true)
+        for o in Int64(0)..<3 { #expect(isBuffered(m.v.push(big(o)), pausing: false)) }
+        #expect(m.v.buffers.bytes(p0) == 906)
+        #expect(isBuffered(m.v.push(big(3)), pausing: true), "1,208 bytes held: over the bound with 4 records")
+        #expect(m.v.reconcile().pause == [p0])
+        _ = m.v.setPaused([p0], false)
+        #expect(tookFlush(m))
+        #expect(popped(m) == 0)
+        #expect(!tookReconcile(m), "906 bytes left: over half the bound (500)")
+        #expect(popped(m) == 1)
+        #expect(!tookReconcile(m), "604 bytes left: still over half")
+        #expect(popped(m) == 2)
+        #expect(tookReconcile(m), "302 bytes left: fetching resumes")
+        #expect(m.v.reconcile().resume == [p0])
+        #expect(popped(m) == 3)
+        #expect(m.v.buffers.bytes(p0) == 0)
+    }
+
     @Test func recordsFetchedBehindHeldBackOnesWaitForThemSoTheOrderHolds() {
         let m = pushing(maxBuffered: 10)
         _ = m.v.setPaused([p0], true)
