@@ -84,4 +84,37 @@ struct DispatcherOwnershipTests {
         d.partitionsAssigned([TopicPartition("in", 3)])
         #expect(pauses.count == before)
     }
+
+    @Test func largeRecordsPauseAtTheByteBoundLongBeforeTheCountBound() async {
+        let gates = Gates()
+        let handler = FakeHandler { r, _ in await gates.wait(rid(r)) }
+        let pauses = Log<PauseCall>()
+        var config = fastConfiguration(maxInFlight: 100)
+        config.maxInFlightBytes = 2_500
+        let d = Dispatcher(
+            handler: handler,
+            effects: Dispatcher.Effects(
+                send: { _ in }, storeOffset: { _, _ in },
+                setPaused: { tps, paused in pauses.append(PauseCall(partitions: Set(tps), paused: paused)) }),
+            configuration: config, logger: quietLogger())
+        d.partitionsAssigned([p0, p1])
+        func big(_ tp: TopicPartition, _ key: String) -> KafkaRecord {
+            KafkaRecord(topic: tp.topic, partition: tp.partition, offset: 0, key: Array(key.utf8), value: [UInt8](repeating: 1, count: 999))
+        }
+        await d.offer(big(p0, "a"))  // 1,000 bytes
+        await d.offer(big(p1, "b"))  // 2,000
+        #expect(pauses.all.isEmpty)
+        var third = big(p0, "c")
+        third.offset = 1
+        await d.offer(third)  // 3,000 bytes in 3 records: over the byte bound
+        #expect(pauses.all == [PauseCall(partitions: [p0, p1], paused: true)])
+        await gates.open("in/0@0")
+        await eventually("one record done") { d.inFlightCount == 2 }
+        #expect(pauses.count == 1, "2,000 bytes left: over half the bound")
+        await gates.open("in/1@0")
+        await eventually("resumed at half") { pauses.count == 2 }
+        #expect(pauses.all.last == PauseCall(partitions: [p0, p1], paused: false))
+        await gates.open("in/0@1")
+        await d.waitIdle()
+    }
 }

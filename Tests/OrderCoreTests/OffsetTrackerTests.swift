@@ -10,6 +10,23 @@ struct OffsetTrackerTests {
     let p1 = TopicPartition("t", 1)
     let q0 = TopicPartition("u", 0)
 
+    @Test func bytesInFlightFollowTheRecordsBegunFinishedDiscardedAndForgotten() {
+        var t = OffsetTracker()
+        t.begin(p0, 0, bytes: 100)
+        t.begin(p0, 1, bytes: 200)
+        t.begin(p0, 1, bytes: 200)  // a redelivery of a record in flight counts once
+        t.begin(p1, 0, bytes: 50)
+        #expect(t.totalBytesInFlight == 350)
+        #expect(t.finish(p0, 1) == nil)
+        #expect(t.totalBytesInFlight == 150)
+        t.discard(p0, 0)
+        #expect(t.totalBytesInFlight == 50)
+        t.begin(p1, 1, bytes: 25)
+        t.forget(p1)
+        #expect(t.totalBytesInFlight == 0)
+        #expect(t.totalInFlight == 0)
+    }
+
     @Test func inOrderFinishesAdvanceOneByOne() {
         var t = OffsetTracker()
         for o in Int64(0)..<3 { t.begin(p0, o) }

@@ -21,6 +21,7 @@ extension Dispatcher {
         }
 
         let maxInFlight: Int
+        let maxInFlightBytes: Int
         let probationRecords: Int
         let probationDuration: Duration
         /// The handler's lane key, for held probation records released to their key lanes.
@@ -51,6 +52,7 @@ extension Dispatcher {
 
         init(configuration: Configuration, laneKey: @escaping @Sendable (KafkaRecord) -> String) {
             maxInFlight = configuration.maxInFlight
+            maxInFlightBytes = max(1, configuration.maxInFlightBytes)
             probationRecords = configuration.probationRecords
             probationDuration = configuration.probationDuration
             self.laneKey = laneKey
@@ -120,7 +122,7 @@ extension Dispatcher {
         mutating func submit(_ record: KafkaRecord, lane: String, now: @autoclosure () -> ContinuousClock.Instant = .now) -> Actions {
             var actions = Actions()
             guard !stopping else { return actions }
-            tracker.begin(record.topicPartition, record.offset)
+            tracker.begin(record.topicPartition, record.offset, bytes: record.payloadBytes)
             if !probationPending.isEmpty {
                 probation.enter(probationPending.filter(mayStoreOffset), records: probationRecords, duration: probationDuration, now: now())
                 probationPending = []
@@ -134,7 +136,7 @@ extension Dispatcher {
                 case .held: break
                 }
             }
-            if !paused, tracker.totalInFlight >= maxInFlight {
+            if !paused, tracker.totalInFlight >= maxInFlight || tracker.totalBytesInFlight >= maxInFlightBytes {
                 paused = true
                 actions.reconcilePauses = true
             }
@@ -206,7 +208,7 @@ extension Dispatcher {
         }
 
         private mutating func resumeIfDrained(_ actions: inout Actions) {
-            if paused, tracker.totalInFlight <= maxInFlight / 2 {
+            if paused, tracker.totalInFlight <= maxInFlight / 2, tracker.totalBytesInFlight <= maxInFlightBytes / 2 {
                 paused = false
                 actions.reconcilePauses = true
             }

@@ -27,6 +27,9 @@ public final class Dispatcher: Sendable {
     public struct Configuration: Sendable {
         /// Records accepted but not finished before fetching pauses. Default 2,000.
         public var maxInFlight: Int = 2_000
+        /// The same bound in payload bytes (key, value, headers), whichever comes first: 2,000
+        /// records near the broker's record size limit would be gigabytes. Default 64 MiB.
+        public var maxInFlightBytes: Int = 64 << 20
         /// First retry delay after an outage; doubles up to `maxBackoff`. Default 50 ms / 5 s.
         public var initialBackoff: Duration = .milliseconds(50)
         public var maxBackoff: Duration = .seconds(5)
