@@ -12,13 +12,19 @@ struct RenewingProducerTests {
         KafkaOutgoingRecord(topic: "replies", key: Array("k".utf8), value: Array(value.utf8))
     }
 
-    @Test func aFatalProducerErrorIsRetriableAndTheNextSendUsesAFreshProducer() async throws {
+    /// A mock cluster with the topic, and a producer that has sent one record to it.
+    private func started() async throws -> (KafkaMockCluster, RenewingProducer) {
         let cluster = try KafkaMockCluster(logger: logger)
         try cluster.createTopic("replies", partitions: 1)
         let producer = try RenewingProducer(
             configuration: KafkaConfiguration.producerDefaults.merging(KafkaConfiguration(["bootstrap.servers": cluster.bootstrapServers])),
             logger: logger)
         _ = try await TestKafka.within(.seconds(20), "first send") { try await producer.send(record("before")) }
+        return (cluster, producer)
+    }
+
+    @Test func aFatalProducerErrorIsRetriableAndTheNextSendUsesAFreshProducer() async throws {
+        let (cluster, producer) = try await started()
 
         // A broker that lost its state answers an idempotent producer with sequence errors,
         // which librdkafka makes fatal: that handle refuses every further send.
@@ -37,12 +43,7 @@ struct RenewingProducerTests {
     }
 
     @Test func aSendPurgedByTheReplacedProducersCloseIsRetriable() async throws {
-        let cluster = try KafkaMockCluster(logger: logger)
-        try cluster.createTopic("replies", partitions: 1)
-        let producer = try RenewingProducer(
-            configuration: KafkaConfiguration.producerDefaults.merging(KafkaConfiguration(["bootstrap.servers": cluster.bootstrapServers])),
-            logger: logger)
-        _ = try await TestKafka.within(.seconds(20), "first send") { try await producer.send(record("before")) }
+        let (cluster, producer) = try await started()
         let original = producer.currentProducer
         // With the broker down, `waiting` stays queued on the original producer; the fatal error
         // makes the next send renew the producer, and closing the original purges `waiting`.
