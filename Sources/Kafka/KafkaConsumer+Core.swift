@@ -112,8 +112,8 @@ extension KafkaConsumer {
 
         // MARK: Pauses
 
-        func setPaused(_ tps: [TopicPartition], _ paused: Bool, rk: OpaquePointer) {
-            let ready = state.withLock { $0.setPaused(tps, paused) }
+        func setPaused(_ tps: [TopicPartition], _ paused: Bool, onlyAssigned: Bool = false, rk: OpaquePointer) {
+            let ready = state.withLock { $0.setPaused(tps, paused, onlyAssigned: onlyAssigned) }
             reconcilePauses(rk)
             for (reader, record) in ready { reader.resume(returning: record) }
             // A reader that took a record may have freed buffer space: the poll thread resumes

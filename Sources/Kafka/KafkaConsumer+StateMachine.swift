@@ -199,9 +199,12 @@ extension KafkaConsumer {
         /// `pause`/`resume` by the application. Returns the buffered records that waiting readers
         /// can now have (after a resume); reconcile before handing them over. Pushing, a resume
         /// that left buffered records deliverable requests a flush on the poll thread instead.
-        mutating func setPaused(_ tps: some Sequence<TopicPartition>, _ isPaused: Bool) -> [(Waiter, KafkaRecord)] {
+        /// `onlyAssigned`: a pause applies to the assigned partitions only (`pauseAssigned`).
+        mutating func setPaused(
+            _ tps: some Sequence<TopicPartition>, _ isPaused: Bool, onlyAssigned: Bool = false
+        ) -> [(Waiter, KafkaRecord)] {
             if isPaused {
-                paused[.application, default: []].formUnion(tps)
+                paused[.application, default: []].formUnion(onlyAssigned ? Set(tps).intersection(assignment) : Set(tps))
                 return []
             }
             let resumed = Set(tps).intersection(pausedPartitions(.application))

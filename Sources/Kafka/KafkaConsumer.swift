@@ -158,6 +158,15 @@ public final class KafkaConsumer: Sendable {
         core.setPaused(tps, true, rk: client.handle)
     }
 
+    /// `pause`, but only of those partitions assigned to this consumer now, in the same step (a
+    /// rebalance cannot slip in between). For a pause meant for whichever consumer owns the
+    /// partitions: one kept here for a partition not assigned yet would hold its records back
+    /// once it is.
+    public func pauseAssigned(_ tps: [TopicPartition]) throws {
+        guard !tps.isEmpty else { return }
+        core.setPaused(tps, true, onlyAssigned: true, rk: client.handle)
+    }
+
     public func resume(_ tps: [TopicPartition]) throws {
         guard !tps.isEmpty else { return }
         core.setPaused(tps, false, rk: client.handle)

@@ -52,6 +52,15 @@ struct PushDeliveryTests {
         #expect(isDropped(m.v.push(record(p0, 0))))
     }
 
+    @Test func aPauseOfAssignedPartitionsOnlyDoesNotHoldBackOneAssignedLater() {
+        let m = pushing(assigned: [p0])
+        _ = m.v.setPaused([p0, p1], true, onlyAssigned: true)  // e.g. meant for the consumer this one replaces
+        #expect(m.v.pausedPartitions(.application) == [p0])
+        m.v.assigned([p1], incremental: true)
+        #expect(isSink(m.v.push(record(p1, 0))), "p1 was never paused here")
+        #expect(isBuffered(m.v.push(record(p0, 0)), pausing: false), "p0 is")
+    }
+
     func tookFlush(_ m: Ref<Machine>) -> Bool { m.v.takeFlushRequest() }
     func tookReconcile(_ m: Ref<Machine>) -> Bool { m.v.takeReconcileRequest() }
     func popped(_ m: Ref<Machine>) -> Int64? { m.v.popForSink()?.offset }

@@ -109,8 +109,7 @@ struct OrderServiceBuilder {
                     // Only partitions this consumer has: while it replaces another (topic recovery),
                     // the old one's are not its own yet, and a pause kept for them would hold their
                     // records back once assigned here (the dispatcher pauses again on assignment).
-                    let assigned = c.assignment
-                    try? c.pause(tps.filter(assigned.contains))
+                    try? c.pauseAssigned(tps)
                 }),
             configuration: dispatcherConfig, crashGuard: registry.crashGuard, logger: logger)
 
