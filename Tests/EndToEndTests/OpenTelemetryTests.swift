@@ -161,4 +161,26 @@ extension EndToEndTests {
             #expect(line?.contains(#""span_id":"\#(lookup.spanId)""#) == true, "\(log.suffix(3000))")
         }
     }
+
+    @Test("OpenTelemetry: plain text log lines (LOG_FORMAT=text) carry trace_id and span_id too")
+    func openTelemetryTextLogCorrelation() async throws {
+        let receiver = try await OTLPReceiver.start()
+        let env = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200", "ORDER_SERVICE_UPSTREAM_TIMEOUT_MS": "500",
+            "LOG_FORMAT": "text",
+        ]
+        try await withSystem("oteltext", product: false, environment: env) { system in
+            let trace = "5bf92f3577b34da6a3ce929d0e0e4731"
+            let reply = try await system.request(
+                "cart_requests", add(TestCatalog.uniqueUserId(), TestCatalog.uniqueProductId(), 1),
+                headers: [KafkaHeader("traceparent", "00-\(trace)-20f067aa0ba902b7-01")])
+            expectError(reply, "upstream_timeout")
+            let spans = try await spans(receiver, trace: trace, "the timed-out request's spans") { s in s.contains { $0.name == "product request" } }
+            let lookup = try #require(spans.first { $0.name == "product request" })
+            let log = try #require(system.process("order-service")).log
+            let line = log.split(separator: "\n").first { $0.contains("request timed out") && $0.contains("trace_id=\(trace)") }
+            #expect(line?.contains("span_id=\(lookup.spanId)") == true, "\(log.suffix(3000))")
+            #expect(line?.hasPrefix("{") == false, "a plain text line")
+        }
+    }
 }

@@ -37,6 +37,12 @@ public struct JSONLogHandler: LogHandler {
         FileHandle.standardError.write(Data(line))
     }
 
+    /// The current span's ids for plain text lines (JSON lines add them in `log`).
+    static let traceIDs = Logger.MetadataProvider {
+        guard let ids = Spans.currentIDs() else { return [:] }
+        return ["trace_id": "\(ids.trace)", "span_id": "\(ids.span)"]
+    }
+
     static func timestamp() -> String {
         var tv = timeval()
         gettimeofday(&tv, nil)
@@ -48,10 +54,11 @@ public struct JSONLogHandler: LogHandler {
             tm.tm_sec, Int(tv.tv_usec / 1000))
     }
 
-    /// Installs JSON (default) or plain text logs per LOG_FORMAT.
+    /// Installs JSON (default) or plain text logs per LOG_FORMAT. Both carry the current span's
+    /// `trace_id` and `span_id` when tracing is on (text lines as `trace_id=… span_id=…`).
     public static func bootstrap(format: String? = ProcessInfo.processInfo.environment["LOG_FORMAT"]) {
         if format?.lowercased() == "text" {
-            LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+            LoggingSystem.bootstrap({ StreamLogHandler.standardError(label: $0, metadataProvider: $1) }, metadataProvider: traceIDs)
         } else {
             LoggingSystem.bootstrap { JSONLogHandler(label: $0) }
         }
