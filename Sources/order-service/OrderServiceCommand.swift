@@ -27,6 +27,7 @@ struct OrderServiceCommand: AsyncParsableCommand {
               ORDER_SERVICE_UPSTREAM_TIMEOUT_MS         Product/Inventory timeout (default 5000)
               ORDER_SERVICE_REPLY_TO_ALLOW              extra reply-to topics, comma separated, `prefix*` allowed
               ORDER_SERVICE_MAX_IN_FLIGHT               records in progress before fetching pauses (default 2000)
+              ORDER_SERVICE_MAX_IN_FLIGHT_BYTES         their payload bytes before fetching pauses (default 64 MiB)
               ORDER_SERVICE_DB_POOL_SIZE                PostgreSQL connections (default 8)
               ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS how long replies are kept for replays (default 168)
               ORDER_SERVICE_PRODUCT_CACHE_MS            how old product details add_item may use (default 0: always ask)

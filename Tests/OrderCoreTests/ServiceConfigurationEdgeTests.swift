@@ -60,6 +60,9 @@ struct ServiceConfigurationEdgeTests {
 
     @Test func integerBoundsAreInclusive() throws {
         #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_MAX_IN_FLIGHT": "1"]).maxInFlight == 1)
+        #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_MAX_IN_FLIGHT_BYTES": "1"]).maxInFlightBytes == 1)
+        #expect(message(["ORDER_SERVICE_MAX_IN_FLIGHT_BYTES": "0"]) != nil)
+        #expect(try ServiceConfiguration.fromEnvironment([:]).maxInFlightBytes == 64 << 20)
         #expect(message(["ORDER_SERVICE_MAX_IN_FLIGHT": "0"]) != nil)
         #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_PRODUCT_CACHE_MS": "0"]).productCacheStaleness == .zero)
         #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_PRODUCT_CACHE_MS": "-0"]).productCacheStaleness == .zero)

@@ -22,6 +22,9 @@ public struct ServiceConfiguration: Sendable {
     public var replyToAllowList: [String] = []
     /// ORDER_SERVICE_MAX_IN_FLIGHT, default 2000: records in progress before fetching pauses.
     public var maxInFlight = 2_000
+    /// ORDER_SERVICE_MAX_IN_FLIGHT_BYTES, default 67108864 (64 MiB): the same bound in payload bytes,
+    /// whichever comes first (records near the broker's size limit).
+    public var maxInFlightBytes = 64 << 20
     /// ORDER_SERVICE_DB_POOL_SIZE, default 8.
     public var databasePoolSize = 8
     /// ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS, default 168 (7 days, the request topics' retention).
@@ -102,6 +105,7 @@ public struct ServiceConfiguration: Sendable {
         if let v = env["ORDER_SERVICE_UPSTREAM_TIMEOUT_MS"] { c.upstreamTimeout = .milliseconds(try int(v, "ORDER_SERVICE_UPSTREAM_TIMEOUT_MS", min: 1)) }
         if let v = env["ORDER_SERVICE_REPLY_TO_ALLOW"] { c.replyToAllowList = list(v) }
         if let v = env["ORDER_SERVICE_MAX_IN_FLIGHT"] { c.maxInFlight = try int(v, "ORDER_SERVICE_MAX_IN_FLIGHT", min: 1) }
+        if let v = env["ORDER_SERVICE_MAX_IN_FLIGHT_BYTES"] { c.maxInFlightBytes = try int(v, "ORDER_SERVICE_MAX_IN_FLIGHT_BYTES", min: 1) }
         if let v = env["ORDER_SERVICE_DB_POOL_SIZE"] { c.databasePoolSize = try int(v, "ORDER_SERVICE_DB_POOL_SIZE", min: 1) }
         if let v = env["ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS"] {
             c.idempotencyRetentionHours = try int(v, "ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS", min: 1)

@@ -78,6 +78,7 @@ struct OrderServiceBuilder {
         let consumerRef = LockedBox<KafkaConsumer?>(nil)
         var dispatcherConfig = Dispatcher.Configuration()
         dispatcherConfig.maxInFlight = config.maxInFlight
+        dispatcherConfig.maxInFlightBytes = config.maxInFlightBytes
         dispatcherConfig.probationRecords = config.probationRecords
         dispatcherConfig.probationDuration = config.probationWindow
         dispatcherConfig.poisonAfter = config.probationCrashes
