@@ -48,7 +48,10 @@ struct LoadRun: AsyncParsableCommand {
         let consumer = try KafkaConsumer(configuration: listen, logger: logger)
         let counts = try await consumer.topicPartitionCounts()
         var start: [TopicPartition: Int64] = [:]
-        for t in [topics.name("cart_responses"), topics.name("order_responses")] {
+        // The services' metrics records too: their own handling time per window (`latency_ms`),
+        // the latency the service adds besides the broker's hops to and from it.
+        let metricsTopic = topics.metricsTopic
+        for t in [topics.name("cart_responses"), topics.name("order_responses")] + (metricsTopic.map { [$0] } ?? []) {
             for p in 0..<(counts[t] ?? 0) {
                 let tp = TopicPartition(t, p)
                 start[tp] = try await consumer.watermarks(tp).high
@@ -57,8 +60,13 @@ struct LoadRun: AsyncParsableCommand {
         try consumer.assign(start)
         let probePrefix = "probe-\(UUID().uuidString.prefix(6).lowercased())-"
         let probesLeft = Mutex(Set<String>())
+        let serviceWindows = Mutex<[(at: ContinuousClock.Instant, json: JSON)]>([])
         let reader = Task {
             for await r in consumer.records {
+                if r.topic == metricsTopic {
+                    if let v = r.value, let json = try? JSON.parse(v) { serviceWindows.withLock { $0.append((.now, json)) } }
+                    continue
+                }
                 guard let id = r.header("correlation-id")?.stringValue else { continue }
                 if id.hasPrefix(probePrefix) {
                     _ = probesLeft.withLock { $0.remove(id) }
@@ -173,6 +181,31 @@ struct LoadRun: AsyncParsableCommand {
             ("codes", .object(report.codes.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
         ]
         if mode == "paced" { result.append(("rate", .int(Int64(rate)))) }
+        // Metrics windows that lie within the measured run: sent after a whole window had passed
+        // since it began, and not after the last reply.
+        let handling: [(seconds: Double, requests: Int64, p50: Double, p99: Double)] = serviceWindows.withLock { $0 }.compactMap { w in
+            guard case .number(let secondsText)? = w.json["window_seconds"], let seconds = Double(secondsText) else {
+                return nil
+            }
+            guard w.at - .seconds(seconds) >= began, w.at <= finished + .seconds(1) else { return nil }
+            guard case .object(let lat)? = w.json["latency_ms"] else { return nil }
+            func value(_ k: String) -> Double? {
+                guard case .number(let t)? = lat.first(where: { $0.0 == k })?.1 else { return nil }
+                return Double(t)
+            }
+            var count: Int64 = 0
+            if case .object(let reqs)? = w.json["requests"] {
+                for (_, v) in reqs { if case .int(let n) = v { count += n } }
+            }
+            guard let p50 = value("p50"), let p99 = value("p99") else { return nil }
+            return (seconds, count, p50, p99)
+        }
+        result.append(("service_handling_windows", .array(handling.map { h in
+            .object([
+                ("seconds", .number(String(format: "%.1f", h.seconds))), ("requests", .int(h.requests)),
+                ("p50_ms", .number(String(format: "%.2f", h.p50))), ("p99_ms", .number(String(format: "%.2f", h.p99))),
+            ])
+        })))
         // Per request: over the answered requests of the measured run (the warm-up is outside it).
         let perRequest = Double(max(report.answered, 1))
         func f(_ format: String, _ v: Double) -> JSON { .number(String(format: format, v)) }
@@ -214,6 +247,9 @@ struct LoadRun: AsyncParsableCommand {
         print(String(format: "%-22@ %.2f s", "elapsed" as NSString, report.seconds))
         print(String(format: "%-22@ %.1f req/s", "throughput" as NSString, Double(report.answered) / report.seconds))
         for (name, v) in report.percentiles { print(String(format: "%-22@ %.2f ms", "latency \(name)" as NSString, v)) }
+        for h in handling {
+            print(String(format: "%-22@ p50 %.2f ms, p99 %.2f ms (%.0f s, %lld requests)", "service handling" as NSString, h.p50, h.p99, h.seconds, h.requests))
+        }
         for (code, n) in report.codes.sorted(by: { $0.key < $1.key }) { print(String(format: "%-22@ %d", code as NSString, n)) }
         for (action, n, p50, p99) in breakdown.actions {
             print(String(format: "%-22@ %6d  p50 %8.2f ms  p99 %8.2f ms", action as NSString, n, p50, p99))

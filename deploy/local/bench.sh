@@ -84,7 +84,9 @@ pids+=($!); watch+=(--watch "product-service=$!")
 pids+=($!); watch+=(--watch "inventory-service=$!")
 service_pids=()
 for i in $(seq 1 "$instances"); do
+  # Metrics every 5 s: order-bench reports the instances' own handling time per window in the run.
   env ${service_env[@]+"${service_env[@]}"} ORDER_SERVICE_GROUP_ID="order-service-bench$group_suffix" ORDER_SERVICE_INSTANCE_ID="bench-$i" \
+    ORDER_SERVICE_METRICS_INTERVAL_MS="${ORDER_SERVICE_METRICS_INTERVAL_MS:-5000}" \
     LOG_LEVEL=warning "$bin/order-service" >"$LOG_DIR/bench-order-$i.log" 2>&1 &
   pids+=($!); service_pids+=($!)
 done
