@@ -285,6 +285,9 @@ extension KafkaConsumer {
             let forgotten = Set(tps)
             assignment.subtract(forgotten)
             buffers.removeAll { forgotten.contains($0) }
+            // Also a pause that came while the revoke waited: it must not hold the partition's
+            // records back if it is assigned here again.
+            for reason in PauseReason.allCases { paused[reason]?.subtract(forgotten) }
             for tp in forgotten {
                 inFlight[tp] = nil
                 storedNext[tp] = nil

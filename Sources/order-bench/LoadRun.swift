@@ -183,11 +183,13 @@ struct LoadRun: AsyncParsableCommand {
         if mode == "paced" { result.append(("rate", .int(Int64(rate)))) }
         // Metrics windows that lie within the measured run: sent after a whole window had passed
         // since it began, and not after the last reply.
-        let handling: [(seconds: Double, requests: Int64, p50: Double, p99: Double)] = serviceWindows.withLock { $0 }.compactMap { w in
-            guard case .number(let secondsText)? = w.json["window_seconds"], let seconds = Double(secondsText) else {
-                return nil
-            }
-            guard w.at - .seconds(seconds) >= began, w.at <= finished + .seconds(1) else { return nil }
+        let handling: [(instance: String, seconds: Double, requests: Int64, p50: Double, p99: Double)] = serviceWindows.withLock { $0 }.compactMap { w in
+            // Checked like any record read from a topic: a value out of range is skipped, not trusted.
+            guard case .number(let secondsText)? = w.json["window_seconds"], let seconds = Double(secondsText),
+                seconds.isFinite, seconds >= 0, seconds <= 86_400
+            else { return nil }
+            // `window_seconds` is written in whole seconds: a second more, so no warm-up leaks in.
+            guard w.at - .seconds(seconds + 1) >= began, w.at <= finished + .seconds(1) else { return nil }
             guard case .object(let lat)? = w.json["latency_ms"] else { return nil }
             func value(_ k: String) -> Double? {
                 guard case .number(let t)? = lat.first(where: { $0.0 == k })?.1 else { return nil }
@@ -195,14 +197,16 @@ struct LoadRun: AsyncParsableCommand {
             }
             var count: Int64 = 0
             if case .object(let reqs)? = w.json["requests"] {
-                for (_, v) in reqs { if case .int(let n) = v { count += n } }
+                for (_, v) in reqs { if case .int(let n) = v, n >= 0 { count = count &+ n } }
             }
-            guard let p50 = value("p50"), let p99 = value("p99") else { return nil }
-            return (seconds, count, p50, p99)
+            guard let p50 = value("p50"), let p99 = value("p99"), p50.isFinite, p99.isFinite else { return nil }
+            var instance = ""
+            if case .string(let i)? = w.json["instance"] { instance = i }
+            return (instance, seconds, count, p50, p99)
         }
         result.append(("service_handling_windows", .array(handling.map { h in
             .object([
-                ("seconds", .number(String(format: "%.1f", h.seconds))), ("requests", .int(h.requests)),
+                ("instance", .string(h.instance)), ("seconds", .number(String(format: "%.1f", h.seconds))), ("requests", .int(h.requests)),
                 ("p50_ms", .number(String(format: "%.2f", h.p50))), ("p99_ms", .number(String(format: "%.2f", h.p99))),
             ])
         })))
@@ -248,7 +252,9 @@ struct LoadRun: AsyncParsableCommand {
         print(String(format: "%-22@ %.1f req/s", "throughput" as NSString, Double(report.answered) / report.seconds))
         for (name, v) in report.percentiles { print(String(format: "%-22@ %.2f ms", "latency \(name)" as NSString, v)) }
         for h in handling {
-            print(String(format: "%-22@ p50 %.2f ms, p99 %.2f ms (%.0f s, %lld requests)", "service handling" as NSString, h.p50, h.p99, h.seconds, h.requests))
+            print(String(
+                format: "%-22@ p50 %.2f ms, p99 %.2f ms (%.0f s, %lld requests, %@)", "service handling" as NSString, h.p50, h.p99, h.seconds,
+                h.requests, h.instance as NSString))
         }
         for (code, n) in report.codes.sorted(by: { $0.key < $1.key }) { print(String(format: "%-22@ %d", code as NSString, n)) }
         for (action, n, p50, p99) in breakdown.actions {

@@ -61,6 +61,16 @@ struct PushDeliveryTests {
         #expect(isBuffered(m.v.push(record(p0, 0)), pausing: false), "p0 is")
     }
 
+    @Test func aPauseThatCameDuringTheRevokeIsForgottenWithThePartition() {
+        let m = pushing(assigned: [p0, p1])
+        m.v.revoking([p0])
+        _ = m.v.setPaused([p0, p1], true, onlyAssigned: true)  // p0 is still assigned until `forget`
+        m.v.forget([p0])
+        m.v.assigned([p0], incremental: true)
+        #expect(isSink(m.v.push(record(p0, 0))), "a partition assigned again starts unpaused")
+        #expect(!isSink(m.v.push(record(p1, 0))), "p1's pause stays")
+    }
+
     func tookFlush(_ m: Ref<Machine>) -> Bool { m.v.takeFlushRequest() }
     func tookReconcile(_ m: Ref<Machine>) -> Bool { m.v.takeReconcileRequest() }
     func popped(_ m: Ref<Machine>) -> Int64? { m.v.popForSink()?.offset }

@@ -71,7 +71,9 @@ public final class RenewingProducer: RecordSender {
         guard let e = error as? KafkaError else { return error }
         // Closing a replaced producer purges what it still held (and refuses sends that raced the
         // swap): not refused by the broker, so retriable, on the fresh producer. Without this the
-        // dispatcher would answer such a reply with its `undeliverable` error instead.
+        // dispatcher would answer such a reply with its `undeliverable` error instead. A purged
+        // in-flight record may have been written all the same: then its resend is a second copy
+        // (at least once, as after `MSG_TIMED_OUT`), rather than a copy and an error answer.
         let abandoned = [KafkaError.purgedQueueCode, KafkaError.purgedInFlightCode, KafkaError.destroyedCode].contains(e.code)
         if abandoned, current.withLock({ $0.generation }) != generation {
             return KafkaError(code: e.code, message: "\(e.message) (the producer was replaced)", isRetriable: true)
