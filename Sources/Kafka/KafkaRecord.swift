@@ -65,7 +65,7 @@ public struct KafkaRecord: Sendable {
 
     /// Bytes of key, value and headers (names and values): what a buffer of records holds.
     public var payloadBytes: Int {
-        (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
+        payloadByteCount(key: key, value: value, headers: headers)
     }
 
     /// The last header with this name (Kafka allows repeats; the last one wins, as in most clients).
@@ -107,6 +107,12 @@ extension KafkaOutgoingRecord {
     /// Bytes of key, value and headers (names and values): what a record's size limit counts,
     /// without the record's and batch's framing.
     public var payloadBytes: Int {
-        (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
+        payloadByteCount(key: key, value: value, headers: headers)
     }
+}
+
+/// Bytes of key, value and headers (names and values), without any framing: one count for
+/// consumed and outgoing records.
+private func payloadByteCount(key: [UInt8]?, value: [UInt8]?, headers: [KafkaHeader]) -> Int {
+    (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
 }

@@ -138,25 +138,35 @@ extension EndToEndTests {
 }
 
 extension EndToEndTests {
-    @Test("OpenTelemetry: a log line written inside a span carries its trace_id and span_id; an upstream timeout marks the spans")
-    func openTelemetryLogCorrelation() async throws {
+    /// An add_item carrying `trace` that times out at the Product Service (none runs), with tracing
+    /// on and `extra` in the service's environment: `check` gets the trace's spans (once its
+    /// `product request` and `process` spans arrived) and the service's log.
+    private func timedOutTracedAddItem(
+        _ name: String, trace: String, environment extra: [String: String] = [:], _ check: @escaping ([ExportedSpan], String) throws -> Void
+    ) async throws {
         let receiver = try await OTLPReceiver.start()
         let env = ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200", "ORDER_SERVICE_UPSTREAM_TIMEOUT_MS": "500"]
-        try await withSystem("otellog", product: false, environment: env) { system in
-            let trace = "7bf92f3577b34da6a3ce929d0e0e4739"
-            let user = TestCatalog.uniqueUserId()
+            .merging(extra) { _, new in new }
+        try await withSystem(name, product: false, environment: env) { system in
             let reply = try await system.request(
-                "cart_requests", add(user, TestCatalog.uniqueProductId(), 1),
+                "cart_requests", add(TestCatalog.uniqueUserId(), TestCatalog.uniqueProductId(), 1),
                 headers: [KafkaHeader("traceparent", "00-\(trace)-20f067aa0ba902b7-01")])
             expectError(reply, "upstream_timeout")
             let spans = try await spans(receiver, trace: trace, "the timed-out request's spans") { s in
                 s.contains { $0.name == "product request" } && s.contains { $0.name.hasPrefix("process ") }
             }
+            try check(spans, try #require(system.process("order-service")).log)
+        }
+    }
+
+    @Test("OpenTelemetry: a log line written inside a span carries its trace_id and span_id; an upstream timeout marks the spans")
+    func openTelemetryLogCorrelation() async throws {
+        let trace = "7bf92f3577b34da6a3ce929d0e0e4739"
+        try await timedOutTracedAddItem("otellog", trace: trace) { spans, log in
             let lookup = try #require(spans.first { $0.name == "product request" })
             #expect(lookup.statusCode == 2)
             let consumer = try #require(spans.first { $0.name.hasPrefix("process ") })
             #expect(consumer.attributes["error.type"] == "upstream_timeout" && consumer.statusCode == 2)
-            let log = try #require(system.process("order-service")).log
             let line = log.split(separator: "\n").first { $0.contains("request timed out") && $0.contains(#""trace_id":"\#(trace)""#) }
             #expect(line?.contains(#""span_id":"\#(lookup.spanId)""#) == true, "\(log.suffix(3000))")
         }
@@ -164,20 +174,9 @@ extension EndToEndTests {
 
     @Test("OpenTelemetry: plain text log lines (LOG_FORMAT=text) carry trace_id and span_id too")
     func openTelemetryTextLogCorrelation() async throws {
-        let receiver = try await OTLPReceiver.start()
-        let env = [
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200", "ORDER_SERVICE_UPSTREAM_TIMEOUT_MS": "500",
-            "LOG_FORMAT": "text",
-        ]
-        try await withSystem("oteltext", product: false, environment: env) { system in
-            let trace = "5bf92f3577b34da6a3ce929d0e0e4731"
-            let reply = try await system.request(
-                "cart_requests", add(TestCatalog.uniqueUserId(), TestCatalog.uniqueProductId(), 1),
-                headers: [KafkaHeader("traceparent", "00-\(trace)-20f067aa0ba902b7-01")])
-            expectError(reply, "upstream_timeout")
-            let spans = try await spans(receiver, trace: trace, "the timed-out request's spans") { s in s.contains { $0.name == "product request" } }
+        let trace = "5bf92f3577b34da6a3ce929d0e0e4731"
+        try await timedOutTracedAddItem("oteltext", trace: trace, environment: ["LOG_FORMAT": "text"]) { spans, log in
             let lookup = try #require(spans.first { $0.name == "product request" })
-            let log = try #require(system.process("order-service")).log
             let line = log.split(separator: "\n").first { $0.contains("request timed out") && $0.contains("trace_id=\(trace)") }
             #expect(line?.contains("span_id=\(lookup.spanId)") == true, "\(log.suffix(3000))")
             #expect(line?.hasPrefix("{") == false, "a plain text line")
