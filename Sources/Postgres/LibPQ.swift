@@ -160,7 +160,7 @@ final class PGConnectionHandle {
                 if begin || commitAfter {
                     let first = begin
                     begin = false
-                    return try interpret(try pipelined(begin: first, name, bound, commit: commitAfter), detectStale: true)
+                    return try interpret(try pipelined(begin: first, [(name, bound)], commit: commitAfter)[0], detectStale: true)
                 }
                 return try interpret(
                     roundTrip {
@@ -183,34 +183,98 @@ final class PGConnectionHandle {
         }
     }
 
-    /// The prepared statement `name`, with BEGIN before it (`begin`) and/or COMMIT after it
-    /// (`commit`), sent together in pipeline mode with one sync, so that all are answered in one
-    /// network round trip; returns the statement's result (an error result included: it is the
-    /// caller's to interpret). Throws BEGIN's error if BEGIN failed, and COMMIT's (or the
-    /// answered-with-ROLLBACK error) if the statement succeeded and COMMIT did not. After an error
-    /// the server skips the rest up to the sync (PGRES_PIPELINE_ABORTED), so a failed statement's
-    /// COMMIT never runs and its transaction block stays open, aborted. Every result up to the sync
-    /// is read. Anything unexpected (a send that fails, results out of order or missing, the
-    /// connection gone) poisons the handle: its protocol state is unknown, so the pool drops it. A
-    /// connection lost after COMMIT was sent is thus a `.connection` error, as with a COMMIT of its own.
-    private func pipelined(begin: Bool, _ name: String, _ bound: BoundParameters, commit: Bool) throws -> OpaquePointer? {
-        func execPrepared() -> OpaquePointer? {
-            roundTrip { bound.withValues { PQexecPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) } }
+    /// Several statements in one network round trip (pipeline mode, one sync): for statements whose
+    /// results the caller does not need before it sends the next. As `execParams` otherwise: BEGIN
+    /// first (`beginFirst` or `beginPending`), COMMIT after them (`commitAfter`, only if all
+    /// succeeded). Returns every statement's result, in order. The first statement that fails throws
+    /// its own error; the server runs none after it (nor COMMIT), and its transaction stays open,
+    /// aborted. Without the statement cache (or with one smaller than the pipeline) the statements
+    /// go one round trip each, with the same outcome.
+    func execPipeline(
+        _ statements: [(sql: String, params: [PostgresParameter])], beginFirst: Bool = false, commitAfter: Bool = false,
+        isCancelled: () -> Bool = { false }
+    ) throws -> [PostgresQueryResult] {
+        guard statements.count > 1, let cache = self.statements, cache.capacity >= statements.count else {
+            var results: [PostgresQueryResult] = []
+            for (i, s) in statements.enumerated() {
+                if i > 0, isCancelled() { throw CancellationError() }
+                results.append(
+                    try execParams(
+                        s.sql, s.params, beginFirst: beginFirst && i == 0, commitAfter: commitAfter && i == statements.count - 1,
+                        isCancelled: isCancelled))
+            }
+            return results
         }
+        for s in statements { try Self.checkSQL(s.sql) }
+        let bound = try statements.map { try BoundParameters($0.params) }
+        let keys = zip(statements, bound).map { StatementCache.Key(sql: $0.sql, types: $1.types) }
+        try deallocatePending()
+        var retried = false
+        var begin = beginFirst
+        while true {
+            // Prepared first, one round trip each the first time; the pipeline then only executes.
+            // The cache holds them all (capacity checked above), so preparing one never evicts another.
+            let names = try keys.map { try preparedName(for: $0) }
+            if isCancelled() { throw CancellationError() }
+            if takeBeginPending() { begin = true }
+            let first = begin
+            begin = false
+            let answers = try pipelined(begin: first, Array(zip(names, bound)), commit: commitAfter)
+            var results: [PostgresQueryResult] = []
+            do {
+                for answer in answers { results.append(try interpret(answer, detectStale: true)) }
+                return results
+            } catch let stale as StaleStatement {
+                let index = results.count
+                self.statements?.remove(keys[index])
+                if stale.error.sqlState != "26000" { pendingDeallocations.append(names[index]) }
+                // Outside a transaction block the pipeline's implicit transaction changed nothing:
+                // prepare afresh, retry once. Inside one the transaction is aborted; the caller may retry it.
+                if !retried && transactionStatus == PQTRANS_IDLE {
+                    retried = true
+                    continue
+                }
+                var error = stale.error
+                error.isStaleStatement = true
+                throw error
+            }
+        }
+    }
+
+    /// The prepared statements, with BEGIN before them (`begin`) and/or COMMIT after them
+    /// (`commit`), sent together in pipeline mode with one sync, so that all are answered in one
+    /// network round trip; returns each statement's result (error results included: they are the
+    /// caller's to interpret, in order). Throws BEGIN's error if BEGIN failed, and COMMIT's (or the
+    /// answered-with-ROLLBACK error) if every statement succeeded and COMMIT did not. After an error
+    /// the server skips the rest up to the sync (PGRES_PIPELINE_ABORTED), so after a failed statement
+    /// neither the later ones nor COMMIT run and the transaction block stays open, aborted. Every
+    /// result up to the sync is read. Anything unexpected (a send that fails, results out of order or
+    /// missing, the connection gone) poisons the handle: its protocol state is unknown, so the pool
+    /// drops it. A connection lost after COMMIT was sent is thus a `.connection` error, as with a
+    /// COMMIT of its own.
+    private func pipelined(begin: Bool, _ statements: [(name: String, bound: BoundParameters)], commit: Bool) throws -> [PGResultHandle] {
+        func execPrepared(_ name: String, _ bound: BoundParameters) throws -> PGResultHandle {
+            guard let raw = roundTrip({ bound.withValues { PQexecPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) } })
+            else { throw connectionError() }
+            return PGResultHandle(raw)
+        }
+        func succeeded(_ result: PGResultHandle) -> Bool { result.status == PGRES_COMMAND_OK || result.status == PGRES_TUPLES_OK }
         guard PQenterPipelineMode(conn) == 1 else {  // not idle: should not happen; go the plain way
             if begin { _ = try interpret(roundTrip { PQexec(conn, "BEGIN") }) }
-            guard commit else { return execPrepared() }
-            guard let raw = execPrepared() else { throw connectionError() }
-            let statement = PGResultHandle(raw)
-            guard statement.status == PGRES_COMMAND_OK || statement.status == PGRES_TUPLES_OK else { return statement.release() }
-            try self.commit()
-            return statement.release()
+            var results: [PGResultHandle] = []
+            for (name, bound) in statements {
+                let result = try execPrepared(name, bound)
+                results.append(result)
+                guard succeeded(result) else { return results }
+            }
+            if commit { try self.commit() }
+            return results
         }
-        let sent =
-            (!begin || PQsendQueryParams(conn, "BEGIN", 0, nil, nil, nil, nil, 0) == 1)
-            && bound.withValues { PQsendQueryPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) } == 1
-            && (!commit || PQsendQueryParams(conn, "COMMIT", 0, nil, nil, nil, nil, 0) == 1)
-            && PQpipelineSync(conn) == 1
+        var sent = !begin || PQsendQueryParams(conn, "BEGIN", 0, nil, nil, nil, nil, 0) == 1
+        for (name, bound) in statements where sent {
+            sent = bound.withValues { PQsendQueryPrepared(conn, name, bound.count, $0, bound.lengths, bound.formats, 0) } == 1
+        }
+        sent = sent && (!commit || PQsendQueryParams(conn, "COMMIT", 0, nil, nil, nil, nil, 0) == 1) && PQpipelineSync(conn) == 1
         roundTrips &+= 1
         guard sent else {
             let message = errorMessage
@@ -237,18 +301,18 @@ final class PGConnectionHandle {
             results.append(result)
         }
         let left = PQexitPipelineMode(conn) == 1
-        let expected = 1 + (begin ? 1 : 0) + (commit ? 1 : 0)
+        let expected = statements.count + (begin ? 1 : 0) + (commit ? 1 : 0)
         guard left, synced, results.count == expected else {
             let message = results.first { $0.status == PGRES_FATAL_ERROR }?.error(connectionLost: true).message ?? errorMessage
             poisoned = true
             throw PostgresError(kind: .connection, message: message)
         }
         if begin { _ = try interpret(results[0]) }
-        let statement = results[begin ? 1 : 0]
-        if commit, statement.status == PGRES_COMMAND_OK || statement.status == PGRES_TUPLES_OK {
+        let answers = Array(results[(begin ? 1 : 0)..<(begin ? 1 : 0) + statements.count])
+        if commit, answers.allSatisfy(succeeded) {
             try Self.checkCommitted(try interpret(results[expected - 1]))
         }
-        return statement.release()
+        return answers
     }
 
     private func connectionError() -> PostgresError {

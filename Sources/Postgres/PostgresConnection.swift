@@ -87,10 +87,12 @@ public final class PostgresConnection: @unchecked Sendable {
     /// `CancellationError`.
     public func onQueue<T: Sendable>(_ body: @escaping @Sendable (PostgresSyncConnection) throws -> T) async throws -> T {
         try await perform { handle in
-            try body(
-                PostgresSyncConnection(
-                    handle: handle, isCancelled: { self.cancelRequested },
-                    committed: { self.flags.withLock { $0.committedEarly = true } }))
+            let connection = PostgresSyncConnection(
+                handle: handle, isCancelled: { self.cancelRequested },
+                committed: { self.flags.withLock { $0.committedEarly = true } })
+            let value = try body(connection)
+            try connection.sendDeferred()
+            return value
         }
     }
 
@@ -110,6 +112,8 @@ public final class PostgresConnection: @unchecked Sendable {
             let value: T
             do {
                 value = try body(connection)
+                // What `later` queued goes with COMMIT, in its round trip.
+                if connection.hasDeferred { try connection.commit() }
                 if connection.began && !connection.didCommit && self.cancelRequested { throw CancellationError() }
             } catch {
                 if connection.began && !connection.didCommit { self.rollBack(handle) }

@@ -144,7 +144,15 @@ extension StoreHandOffTests {
                 }
                 orderIds.append(try #require(try await store.orders(userId: user).first?.orderId))
             }
-            #expect(creates[1] == 6, "BEGIN + lock, read, insert, delete lines, outbox, reply + COMMIT (was 7)")
+            #expect(creates[1] == 3, "BEGIN + lock + read; insert; delete lines + outbox + reply + COMMIT (was 7, then 6)")
+            _ = try await store.order(orderId: orderIds[0], userId: users[0])  // its statement prepared
+            let reads = try await roundTrips(client) {
+                let orders = try await store.orders(userId: users[0])
+                #expect(orders.count == 1 && orders.first?.items.count == 1, "\(orders)")
+                let order = try await store.order(orderId: try #require(orders.first?.orderId), userId: users[0])
+                #expect(order == orders.first)
+            }
+            #expect(reads == 2, "a page of orders with their lines, one order with its lines: one statement each (were two)")
             var finishes: [UInt64] = []
             for id in orderIds {
                 var moved = false

@@ -94,16 +94,20 @@ extension OrderStore {
         /// user has none. Two statements on purpose: under READ COMMITTED a join locked `FOR UPDATE
         /// OF c` may return the lines of the snapshot taken before waiting for the lock; the second
         /// statement reads the lines as committed by whoever held the lock (every cart change takes
-        /// the cart row's lock first).
+        /// the cart row's lock first). They share one round trip (a pipeline runs them in order, so
+        /// the read starts once the lock is held).
         func lockCart(userId: Int64) throws -> Cart? {
-            let locked = try conn.query("SELECT cart_id FROM carts WHERE user_id = $1 FOR UPDATE", [userId]).rows
-            guard !locked.isEmpty else { return nil }
-            return try cart(userId: userId)
+            let results = try conn.pipeline([
+                ("SELECT cart_id FROM carts WHERE user_id = $1 FOR UPDATE", [userId]), (OrderStore.cartSQL, [userId]),
+            ])
+            guard results.count == 2, !results[0].rows.isEmpty else { return nil }
+            return try store.cart(userId: userId, rows: results[1].rows, offset: 0) ?? .empty(userId: userId)
         }
 
-        /// Takes these lines out of the cart (lines added meanwhile stay).
-        func deleteLines(cartId: Int64, lineIds: [Int64]) throws {
-            _ = try conn.query(
+        /// Takes these lines out of the cart (lines added meanwhile stay). Sent with the
+        /// transaction's next statement (`PostgresSyncConnection.later`): nothing reads its result.
+        func deleteLines(cartId: Int64, lineIds: [Int64]) {
+            conn.later(
                 "DELETE FROM cart_items WHERE cart_id = $1 AND cart_item_id = ANY($2::bigint[])", [cartId, PostgresArrayLiteral(lineIds)])
         }
 
@@ -137,8 +141,9 @@ extension OrderStore {
             return (try row.decode(0), try store.money(row, 1), try row.decode(2))
         }
 
-        /// Queues records in the outbox, in order, with one statement. `thenCommit`: it is the
-        /// transaction's last statement, and COMMIT goes in the same round trip.
+        /// Queues records in the outbox, in order, with one statement, sent with the transaction's
+        /// next statement (`PostgresSyncConnection.later`). `thenCommit`: it is the transaction's
+        /// last statement, sent now with COMMIT in the same round trip.
         func enqueue(_ queued: [OrderStore.OutboxRecord], thenCommit: Bool = false) throws {
             let records = queued.map(\.record)
             guard !records.isEmpty else {
@@ -150,18 +155,18 @@ extension OrderStore {
                     .object([("k", .string(h.key)), ("v", h.value.map { .string(Data($0).base64EncodedString()) } ?? .null)])
                 }).bytes
             }
-            _ = try run(
-                """
+            let sql = """
                 INSERT INTO outbox (topic, key, value, headers, ordering_key)
                 SELECT v.topic, v.key, v.value, v.headers, v.ordering_key
                 FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[]) WITH ORDINALITY AS v(topic, key, value, headers, ordering_key, n)
                 ORDER BY v.n
-                """,
-                [
-                    PostgresArrayLiteral(records.map { Optional($0.topic) }), PostgresArrayLiteral(bytea: records.map(\.key)),
-                    PostgresArrayLiteral(bytea: records.map { $0.value ?? [] }), PostgresArrayLiteral(bytea: headers),
-                    PostgresArrayLiteral(queued.map(\.orderingKey)),
-                ], last: thenCommit)
+                """
+            let params: [any PostgresBindable] = [
+                PostgresArrayLiteral(records.map { Optional($0.topic) }), PostgresArrayLiteral(bytea: records.map(\.key)),
+                PostgresArrayLiteral(bytea: records.map { $0.value ?? [] }), PostgresArrayLiteral(bytea: headers),
+                PostgresArrayLiteral(queued.map(\.orderingKey)),
+            ]
+            if thenCommit { _ = try conn.queryThenCommit(sql, params) } else { conn.later(sql, params) }
         }
 
         /// Oldest unsent outbox records, locked so that another instance skips them. A row whose

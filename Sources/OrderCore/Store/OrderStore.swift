@@ -149,56 +149,59 @@ public struct OrderStore: Sendable {
 
     /// The user's orders with ids below `beforeOrderId` (all when nil), newest first, at most `limit`.
     /// Both statements (the page, then all its lines) in one hand-off to the connection's queue.
+    /// The user's orders older than `beforeOrderId`, newest first, at most `limit`, each with its
+    /// lines: one statement (one snapshot, one round trip).
     public func orders(userId: Int64, beforeOrderId: Int64? = nil, limit: Int = Int(Int32.max)) async throws -> [Order] {
         let store = self
         return try await db.onQueue { conn in
-            let rows = try conn.query(Self.ordersSQL, [userId, beforeOrderId ?? Int64.max, Int64(limit)]).rows
-            let ids: [Int64] = try rows.map { try $0.decode(0) }
-            let items = try store.orderItems(orderIds: ids, on: conn)
-            return try rows.map { row in
-                let id: Int64 = try row.decode(0)
-                return Order(
-                    orderId: id, userId: userId, status: try store.status(row, 1),
-                    totalPrice: try store.money(row, 2), createdAt: try row.decode(3), items: items[id] ?? [])
-            }
+            try store.ordersWithItems(userId: userId, rows: try conn.query(Self.ordersSQL, [userId, beforeOrderId ?? Int64.max, Int64(limit)]).rows)
         }
     }
 
+    /// Orders (columns 0–3) joined with their lines (4–8), ordered by order and line.
     static let ordersSQL = """
-        SELECT order_id, status, total_price::text, \(timestampSQL("created_at")) FROM orders
-        WHERE user_id = $1 AND order_id < $2 ORDER BY order_id DESC LIMIT $3
+        SELECT o.order_id, o.status, o.total_price::text, \(timestampSQL("o.created_at")),
+               i.order_item_id, i.product_id, i.product_name, i.unit_price::text, i.quantity
+        FROM (SELECT order_id, status, total_price, created_at FROM orders
+              WHERE user_id = $1 AND order_id < $2 ORDER BY order_id DESC LIMIT $3) o
+        LEFT JOIN order_items i ON i.order_id = o.order_id
+        ORDER BY o.order_id DESC, i.order_item_id
         """
 
     public func order(orderId: Int64, userId: Int64) async throws -> Order? {
         let store = self
         return try await db.onQueue { conn in
-            guard let row = try conn.query(Self.orderSQL, [orderId, userId]).rows.first else { return nil }
-            let items = try store.orderItems(orderIds: [orderId], on: conn)
-            return Order(
-                orderId: orderId, userId: userId, status: try store.status(row, 0),
-                totalPrice: try store.money(row, 1), createdAt: try row.decode(2), items: items[orderId] ?? [])
+            try store.ordersWithItems(userId: userId, rows: try conn.query(Self.orderSQL, [orderId, userId]).rows).first
         }
     }
 
-    static let orderSQL =
-        "SELECT status, total_price::text, \(timestampSQL("created_at")) FROM orders WHERE order_id = $1 AND user_id = $2"
+    static let orderSQL = """
+        SELECT o.order_id, o.status, o.total_price::text, \(timestampSQL("o.created_at")),
+               i.order_item_id, i.product_id, i.product_name, i.unit_price::text, i.quantity
+        FROM orders o LEFT JOIN order_items i ON i.order_id = o.order_id
+        WHERE o.order_id = $1 AND o.user_id = $2
+        ORDER BY i.order_item_id
+        """
 
-    private func orderItems(orderIds: [Int64], on conn: PostgresSyncConnection) throws -> [Int64: [OrderItem]] {
-        guard !orderIds.isEmpty else { return [:] }
-        // One query for all orders (no N+1); the id list is a bound array parameter.
-        let list = "{" + orderIds.map(String.init).joined(separator: ",") + "}"
-        let rows = try conn.query(
-            "SELECT order_id, order_item_id, product_id, product_name, unit_price::text, quantity FROM order_items WHERE order_id = ANY($1::bigint[]) ORDER BY order_item_id",
-            [list]
-        ).rows
-        var out: [Int64: [OrderItem]] = [:]
+    /// Orders from rows of `ordersSQL`'s shape, in row order; an order without lines has one row
+    /// with NULL line columns.
+    private func ordersWithItems(userId: Int64, rows: [PostgresRow]) throws -> [Order] {
+        var orders: [Order] = []
         for row in rows {
-            out[try row.decode(0), default: []].append(
+            let id: Int64 = try row.decode(0)
+            if orders.last?.orderId != id {
+                orders.append(
+                    Order(
+                        orderId: id, userId: userId, status: try status(row, 1), totalPrice: try money(row, 2),
+                        createdAt: try row.decode(3), items: []))
+            }
+            guard let itemId = try row.decode(4, as: Int64?.self) else { continue }
+            orders[orders.count - 1].items.append(
                 try OrderItem(
-                    orderItemId: try row.decode(1), productId: try row.decode(2), productName: try row.decode(3),
-                    unitPrice: try money(row, 4), quantity: try row.decode(5)))
+                    orderItemId: itemId, productId: try row.decode(5), productName: try row.decode(6),
+                    unitPrice: try money(row, 7), quantity: try row.decode(8)))
         }
-        return out
+        return orders
     }
 
     /// The order and its lines ($1 user, $2 total, $3… the lines' columns); returns the order's id

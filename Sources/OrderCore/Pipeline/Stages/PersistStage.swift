@@ -138,7 +138,7 @@ public struct PersistStage: Sendable {
             }
             guard let total = Money.sum(lineTotals) else { throw Rejection(error: .overTotal) }
             let order = try tx.insertOrder(userId: userId, lines: lines, total: total)
-            try tx.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId))
+            tx.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId))
             try tx.enqueue([
                 .init(record: OutgoingMessages.deductionRequest(order, topics: topics), orderingKey: nil),
                 OutgoingMessages.notification(order: order.orderId, user: userId, status: .pending, total: order.totalPrice, at: order.createdAt, topics: topics, source: eventSource),
