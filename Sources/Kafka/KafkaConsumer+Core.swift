@@ -207,7 +207,7 @@ extension KafkaConsumer {
             condition.lock()
             defer { condition.unlock() }
             return body { left in
-                let seconds = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+                let seconds = left.timeInterval
                 _ = self.condition.wait(until: Date(timeIntervalSinceNow: seconds))
             }
         }

@@ -69,4 +69,7 @@ extension Duration {
         guard !total.overflow else { return Int32.max }
         return Int32(clamping: max(0, total.partialValue))
     }
+
+    /// Seconds, for Foundation's `TimeInterval` waits.
+    var timeInterval: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import CRdKafka
 import Logging
 import Synchronization
@@ -87,7 +88,12 @@ public final class KafkaProducer: Sendable {
     private let reports = ReadyReports()
     public let logger: Logger
 
-    public init(configuration: KafkaConfiguration, logger: Logger) throws {
+    /// `deliveryReportInterval` > 0: while records are outstanding, the poll thread serves delivery
+    /// reports once per interval instead of waking for each one as it arrives. At a steady rate the
+    /// reports of one interval then cost one wake-up of the thread instead of one each (measured:
+    /// 0.73 → 0.23 switches of the thread per request at 1,000 requests/s, docs/performance.md), and
+    /// a report is served up to one interval later. Zero (the default): served as they arrive.
+    public init(configuration: KafkaConfiguration, logger: Logger, deliveryReportInterval: Duration = .zero) throws {
         let config = KafkaConfiguration.producerDefaults.merging(configuration)
         let client = try RdKafkaClient(
             kind: RD_KAFKA_PRODUCER, configuration: config, callbacks: RdKafkaCallbacks(logger: logger)
@@ -109,9 +115,13 @@ public final class KafkaProducer: Sendable {
         let reports = self.reports
         self.poller = PollThread(name: "kafka-producer-poll") { thread in
             let rk = client.handle
+            let pace = deliveryReportInterval > .zero ? deliveryReportInterval.timeInterval : nil
             while !thread.isStopRequested {
-                rd_kafka_poll(rk, 50)
+                // Paced while records are outstanding: one wake-up serves the reports of an interval.
+                let outstanding = pace != nil && rd_kafka_outq_len(rk) > 0
+                rd_kafka_poll(rk, outstanding ? 0 : 50)
                 reports.run()
+                if let pace, outstanding || rd_kafka_outq_len(rk) > 0 { Thread.sleep(forTimeInterval: pace) }
             }
             // Whatever is still queued fails now (after close's flush: nothing), so that no
             // promise outlives the handle; rd_kafka_destroy would drop them silently.

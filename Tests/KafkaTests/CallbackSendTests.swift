@@ -59,6 +59,38 @@ struct CallbackSendTests {
         await producer.close()
     }
 
+    @Test func pacedDeliveryReportsStillServeEveryReportOnceOnThePollThread() async throws {
+        let cluster = try KafkaMockCluster(logger: logger)
+        try cluster.createTopic("orders", partitions: 1)
+        let producer = try KafkaProducer(
+            configuration: KafkaConfiguration(["bootstrap.servers": cluster.bootstrapServers]), logger: logger,
+            deliveryReportInterval: .milliseconds(5))
+        _ = try await TestKafka.within(.seconds(20), "an awaited send") { try await producer.send(self.record("warm-up")) }
+        let n = 200
+        let outcomes = Mutex<[(offset: Int64?, thread: String)]>([])
+        for i in 0..<n {
+            producer.send(record("\(i)")) { result in
+                outcomes.withLock { $0.append(((try? result.get())?.offset, Thread.current.name ?? "")) }
+            }
+        }
+        try await TestKafka.eventually("every send reported") { outcomes.withLock { $0.count } >= n }
+        let all = outcomes.withLock { $0 }
+        #expect(all.count == n, "each report once")
+        #expect(Set(all.compactMap(\.offset)) == Set(1...Int64(n)), "none failed, none lost")
+        #expect(all.allSatisfy { $0.thread.hasPrefix("kafka-producer") })
+        // A chain (each send from the previous one's handler) keeps going at the paced rhythm.
+        let chain = Chain()
+        let result = try await TestKafka.within(.seconds(20), "a chain of five sends") {
+            await withCheckedContinuation { c in
+                chain.finished.withLock { $0 = c }
+                chain.send(producer, ["a", "b", "c", "d", "e"][...])
+            }
+        }
+        if case .failure(let error) = result { Issue.record("a send failed: \(error)") }
+        #expect(chain.reports.withLock { $0 }.map(\.offset) == Array(Int64(n) + 1...Int64(n) + 5))
+        await producer.close()
+    }
+
     @Test func aFullQueueWaitsForRoomInsteadOfFailing() async throws {
         let cluster = try KafkaMockCluster(logger: logger)
         try cluster.createTopic("orders", partitions: 1)

@@ -7,6 +7,7 @@ import Testing
         let c = try ServiceConfiguration.fromEnvironment([:])
         #expect(c.productCacheStaleness == .zero)
         #expect(c.productCoalesceWindow == .milliseconds(1))
+        #expect(c.deliveryReportInterval == .milliseconds(5))
         #expect(c.maxInFlight == 2_000)
         #expect(c.kafka.properties.isEmpty)
     }
@@ -14,12 +15,18 @@ import Testing
     @Test func productLookupKnobsAreRead() throws {
         let c = try ServiceConfiguration.fromEnvironment([
             "ORDER_SERVICE_PRODUCT_CACHE_MS": "250", "ORDER_SERVICE_PRODUCT_COALESCE_MS": "0",
+            "ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS": "0",
         ])
+        #expect(c.deliveryReportInterval == .zero)
+        #expect(throws: (any Error).self) { try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS": "101"]) }
         #expect(c.productCacheStaleness == .milliseconds(250))
         #expect(c.productCoalesceWindow == .zero)
     }
 
-    @Test(arguments: ["ORDER_SERVICE_PRODUCT_COALESCE_MS", "ORDER_SERVICE_PRODUCT_CACHE_MS", "ORDER_SERVICE_MAX_IN_FLIGHT"])
+    @Test(arguments: [
+        "ORDER_SERVICE_PRODUCT_COALESCE_MS", "ORDER_SERVICE_PRODUCT_CACHE_MS", "ORDER_SERVICE_MAX_IN_FLIGHT",
+        "ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS",
+    ])
     func badNumbersAreRefused(name: String) {
         #expect(throws: (any Error).self) { try ServiceConfiguration.fromEnvironment([name: "-1"]) }
         #expect(throws: (any Error).self) { try ServiceConfiguration.fromEnvironment([name: "soon"]) }

@@ -36,6 +36,10 @@ public struct ServiceConfiguration: Sendable {
     /// of each other travel to the Product Service as one request. 0: no wait — a look-up leaves at
     /// once unless 8 are on their way, and then rides with the next (batches grow with the load).
     public var productCoalesceWindow: Duration = .milliseconds(1)
+    /// ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS, default 5: while sends are outstanding, the
+    /// producer serves delivery reports every this long instead of waking for each one (see
+    /// `KafkaProducer.init`); a record completes up to this much later. 0: as they arrive.
+    public var deliveryReportInterval: Duration = .milliseconds(5)
     /// ORDER_SERVICE_HEALTH_FILE, default `/tmp/order-service.alive`: touched every 5 s while the
     /// service makes progress, and `<file>.ready` while it is also in a settled consumer group;
     /// `order-service health [--ready]` checks them (exec probes need no HTTP). Empty: off.
@@ -115,6 +119,12 @@ public struct ServiceConfiguration: Sendable {
         }
         if let v = env["ORDER_SERVICE_PRODUCT_COALESCE_MS"] {
             c.productCoalesceWindow = .milliseconds(try int(v, "ORDER_SERVICE_PRODUCT_COALESCE_MS", min: 0))
+        }
+        if let v = env["ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS"] {
+            let ms = try int(v, "ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS", min: 0)
+            // Longer would hold every record's completion (and its key's next record) for it.
+            guard ms <= 100 else { throw ConfigurationError("ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS must be at most 100, got '\(v)'") }
+            c.deliveryReportInterval = .milliseconds(ms)
         }
         if let v = env["ORDER_SERVICE_HEALTH_FILE"] { c.healthFile = v.isEmpty ? nil : v }
         if let v = env["ORDER_SERVICE_METRICS_INTERVAL_MS"] {

@@ -55,7 +55,7 @@ struct OrderServiceBuilder {
         #endif
         var producerConfig = base
         if config.kafka["message.max.bytes"] == nil { producerConfig["message.max.bytes"] = String(config.maxRecordBytes) }
-        let producer = try RenewingProducer(configuration: producerConfig, logger: logger)
+        let producer = try RenewingProducer(configuration: producerConfig, logger: logger, deliveryReportInterval: config.deliveryReportInterval)
         let upstream = try UpstreamClient(
             producer: producer, consumerConfiguration: base,
             replyTopics: [topics.productReplies, topics.inventoryCheckReplies],

@@ -31,13 +31,16 @@ extension KafkaProducer: RecordSender {}
 /// afresh afterwards costs nothing.
 public final class RenewingProducer: RecordSender {
     private let configuration: KafkaConfiguration
+    private let deliveryReportInterval: Duration
     private let logger: Logger
     private let current: Mutex<(producer: KafkaProducer, generation: Int)>
 
-    public init(configuration: KafkaConfiguration, logger: Logger) throws {
+    /// `deliveryReportInterval`: see `KafkaProducer.init`.
+    public init(configuration: KafkaConfiguration, logger: Logger, deliveryReportInterval: Duration = .zero) throws {
         self.configuration = configuration
+        self.deliveryReportInterval = deliveryReportInterval
         self.logger = logger
-        current = Mutex((try KafkaProducer(configuration: configuration, logger: logger), 0))
+        current = Mutex((try KafkaProducer(configuration: configuration, logger: logger, deliveryReportInterval: deliveryReportInterval), 0))
     }
 
     public func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport {
@@ -81,7 +84,8 @@ public final class RenewingProducer: RecordSender {
         let fatal = e.isFatal || producer.hasFatalError
         guard fatal || e.code == KafkaError.messageTimedOutCode else { return error }
         let old: KafkaProducer? = current.withLock { c in
-            guard c.generation == generation, let fresh = try? KafkaProducer(configuration: configuration, logger: logger) else {
+            guard c.generation == generation, let fresh = try? KafkaProducer(configuration: configuration, logger: logger, deliveryReportInterval: deliveryReportInterval)
+            else {
                 return nil
             }
             defer { c = (fresh, generation + 1) }
