@@ -168,17 +168,7 @@ final class PGConnectionHandle {
                     },
                     detectStale: true)
             } catch let stale as StaleStatement {
-                statements?.remove(key)
-                if stale.error.sqlState != "26000" { pendingDeallocations.append(name) }
-                // Outside a transaction block the failed statement changed nothing: prepare afresh, retry once.
-                // Inside one the transaction is aborted; the caller may retry it.
-                if !retried && transactionStatus == PQTRANS_IDLE {
-                    retried = true
-                    continue
-                }
-                var error = stale.error
-                error.isStaleStatement = true
-                throw error
+                try drop(stale, key: key, name: name, retried: &retried)
             }
         }
     }
@@ -225,20 +215,27 @@ final class PGConnectionHandle {
                 for answer in answers { results.append(try interpret(answer, detectStale: true)) }
                 return results
             } catch let stale as StaleStatement {
-                let index = results.count
-                self.statements?.remove(keys[index])
-                if stale.error.sqlState != "26000" { pendingDeallocations.append(names[index]) }
-                // Outside a transaction block the pipeline's implicit transaction changed nothing:
-                // prepare afresh, retry once. Inside one the transaction is aborted; the caller may retry it.
-                if !retried && transactionStatus == PQTRANS_IDLE {
-                    retried = true
-                    continue
-                }
-                var error = stale.error
-                error.isStaleStatement = true
-                throw error
+                // The statement that failed is the one after those that succeeded.
+                try drop(stale, key: keys[results.count], name: names[results.count], retried: &retried)
             }
         }
+    }
+
+    /// A cached statement the server no longer accepts: forgotten, and DEALLOCATEd later unless it
+    /// is gone already. Outside a transaction block the failed attempt changed nothing (a pipeline's
+    /// implicit transaction included): returns, so that the caller prepares afresh and retries, once.
+    /// Inside one the transaction is aborted: throws the error, marked stale (the caller may retry
+    /// the transaction).
+    private func drop(_ stale: StaleStatement, key: StatementCache.Key, name: String, retried: inout Bool) throws {
+        statements?.remove(key)
+        if stale.error.sqlState != "26000" { pendingDeallocations.append(name) }
+        guard retried || transactionStatus != PQTRANS_IDLE else {
+            retried = true
+            return
+        }
+        var error = stale.error
+        error.isStaleStatement = true
+        throw error
     }
 
     /// The prepared statements, with BEGIN before them (`begin`) and/or COMMIT after them

@@ -37,6 +37,19 @@ struct CallbackSendTests {
         }
 
         func finish(_ result: Result<Void, KafkaError>) { finished.withLock { $0?.resume(returning: result); $0 = nil } }
+
+        /// Sends `values` as a chain and returns its reports once the last one came (a failed send is an issue).
+        static func run(_ producer: KafkaProducer, _ values: [String]) async throws -> [(offset: Int64, thread: String)] {
+            let chain = Chain()
+            let result = try await TestKafka.within(.seconds(20), "a chain of \(values.count) sends") {
+                await withCheckedContinuation { c in
+                    chain.finished.withLock { $0 = c }
+                    chain.send(producer, values[...])
+                }
+            }
+            if case .failure(let error) = result { Issue.record("a send failed: \(error)") }
+            return chain.reports.withLock { $0 }
+        }
     }
 
     @Test func handlersRunOnThePollThreadAndMaySendTheNextRecord() async throws {
@@ -44,15 +57,7 @@ struct CallbackSendTests {
         try cluster.createTopic("orders", partitions: 1)
         let producer = try producer(cluster)
         _ = try await producer.send(record("warm-up"))
-        let chain = Chain()
-        let result = try await TestKafka.within(.seconds(20), "a chain of five sends") {
-            await withCheckedContinuation { c in
-                chain.finished.withLock { $0 = c }
-                chain.send(producer, ["a", "b", "c", "d", "e"][...])
-            }
-        }
-        if case .failure(let error) = result { Issue.record("a send failed: \(error)") }
-        let reports = chain.reports.withLock { $0 }
+        let reports = try await Chain.run(producer, ["a", "b", "c", "d", "e"])
         #expect(reports.map(\.offset) == Array(1...5))
         // The OS's name of the thread (15 bytes): the producer's poll thread.
         #expect(reports.allSatisfy { $0.thread.hasPrefix("kafka-producer") }, "\(reports.map(\.thread))")
@@ -79,15 +84,8 @@ struct CallbackSendTests {
         #expect(Set(all.compactMap(\.offset)) == Set(1...Int64(n)), "none failed, none lost")
         #expect(all.allSatisfy { $0.thread.hasPrefix("kafka-producer") })
         // A chain (each send from the previous one's handler) keeps going at the paced rhythm.
-        let chain = Chain()
-        let result = try await TestKafka.within(.seconds(20), "a chain of five sends") {
-            await withCheckedContinuation { c in
-                chain.finished.withLock { $0 = c }
-                chain.send(producer, ["a", "b", "c", "d", "e"][...])
-            }
-        }
-        if case .failure(let error) = result { Issue.record("a send failed: \(error)") }
-        #expect(chain.reports.withLock { $0 }.map(\.offset) == Array(Int64(n) + 1...Int64(n) + 5))
+        let chained = try await Chain.run(producer, ["a", "b", "c", "d", "e"])
+        #expect(chained.map(\.offset) == Array(Int64(n) + 1...Int64(n) + 5))
         await producer.close()
     }
 
