@@ -116,12 +116,15 @@ public final class KafkaProducer: Sendable {
         self.poller = PollThread(name: "kafka-producer-poll") { thread in
             let rk = client.handle
             let pace = deliveryReportInterval > .zero ? deliveryReportInterval.timeInterval : nil
+            var paced = false
             while !thread.isStopRequested {
                 // Paced while records are outstanding: one wake-up serves the reports of an interval.
-                let outstanding = pace != nil && rd_kafka_outq_len(rk) > 0
-                rd_kafka_poll(rk, outstanding ? 0 : 50)
+                // An interval that brought none (the broker away: records wait for up to
+                // `message.timeout.ms`) goes back to waiting for the next report.
+                let served = rd_kafka_poll(rk, paced ? 0 : 50)
                 reports.run()
-                if let pace, outstanding || rd_kafka_outq_len(rk) > 0 { Thread.sleep(forTimeInterval: pace) }
+                paced = pace != nil && rd_kafka_outq_len(rk) > 0 && (served > 0 || !paced)
+                if paced, let pace { Thread.sleep(forTimeInterval: pace) }
             }
             // Whatever is still queued fails now (after close's flush: nothing), so that no
             // promise outlives the handle; rd_kafka_destroy would drop them silently.

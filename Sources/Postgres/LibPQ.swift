@@ -178,8 +178,10 @@ final class PGConnectionHandle {
     /// first (`beginFirst` or `beginPending`), COMMIT after them (`commitAfter`, only if all
     /// succeeded). Returns every statement's result, in order. The first statement that fails throws
     /// its own error; the server runs none after it (nor COMMIT), and its transaction stays open,
-    /// aborted. Without the statement cache (or with one smaller than the pipeline) the statements
-    /// go one round trip each, with the same outcome.
+    /// aborted. Outside a transaction block the pipeline is one implicit transaction: a failure
+    /// undoes the statements before it too. Without the statement cache (or with one smaller than
+    /// the pipeline) the statements go one round trip each, and outside a transaction block each
+    /// commits on its own.
     func execPipeline(
         _ statements: [(sql: String, params: [PostgresParameter])], beginFirst: Bool = false, commitAfter: Bool = false,
         isCancelled: () -> Bool = { false }

@@ -42,7 +42,8 @@ public final class PostgresSyncConnection {
 
     /// Statements that do not need each other's results to be sent, in one network round trip
     /// (pipeline mode), run in order (after what `later` queued); returns their results, in order.
-    /// As `query` otherwise: the first that fails throws its error, and none after it runs.
+    /// As `query` otherwise: the first that fails throws its error, and none after it runs; outside
+    /// a transaction block they are one implicit transaction (see `later`).
     public func pipeline(_ statements: [(sql: String, params: [any PostgresBindable])]) throws -> [PostgresQueryResult] {
         try send(statements.map { ($0.sql, $0.params.map(\.postgresParameter)) }, commit: false)
     }
@@ -50,8 +51,12 @@ public final class PostgresSyncConnection {
     /// A statement whose result the body does not need: it is sent with the next statement (`query`,
     /// `queryThenCommit`, `commit`, or when the body returns), in the same network round trip
     /// (pipeline mode), and runs before it. If it fails, that call throws its error and nothing
-    /// queued or sent after it runs; as with `query`, the transaction is then aborted. A body that
-    /// throws before they are sent drops them.
+    /// queued or sent after it runs; as with `query`, the transaction is then aborted (a COMMIT
+    /// that carries it throws its error, not `rolledBackAtCommit`). A call refused before anything
+    /// reached the server (a NUL in its SQL, a cancel) leaves them queued; a body that throws before
+    /// they are sent drops them. Outside a transaction block they and the statement they go with
+    /// run as one implicit transaction (all or nothing), except without the statement cache, where
+    /// each commits on its own as it would alone.
     public func later(_ sql: String, _ params: [any PostgresBindable] = []) {
         deferred.append((sql, params.map(\.postgresParameter)))
     }
@@ -108,25 +113,41 @@ public final class PostgresSyncConnection {
         guard !statements.isEmpty else { return [] }
         let begin = beginPending
         beginPending = false
-        defer {
-            // The server's word. BEGIN sent: the transaction began unless the connection is idle
-            // (nothing began, or a COMMIT ended it). COMMIT sent: still open means a statement failed
-            // (or never went) and the transaction awaits its ROLLBACK; otherwise it is over
-            // (committed, COMMIT failed, the connection gone, or nothing began). An async
-            // transaction's BEGIN still pending: nothing was sent, nothing began.
-            let status = handle.transactionStatus
-            let open = status == PQTRANS_INTRANS || status == PQTRANS_INERROR
-            if begin { began = commit ? open : status != PQTRANS_IDLE }
-            if commit && !open && !handle.beginPending {
-                didCommit = true
-                committed()
+        let before = handle.roundTrips
+        let results: [PostgresQueryResult]
+        do {
+            results = try handle.execPipeline(statements, beginFirst: begin, commitAfter: commit, isCancelled: isCancelled)
+        } catch {
+            if handle.roundTrips == before {
+                // Refused before anything reached the server (a NUL, a value that cannot be bound,
+                // a cancel): all of it is still to send, BEGIN included.
+                deferred = Array(statements.dropLast(last.count))
+                beginPending = begin
+            } else {
+                settle(begin: begin, commit: commit)
             }
+            throw error
         }
-        let results = try handle.execPipeline(statements, beginFirst: begin, commitAfter: commit, isCancelled: isCancelled)
+        settle(begin: begin, commit: commit)
         guard results.count == statements.count else {
             throw PostgresError(kind: .query, message: "a pipeline of \(statements.count) statements returned \(results.count) results")
         }
         return Array(results.suffix(last.count))
+    }
+
+    /// After a pipeline reached the server, the server's word. BEGIN sent: the transaction began
+    /// unless the connection is idle (nothing began, or a COMMIT ended it). COMMIT sent: still open
+    /// means a statement failed (or never went) and the transaction awaits its ROLLBACK; otherwise it
+    /// is over (committed, COMMIT failed, the connection gone, or nothing began). An async
+    /// transaction's BEGIN still pending: nothing was sent, nothing began.
+    private func settle(begin: Bool, commit: Bool) {
+        let status = handle.transactionStatus
+        let open = status == PQTRANS_INTRANS || status == PQTRANS_INERROR
+        if begin { began = commit ? open : status != PQTRANS_IDLE }
+        if commit && !open && !handle.beginPending {
+            didCommit = true
+            committed()
+        }
     }
 
     /// Server process id, for logs.

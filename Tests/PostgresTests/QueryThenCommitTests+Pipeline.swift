@@ -36,16 +36,25 @@ extension QueryThenCommitTests {
             try await TestDatabase.withTemporaryTable(client, columns: "id int PRIMARY KEY") { table in
                 let pid = try await connection(client).pid
                 _ = try await client.query("INSERT INTO \(table) VALUES ($1)", [1])
-                await #expect(throws: PostgresError.self) {
+                let error = await #expect(throws: PostgresError.self) {
                     try await client.transactionOnQueue { conn in
                         _ = try conn.pipeline([
                             ("INSERT INTO \(table) VALUES ($1)", [2]),
                             ("INSERT INTO \(table) VALUES ($1)", [1]),  // a duplicate key
-                            ("INSERT INTO \(table) VALUES ($1)", [3]),
+                            ("SELECT 1 / $1::int", [0]),  // would fail too, if it ran
                         ])
                     }
                 }
-                #expect(try await ids(client, table) == [1], "the insert before the failure is rolled back, the one after never ran")
+                #expect(error?.isUniqueViolation == true, "the failing statement's own error, not the one after it (22012): \(String(describing: error))")
+                #expect(try await ids(client, table) == [1], "the insert before the failure is rolled back")
+                try await expectReusable(client, pid: pid)
+                // Outside a transaction block the pipeline is one implicit transaction: all or nothing.
+                await #expect(throws: PostgresError.self) {
+                    try await client.onQueue { conn in
+                        _ = try conn.pipeline([("INSERT INTO \(table) VALUES ($1)", [4]), ("INSERT INTO \(table) VALUES ($1)", [1])])
+                    }
+                }
+                #expect(try await ids(client, table) == [1])
                 try await expectReusable(client, pid: pid)
             }
         }
@@ -98,14 +107,15 @@ extension QueryThenCommitTests {
         try await TestDatabase.withClient(poolSize: 1) { client in
             try await TestDatabase.withTemporaryTable(client, columns: "id int PRIMARY KEY") { table in
                 let pid = try await connection(client).pid
-                await #expect(throws: PostgresError.self) {
+                let error = await #expect(throws: PostgresError.self) {
                     try await client.transactionOnQueue { conn in
                         _ = try conn.query("INSERT INTO \(table) VALUES ($1)", [1])
                         conn.later("INSERT INTO \(table) VALUES ($1)", [1])  // a duplicate key
-                        _ = try conn.queryThenCommit("INSERT INTO \(table) VALUES ($1)", [2])
+                        _ = try conn.queryThenCommit("SELECT 1 / $1::int", [0])  // would fail too, if it ran
                     }
                 }
-                #expect(try await ids(client, table) == [], "nothing committed; the statement after the failed one never ran")
+                #expect(error?.isUniqueViolation == true, "the later statement's error, from the call that sent it: \(String(describing: error))")
+                #expect(try await ids(client, table) == [], "nothing committed")
                 try await expectReusable(client, pid: pid)
                 // With COMMIT at the body's end: the same.
                 await #expect(throws: PostgresError.self) {
@@ -115,6 +125,54 @@ extension QueryThenCommitTests {
                     }
                 }
                 #expect(try await ids(client, table) == [])
+                try await expectReusable(client, pid: pid)
+            }
+        }
+    }
+
+    @Test func laterStatementsInsideAnAsyncTransactionGoWithItsStatementsAndCommit() async throws {
+        try await TestDatabase.withClient(poolSize: 1) { client in
+            try await TestDatabase.withTemporaryTable(client, columns: "id int PRIMARY KEY") { table in
+                let pid = try await connection(client).pid
+                // The pending BEGIN goes with the first pipeline; what is queued last goes when the body returns.
+                try await client.transaction { conn in
+                    try await conn.onQueue { c in
+                        c.later("INSERT INTO \(table) VALUES ($1)", [1])
+                        let counted = try c.pipeline([("INSERT INTO \(table) VALUES ($1)", [2]), ("SELECT count(*)::int FROM \(table)", [])])
+                        #expect(try counted.last?.rows.first?.decode(0, as: Int.self) == 2)
+                        c.later("INSERT INTO \(table) VALUES ($1)", [3])
+                    }
+                    _ = try await conn.query("INSERT INTO \(table) VALUES ($1)", [4])
+                }
+                #expect(try await ids(client, table) == [1, 2, 3, 4])
+                // `commit` with queued statements ends the async transaction in that hop: no COMMIT follows.
+                _ = try await client.transaction { conn in try await conn.onQueue { c in c.later("INSERT INTO \(table) VALUES ($1)", [5]) } }
+                let spent = try await cost(client) {
+                    try await client.transaction { conn in
+                        try await conn.onQueue { c in
+                            c.later("INSERT INTO \(table) VALUES ($1)", [6])
+                            try c.commit()
+                        }
+                    }
+                }
+                #expect(spent.handOffs == 1 && spent.roundTrips == 1, "BEGIN, the insert and COMMIT in one hop and one round trip: \(spent)")
+                #expect(try await ids(client, table) == [1, 2, 3, 4, 5, 6])
+                try await expectReusable(client, pid: pid)
+            }
+        }
+    }
+
+    @Test func aCallRefusedBeforeItReachedTheServerKeepsTheLaterStatementsQueued() async throws {
+        try await TestDatabase.withClient(poolSize: 1) { client in
+            try await TestDatabase.withTemporaryTable(client, columns: "id int PRIMARY KEY") { table in
+                let pid = try await connection(client).pid
+                try await client.transactionOnQueue { conn in
+                    conn.later("INSERT INTO \(table) VALUES ($1)", [1])
+                    // A NUL cannot travel in a text value: refused here, nothing sent.
+                    #expect(throws: PostgresError.self) { _ = try conn.query("SELECT $1::text", ["a\u{0}b"]) }
+                    _ = try conn.queryThenCommit("INSERT INTO \(table) VALUES ($1)", [2])
+                }
+                #expect(try await ids(client, table) == [1, 2], "the queued insert went with the next statement, in the transaction")
                 try await expectReusable(client, pid: pid)
             }
         }

@@ -38,7 +38,9 @@ public struct ServiceConfiguration: Sendable {
     public var productCoalesceWindow: Duration = .milliseconds(1)
     /// ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS, default 5: while sends are outstanding, the
     /// producer serves delivery reports every this long instead of waking for each one (see
-    /// `KafkaProducer.init`); a record completes up to this much later. 0: as they arrive.
+    /// `KafkaProducer.init`); each report comes up to this much later, so a record whose outputs go
+    /// one after another (each after the previous one's report) completes up to that much later
+    /// per output. 0: as they arrive.
     public var deliveryReportInterval: Duration = .milliseconds(5)
     /// ORDER_SERVICE_HEALTH_FILE, default `/tmp/order-service.alive`: touched every 5 s while the
     /// service makes progress, and `<file>.ready` while it is also in a settled consumer group;

@@ -147,10 +147,8 @@ public struct OrderStore: Sendable {
 
     // MARK: Orders
 
-    /// The user's orders with ids below `beforeOrderId` (all when nil), newest first, at most `limit`.
-    /// Both statements (the page, then all its lines) in one hand-off to the connection's queue.
-    /// The user's orders older than `beforeOrderId`, newest first, at most `limit`, each with its
-    /// lines: one statement (one snapshot, one round trip).
+    /// The user's orders with ids below `beforeOrderId` (all when nil), newest first, at most `limit`,
+    /// each with its lines: one statement (one snapshot, one round trip).
     public func orders(userId: Int64, beforeOrderId: Int64? = nil, limit: Int = Int(Int32.max)) async throws -> [Order] {
         let store = self
         return try await db.onQueue { conn in
