@@ -7,20 +7,25 @@ public struct OffsetTracker: Sendable {
     private struct PartitionState {
         /// Offsets begun and not finished, ascending (records arrive in offset order).
         var inFlight: [Int64] = []
-        /// Payload bytes of each record of `inFlight` (same index), and their sum.
+        /// Payload bytes of each record of `inFlight` (same index).
         var sizes: [Int] = []
-        var bytes = 0
         var highestBegun: Int64 = -1
         /// Lowest offset dropped unprocessed: nothing at or past it may be committed.
         var ceiling: Int64?
 
-        mutating func remove(at i: Int) {
+        /// Removes the record at `i`; returns its payload bytes.
+        mutating func remove(at i: Int) -> Int {
             inFlight.remove(at: i)
-            bytes -= sizes.remove(at: i)
+            return sizes.remove(at: i)
         }
     }
 
     private var partitions: [TopicPartition: PartitionState] = [:]
+
+    /// Records in flight over all partitions, kept as they change (read on every submit).
+    public private(set) var totalInFlight = 0
+    /// Payload bytes of the records in flight (as given to `begin`), kept the same way.
+    public private(set) var totalBytesInFlight = 0
 
     public init() {}
 
@@ -32,12 +37,12 @@ public struct OffsetTracker: Sendable {
             if i == s.inFlight.startIndex || s.inFlight[i - 1] != offset {
                 s.inFlight.insert(offset, at: i)
                 s.sizes.insert(bytes, at: i)
-                s.bytes += bytes
+                added(bytes)
             }
         } else {
             s.inFlight.append(offset)
             s.sizes.append(bytes)
-            s.bytes += bytes
+            added(bytes)
         }
         s.highestBegun = max(s.highestBegun, offset)
         partitions[tp] = s
@@ -46,7 +51,7 @@ public struct OffsetTracker: Sendable {
     /// Marks the offset finished; returns the next offset to commit when it moved forward.
     public mutating func finish(_ tp: TopicPartition, _ offset: Int64) -> Int64? {
         guard var s = partitions[tp], let i = binarySearch(s.inFlight, offset) else { return nil }
-        s.remove(at: i)
+        removed(s.remove(at: i))
         partitions[tp] = s
         guard i == 0 else { return nil }  // an earlier record is still in flight
         let next = s.inFlight.first ?? (s.highestBegun + 1)
@@ -56,19 +61,28 @@ public struct OffsetTracker: Sendable {
     /// Forgets one offset without making anything committable (a record dropped unprocessed).
     public mutating func discard(_ tp: TopicPartition, _ offset: Int64) {
         guard var s = partitions[tp], let i = binarySearch(s.inFlight, offset) else { return }
-        s.remove(at: i)
+        removed(s.remove(at: i))
         s.ceiling = min(s.ceiling ?? offset, offset)
         partitions[tp] = s
     }
 
     public func inFlight(_ tp: TopicPartition) -> Int { partitions[tp]?.inFlight.count ?? 0 }
 
-    public var totalInFlight: Int { partitions.values.reduce(0) { $0 + $1.inFlight.count } }
+    public mutating func forget(_ tp: TopicPartition) {
+        guard let s = partitions.removeValue(forKey: tp) else { return }
+        totalInFlight -= s.inFlight.count
+        totalBytesInFlight -= s.sizes.reduce(0, +)
+    }
 
-    /// Payload bytes of the records in flight (as given to `begin`).
-    public var totalBytesInFlight: Int { partitions.values.reduce(0) { $0 + $1.bytes } }
+    private mutating func added(_ bytes: Int) {
+        totalInFlight += 1
+        totalBytesInFlight += bytes
+    }
 
-    public mutating func forget(_ tp: TopicPartition) { partitions[tp] = nil }
+    private mutating func removed(_ bytes: Int) {
+        totalInFlight -= 1
+        totalBytesInFlight -= bytes
+    }
 
     private func binarySearch(_ a: [Int64], _ x: Int64) -> Int? {
         var lo = 0
