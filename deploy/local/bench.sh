@@ -9,6 +9,8 @@
 # grow with its log, so a paced run measures what the service adds.
 # BENCH_GROUP=<suffix> gives the consumer groups their own names (two benches on one broker);
 # BENCH_SKIP_SETUP=1 skips setup.sh and starting the broker and the database (they must be running).
+# KAFKA_* variables reach every process it starts (e.g. KAFKA_FETCH_WAIT_MAX_MS=2: the mock cluster
+# holds a fetch that finds no data for the whole wait, where Kafka answers as data arrives).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
