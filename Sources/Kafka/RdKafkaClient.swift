@@ -52,8 +52,9 @@ final class RdKafkaClient: @unchecked Sendable {
         rd_kafka_conf_set_log_cb(conf) { rk, level, facility, message in
             guard let rk, let opaque = rd_kafka_opaque(rk) else { return }
             let cb = Unmanaged<RdKafkaCallbacks>.fromOpaque(opaque).takeUnretainedValue()
-            let text = "\(facility.map { String(cString: $0) } ?? ""): \(message.map { String(cString: $0) } ?? "")"
-            cb.logger.log(level: level <= 3 ? .error : level <= 4 ? .warning : level <= 6 ? .info : .debug, "\(text)")
+            let fac = facility.map { String(cString: $0) } ?? ""
+            let text = message.map { String(cString: $0) } ?? ""
+            cb.logger.log(level: RdKafkaLogLevel.level(syslog: level, facility: fac, message: text), "\(fac): \(text)")
         }
         rd_kafka_conf_set_error_cb(conf) { rk, err, reason, _ in
             guard let rk, let opaque = rd_kafka_opaque(rk) else { return }
