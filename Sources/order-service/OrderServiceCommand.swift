@@ -32,6 +32,7 @@ struct OrderServiceCommand: AsyncParsableCommand {
               ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS how long replies are kept for replays (default 168)
               ORDER_SERVICE_PRODUCT_CACHE_MS            how old product details add_item may use (default 0: always ask)
               ORDER_SERVICE_PRODUCT_COALESCE_MS         product look-ups this close together travel as one (default 1)
+              ORDER_SERVICE_CART_BATCH_WINDOW_MS        a new batch of cart requests waits this long for more (default 3)
               ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS delivery reports served this often while sends are out (default 5)
               ORDER_SERVICE_MAX_RECORD_BYTES            the largest record the service sends (default 1048576)
               ORDER_SERVICE_EVENT_SOURCE                CloudEvents source of notifications (default /order-service)

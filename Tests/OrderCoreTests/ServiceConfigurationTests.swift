@@ -8,6 +8,7 @@ import Testing
         #expect(c.productCacheStaleness == .zero)
         #expect(c.productCoalesceWindow == .milliseconds(1))
         #expect(c.deliveryReportInterval == .milliseconds(5))
+        #expect(c.cartBatchWindow == .milliseconds(3))
         #expect(c.maxInFlight == 2_000)
         #expect(c.kafka.properties.isEmpty)
     }
@@ -23,9 +24,15 @@ import Testing
         #expect(c.productCoalesceWindow == .zero)
     }
 
+    @Test func theCartBatchWindowIsRead() throws {
+        #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_CART_BATCH_WINDOW_MS": "0"]).cartBatchWindow == .zero)
+        #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_CART_BATCH_WINDOW_MS": "10"]).cartBatchWindow == .milliseconds(10))
+        #expect(throws: (any Error).self) { try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_CART_BATCH_WINDOW_MS": "101"]) }
+    }
+
     @Test(arguments: [
         "ORDER_SERVICE_PRODUCT_COALESCE_MS", "ORDER_SERVICE_PRODUCT_CACHE_MS", "ORDER_SERVICE_MAX_IN_FLIGHT",
-        "ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS",
+        "ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS", "ORDER_SERVICE_CART_BATCH_WINDOW_MS",
     ])
     func badNumbersAreRefused(name: String) {
         #expect(throws: (any Error).self) { try ServiceConfiguration.fromEnvironment([name: "-1"]) }

@@ -36,6 +36,9 @@ public struct ServiceConfiguration: Sendable {
     /// of each other travel to the Product Service as one request. 0: no wait — a look-up leaves at
     /// once unless 8 are on their way, and then rides with the next (batches grow with the load).
     public var productCoalesceWindow: Duration = .milliseconds(1)
+    /// ORDER_SERVICE_CART_BATCH_WINDOW_MS, default 3: a new batch of cart requests waits this long
+    /// for more before it starts (`CartBatcher.Configuration.window`); 0: a lone request goes at once.
+    public var cartBatchWindow: Duration = .milliseconds(3)
     /// ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS, default 5: while sends are outstanding, the
     /// producer serves delivery reports every this long instead of waking for each one (see
     /// `KafkaProducer.init`); each report comes up to this much later, so a record whose outputs go
@@ -121,6 +124,12 @@ public struct ServiceConfiguration: Sendable {
         }
         if let v = env["ORDER_SERVICE_PRODUCT_COALESCE_MS"] {
             c.productCoalesceWindow = .milliseconds(try int(v, "ORDER_SERVICE_PRODUCT_COALESCE_MS", min: 0))
+        }
+        if let v = env["ORDER_SERVICE_CART_BATCH_WINDOW_MS"] {
+            let ms = try int(v, "ORDER_SERVICE_CART_BATCH_WINDOW_MS", min: 0)
+            // Every cart request of an idle service waits the window: keep it a small delay.
+            guard ms <= 100 else { throw ConfigurationError("ORDER_SERVICE_CART_BATCH_WINDOW_MS must be at most 100, got '\(v)'") }
+            c.cartBatchWindow = .milliseconds(ms)
         }
         if let v = env["ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS"] {
             let ms = try int(v, "ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS", min: 0)

@@ -66,12 +66,14 @@ struct OrderServiceBuilder {
             upstream: KafkaProductCatalog(client: upstream, topics: topics), window: config.productCoalesceWindow,
             maxStaleness: config.productCacheStaleness)
         let relay = OutboxRelay(store: store, producer: producer, logger: logger)
+        var cartBatching = CartBatcher.Configuration()
+        cartBatching.window = config.cartBatchWindow
         let pipeline = RequestPipeline(
             topics: topics, routing: ReplyRouting(
                 topics: topics, allowList: config.replyToAllowList, maxRecordBytes: config.maxRecordBytes, groupId: config.groupId),
             catalog: catalog, addItemCatalog: RecentProductCatalog(catalog),
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
-            store: store, carts: CartBatcher(store: store), outboxWritten: { relay.notify() }, metrics: metrics,
+            store: store, carts: CartBatcher(store: store, configuration: cartBatching), outboxWritten: { relay.notify() }, metrics: metrics,
             replyTopics: ReplyTopicCheck { try await producer.topicPartitionCounts() }, eventSource: config.eventSource,
             logger: logger, crashOn: config.testCrashOn.map { Array($0.utf8) }, wedgeOn: config.testWedgeOn.map { Array($0.utf8) })
 
