@@ -7,9 +7,10 @@ import ServiceContextModule
 /// COMMIT: two round trips) in one hand-off to the connection's queue and one WAL flush for the
 /// whole batch, instead of up to four round trips and a flush per request. A request that arrives while
 /// `maxConcurrentBatches` batches are running waits for the next batch, so batches grow with the
-/// load. A new batch waits `window` for company before it starts (a group-commit delay, like PostgreSQL's `commit_delay` or the producer's `linger.ms`): at a
-/// steady rate requests otherwise arrive one at a time and each becomes a batch of its own, with
-/// its own round trips and waits. With a zero window a lone request goes at once, from its own task.
+/// load. A new batch waits `window` for company before it starts (a group-commit delay, like
+/// PostgreSQL's `commit_delay` or the producer's `linger.ms`): at a steady rate requests otherwise
+/// arrive one at a time and each becomes a batch of its own, with its own round trips and waits.
+/// With a zero window a lone request goes at once, from its own task.
 ///
 /// Each request's reply is stored under its idempotency key in the batch's transaction, exactly
 /// as a single-request transaction would. The dispatcher never runs two records of one lane at
@@ -76,8 +77,8 @@ public final class CartBatcher: Sendable {
     }
 
     public func run(_ request: Request) async throws -> Outcome {
-        // No window, nothing queued and a batch slot free: this request is a batch of its own, run from the
-        // caller's task (no worker task to start and wake). Requests arriving meanwhile queue for
+        // No window, nothing queued and a batch slot free: this request is a batch of its own, run
+        // from the caller's task (no worker task to start and wake). Requests arriving meanwhile queue for
         // a worker, which this one starts on its way out when any are left.
         let leads = state.withLock { s -> Bool in
             guard configuration.window == .zero, s.queue.isEmpty, s.running < configuration.maxConcurrentBatches else { return false }
