@@ -199,14 +199,16 @@ struct CoalescingProductCatalogTests {
     }
 
     @Test func batchesWaitingForTheLimitHoldAtMostMaxIdsAndLeaveInOrder() async throws {
-        let upstream = CountingCatalog(delay: .milliseconds(200))
+        // Each call takes 1 s, so `c` joins `b`'s batch even when a busy pool (the whole suite in
+        // parallel) starts its task a second late; 100 ms apart keeps the callers in order.
+        let upstream = CountingCatalog(delay: .seconds(1))
         let catalog = CoalescingProductCatalog(upstream: upstream, maxIds: 3, maxInFlight: 1)
         let first = Task { try await catalog.lookup([0]) }
         await eventually("the first request left") { upstream.calls.count == 1 }
         let a = Task { try await catalog.lookup([1, 2]) }
-        try await Task.sleep(for: .milliseconds(30))
+        try await Task.sleep(for: .milliseconds(100))
         let b = Task { try await catalog.lookup([3, 4]) }
-        try await Task.sleep(for: .milliseconds(30))
+        try await Task.sleep(for: .milliseconds(100))
         let c = Task { try await catalog.lookup([5]) }
         _ = try await (first.value, a.value, b.value, c.value)
         #expect(upstream.calls == [[0], [1, 2], [3, 4, 5]])
