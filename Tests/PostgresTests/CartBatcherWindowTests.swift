@@ -33,8 +33,9 @@ struct CartBatcherWindowTests {
     }
 
     @Test func requestsArrivingWithinTheWindowShareOneTransaction() async throws {
-        // A long window, so that the second caller lands in it even on a starved pool.
-        try await withBatcher(window: .seconds(1)) { batcher, client in
+        // A long window, so that the second caller lands in it even on a pool starved for seconds
+        // by a parallel test run (with 1 s it once did not, in CI).
+        try await withBatcher(window: .seconds(10)) { batcher, client in
             let first = TestCatalog.uniqueUserId(), second = TestCatalog.uniqueUserId()
             let a = Task { try await batcher.run(Self.add(first)) }
             try await Task.sleep(for: .milliseconds(40))
