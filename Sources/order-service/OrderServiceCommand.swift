@@ -34,6 +34,7 @@ struct OrderServiceCommand: AsyncParsableCommand {
               ORDER_SERVICE_PRODUCT_COALESCE_MS         product look-ups this close together travel as one (default 1)
               ORDER_SERVICE_CART_BATCH_WINDOW_MS        a new batch of cart requests waits this long for more (default 3)
               ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS delivery reports served this often while sends are out (default 5)
+              ORDER_SERVICE_EXECUTOR_THREADS            threads of the service's own task executor (default 0: Dispatch's pool)
               ORDER_SERVICE_MAX_RECORD_BYTES            the largest record the service sends (default 1048576)
               ORDER_SERVICE_EVENT_SOURCE                CloudEvents source of notifications (default /order-service)
               ORDER_SERVICE_PROBATION_RECORDS           crash-loop breaker: records run one at a time after an
@@ -53,6 +54,14 @@ struct OrderServiceCommand: AsyncParsableCommand {
             """,
         subcommands: [Run.self, Migrate.self, TopicsCommand.self, Health.self, ReplayDLQ.self],
         defaultSubcommand: Run.self)
+
+    /// Installs the configured global executor before anything else runs, then parses and runs.
+    /// An invalid environment is reported by the command's own configuration step.
+    static func main() async {
+        let threads = (try? ServiceConfiguration.fromEnvironment())?.executorThreads ?? 0
+        if threads > 0 { GlobalExecutor.installServiceExecutor(threads: threads) }
+        await main(nil)
+    }
 }
 
 struct CommonOptions: ParsableArguments {

@@ -45,6 +45,10 @@ public struct ServiceConfiguration: Sendable {
     /// one after another (each after the previous one's report) completes up to that much later
     /// per output. 0: as they arrive.
     public var deliveryReportInterval: Duration = .milliseconds(5)
+    /// ORDER_SERVICE_EXECUTOR_THREADS, default 0: the threads of the executor that runs tasks
+    /// without an actor. 0: Dispatch's cooperative pool (Swift's default); N (1…64): a
+    /// `ServiceExecutor` of N threads (`GlobalExecutor`, docs/architecture.md "Threads and executors").
+    public var executorThreads = 0
     /// ORDER_SERVICE_HEALTH_FILE, default `/tmp/order-service.alive`: touched every 5 s while the
     /// service makes progress, and `<file>.ready` while it is also in a settled consumer group;
     /// `order-service health [--ready]` checks them (exec probes need no HTTP). Empty: off.
@@ -136,6 +140,11 @@ public struct ServiceConfiguration: Sendable {
             // Longer would hold every record's completion (and its key's next record) for it.
             guard ms <= 100 else { throw ConfigurationError("ORDER_SERVICE_DELIVERY_REPORT_INTERVAL_MS must be at most 100, got '\(v)'") }
             c.deliveryReportInterval = .milliseconds(ms)
+        }
+        if let v = env["ORDER_SERVICE_EXECUTOR_THREADS"] {
+            let n = try int(v, "ORDER_SERVICE_EXECUTOR_THREADS", min: 0)
+            guard n <= 64 else { throw ConfigurationError("ORDER_SERVICE_EXECUTOR_THREADS must be at most 64, got '\(v)'") }
+            c.executorThreads = n
         }
         if let v = env["ORDER_SERVICE_HEALTH_FILE"] { c.healthFile = v.isEmpty ? nil : v }
         if let v = env["ORDER_SERVICE_METRICS_INTERVAL_MS"] {

@@ -1,0 +1,104 @@
+@_spi(ExperimentalScheduling) import _Concurrency
+import Foundation
+
+/// The service's own executor for the tasks that have no actor: a fixed set of threads (one by
+/// default) sharing one queue of ready jobs and one heap of timers, behind one condition.
+///
+/// Why: Dispatch's cooperative pool wakes a second worker for nearly every enqueue and runs each
+/// `Task.sleep` through its timer manager thread, which arms, fires and then wakes a worker — about
+/// a third of the service's wake-ups at a steady rate (docs/performance.md, "Session 11"). Here an
+/// enqueue from a running job only appends to the queue; a sleeping thread is signalled once, and a
+/// timer is one timed wait of the thread that will run it.
+///
+/// Rules this relies on, kept by the code (docs/architecture.md, "Threads and executors"): nothing
+/// blocks a job — librdkafka and libpq calls run on their own threads — and jobs are short.
+final class ServiceExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
+    let threadCount: Int
+
+    private let condition = MonotonicCondition()
+    // Under `condition`'s lock:
+    private var ready: [UnownedJob] = []
+    private var timers = TimerHeap()
+    private var sleepers = 0
+    /// Signals sent to sleepers that have not woken yet; a sleeper is signalled at most once.
+    private var wakesOwed = 0
+    private var started = false
+
+    init(threads: Int = 1, name: String = "service-executor") {
+        threadCount = max(1, threads)
+        ready.reserveCapacity(256)
+        for index in 0..<threadCount {
+            let thread = Thread { [self] in run() }
+            thread.name = threadCount == 1 ? name : "\(name)-\(index)"
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        condition.lock()
+        ready.append(job)
+        let wake = takeWake()
+        condition.unlock()
+        if wake { condition.signal() }
+    }
+
+    func enqueue<C: Clock>(
+        _ job: consuming ExecutorJob, at instant: C.Instant, tolerance: C.Duration?, clock: C
+    ) {
+        let job = UnownedJob(job)
+        // ContinuousClock and SuspendingClock (the only clocks Task.sleep hands an executor) both
+        // count in `Duration`; they differ only while a machine is suspended, which a server is not.
+        // Another clock's delay cannot be converted, so its job runs at once: an early wake-up the
+        // sleeper's loop tolerates, never a lost one.
+        let delay = clock.now.duration(to: instant) as? Duration ?? .zero
+        let deadline = MonotonicCondition.now().addingReportingOverflow(Self.nanoseconds(delay))
+        condition.lock()
+        let earliest = timers.earliestDeadline
+        timers.insert(job, deadline: deadline.overflow ? .max : deadline.partialValue)
+        let wake = (earliest.map { deadline.partialValue < $0 } ?? true) && takeWake()
+        condition.unlock()
+        if wake { condition.signal() }
+    }
+
+    var asSchedulingExecutor: (any SchedulingExecutor)? { self }
+
+    /// A signal is due when a thread sleeps that no earlier signal will wake. Lock held.
+    private func takeWake() -> Bool {
+        guard sleepers > wakesOwed else { return false }
+        wakesOwed += 1
+        return true
+    }
+
+    /// `duration` in whole nanoseconds: zero when negative, `UInt64.max` past about 584 years.
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
+        guard duration > .zero else { return 0 }
+        let (seconds, attoseconds) = duration.components  // both ≥ 0 for a positive duration
+        let whole = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        let total = whole.partialValue.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000))
+        return whole.overflow || total.overflow ? .max : total.partialValue
+    }
+
+    private func run() {
+        var batch: [UnownedJob] = []
+        batch.reserveCapacity(256)
+        let executor = asUnownedTaskExecutor()
+        condition.lock()
+        while true {
+            if !timers.isEmpty { timers.popDue(now: MonotonicCondition.now(), into: &ready) }
+            if !ready.isEmpty {
+                swap(&batch, &ready)
+                condition.unlock()
+                for job in batch { job.runSynchronously(on: executor) }
+                batch.removeAll(keepingCapacity: true)
+                condition.lock()
+                continue
+            }
+            sleepers += 1
+            condition.wait(until: timers.earliestDeadline)
+            sleepers -= 1
+            if wakesOwed > 0 { wakesOwed -= 1 }
+        }
+    }
+}
