@@ -18,18 +18,24 @@ final class ServiceExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendab
     private let condition = MonotonicCondition()
     // Under `condition`'s lock:
     private var ready: [UnownedJob] = []
-    private var timers = TimerHeap()
+    private var timers = TimerHeap<UnownedJob>()
     private var sleepers = 0
     /// Signals sent to sleepers that have not woken yet; a sleeper is signalled at most once.
     private var wakesOwed = 0
     private var started = false
 
-    init(threads: Int = 1, name: String = "service-executor") {
+    init(threads: Int = 1, name: String = "swift-executor") {
         threadCount = max(1, threads)
         ready.reserveCapacity(256)
         for index in 0..<threadCount {
-            let thread = Thread { [self] in run() }
-            thread.name = threadCount == 1 ? name : "\(name)-\(index)"
+            // Linux keeps 15 bytes of a thread's name and refuses a longer one.
+            let threadName = String((threadCount == 1 ? name : "\(name.prefix(12))-\(index)").utf8.prefix(15)) ?? name
+            // Named from inside: on Linux a name set before `start` does not reach the OS thread,
+            // and profiles (bench.sh's per-thread CPU) read the OS name.
+            let thread = Thread { [self] in
+                Thread.current.name = threadName
+                run()
+            }
             thread.stackSize = 8 << 20
             thread.start()
         }

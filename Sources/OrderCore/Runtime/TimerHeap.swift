@@ -1,11 +1,11 @@
-/// Jobs waiting for a monotonic deadline, earliest first; equal deadlines leave in the order they
+/// Elements (jobs) waiting for a monotonic deadline, earliest first; equal deadlines leave in the order they
 /// came. A binary min-heap in one array, so a timer costs no allocation once the array has grown.
-struct TimerHeap {
+struct TimerHeap<Element> {
     struct Entry {
         /// CLOCK_MONOTONIC nanoseconds.
         let deadline: UInt64
         let sequence: UInt64
-        let job: UnownedJob
+        let element: Element
 
         func precedes(_ other: Entry) -> Bool {
             deadline != other.deadline ? deadline < other.deadline : sequence < other.sequence
@@ -19,8 +19,8 @@ struct TimerHeap {
     var count: Int { entries.count }
     var earliestDeadline: UInt64? { entries.first?.deadline }
 
-    mutating func insert(_ job: UnownedJob, deadline: UInt64) {
-        entries.append(Entry(deadline: deadline, sequence: nextSequence, job: job))
+    mutating func insert(_ element: Element, deadline: UInt64) {
+        entries.append(Entry(deadline: deadline, sequence: nextSequence, element: element))
         nextSequence &+= 1
         var child = entries.count - 1
         while child > 0 {
@@ -31,10 +31,10 @@ struct TimerHeap {
         }
     }
 
-    /// Moves every job whose deadline is at or before `now` to `ready`, earliest first.
-    mutating func popDue(now: UInt64, into ready: inout [UnownedJob]) {
+    /// Moves every element whose deadline is at or before `now` to `ready`, earliest first.
+    mutating func popDue(now: UInt64, into ready: inout [Element]) {
         while let first = entries.first, first.deadline <= now {
-            ready.append(first.job)
+            ready.append(first.element)
             removeFirst()
         }
     }
