@@ -73,6 +73,14 @@ struct ServiceConfigurationEdgeTests {
         #expect(message(["ORDER_SERVICE_PROBATION_WINDOW_S": "0"]) != nil)
     }
 
+    @Test func executorThreadsDefaultToDispatchAndAreBounded() throws {
+        #expect(try ServiceConfiguration.fromEnvironment([:]).executorThreads == 0)
+        #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_EXECUTOR_THREADS": "1"]).executorThreads == 1)
+        #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_EXECUTOR_THREADS": "64"]).executorThreads == 64)
+        #expect(message(["ORDER_SERVICE_EXECUTOR_THREADS": "65"])?.contains("at most 64") == true)
+        #expect(message(["ORDER_SERVICE_EXECUTOR_THREADS": "-1"])?.contains("ORDER_SERVICE_EXECUTOR_THREADS") == true)
+    }
+
     @Test func theLargestIntegerIsAcceptedWithoutTrapping() throws {
         let max = String(Int.max)
         let c = try ServiceConfiguration.fromEnvironment([
