@@ -44,17 +44,24 @@ import Testing
         let executor = ServiceExecutor(threads: 1, name: "under-test")
         // `Task(executorPreference:)`, not `withTaskExecutorPreference`, whose closure inherits
         // the caller's isolation.
-        let names = await Task(executorPreference: executor) { () async -> [String?] in
-            let before = currentThreadName()
+        let onExecutor = await Task(executorPreference: executor) { () async -> [Bool] in
+            let first = executor.isCurrentThread
             // Resumed from a thread of its own: the rest of the task must come back to the executor.
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 Thread { continuation.resume() }.start()
             }
-            let resumed = currentThreadName()
+            let resumed = executor.isCurrentThread
             try? await Task.sleep(for: .milliseconds(1))
-            return [before, resumed, currentThreadName()]
+            return [first, resumed, executor.isCurrentThread]
         }.value
-        #expect(names == ["under-test", "under-test", "under-test"])
+        #expect(onExecutor == [true, true, true])
+        #expect(!executor.isCurrentThread)
+    }
+
+    @Test func threadsCarryTheirNameForProfiles() async {
+        let executor = ServiceExecutor(threads: 1, name: "named-exec")
+        let name = await Task(executorPreference: executor) { currentThreadName() }.value
+        #expect(name == "named-exec")
     }
 
     @Test func manyConcurrentTasksAllFinishOnEveryThreadCount() async {
@@ -91,5 +98,7 @@ import Testing
     }
 }
 
-/// Outside any async context, where `Thread.current` may be read.
-private func currentThreadName() -> String? { Thread.current.name }
+/// The OS thread's name, as profilers see it.
+private func currentThreadName() -> String? {
+    (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines)
+}

@@ -1,6 +1,10 @@
 @_spi(ExperimentalScheduling) import _Concurrency
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The service's own executor for the tasks that have no actor: a fixed set of threads (one by
 /// default) sharing one queue of ready jobs and one heap of timers, behind one condition.
 ///
@@ -12,6 +16,8 @@ import Foundation
 ///
 /// Rules this relies on, kept by the code (docs/architecture.md, "Threads and executors"): nothing
 /// blocks a job — librdkafka and libpq calls run on their own threads — and jobs are short.
+/// Its threads live as long as the process (the global executor does); a thread takes every ready
+/// job at once, so a second thread helps only when the first is busy when a burst arrives.
 final class ServiceExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
     let threadCount: Int
 
@@ -22,7 +28,7 @@ final class ServiceExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendab
     private var sleepers = 0
     /// Signals sent to sleepers that have not woken yet; a sleeper is signalled at most once.
     private var wakesOwed = 0
-    private var started = false
+    private var threadIDs: [pthread_t] = []
 
     init(threads: Int = 1, name: String = "swift-executor") {
         threadCount = max(1, threads)
@@ -30,10 +36,14 @@ final class ServiceExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendab
         for index in 0..<threadCount {
             // Linux keeps 15 bytes of a thread's name and refuses a longer one.
             let threadName = String((threadCount == 1 ? name : "\(name.prefix(12))-\(index)").utf8.prefix(15)) ?? name
-            // Named from inside: on Linux a name set before `start` does not reach the OS thread,
-            // and profiles (bench.sh's per-thread CPU) read the OS name.
+            // Named from inside with pthread's own call: Foundation's `Thread.name` reaches the OS
+            // thread only when the new thread runs after `start` has recorded it (a race), and
+            // profiles (bench.sh's per-thread CPU) read the OS name.
             let thread = Thread { [self] in
-                Thread.current.name = threadName
+                Self.nameCurrentThread(threadName)
+                condition.lock()
+                threadIDs.append(pthread_self())
+                condition.unlock()
                 run()
             }
             thread.stackSize = 8 << 20
@@ -59,16 +69,35 @@ final class ServiceExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendab
         // Another clock's delay cannot be converted, so its job runs at once: an early wake-up the
         // sleeper's loop tolerates, never a lost one.
         let delay = clock.now.duration(to: instant) as? Duration ?? .zero
-        let deadline = MonotonicCondition.now().addingReportingOverflow(Self.nanoseconds(delay))
+        let sum = MonotonicCondition.now().addingReportingOverflow(Self.nanoseconds(delay))
+        let deadline = sum.overflow ? UInt64.max : sum.partialValue
         condition.lock()
         let earliest = timers.earliestDeadline
-        timers.insert(job, deadline: deadline.overflow ? .max : deadline.partialValue)
-        let wake = (earliest.map { deadline.partialValue < $0 } ?? true) && takeWake()
+        timers.insert(job, deadline: deadline)
+        // Only a deadline earlier than the one a sleeper waits for needs it awake now.
+        let wake = (earliest.map { deadline < $0 } ?? true) && takeWake()
         condition.unlock()
         if wake { condition.signal() }
     }
 
     var asSchedulingExecutor: (any SchedulingExecutor)? { self }
+
+    /// glibc's `pthread_setname_np`, which its Swift module leaves out (it is a GNU extension).
+    private static func nameCurrentThread(_ name: String) {
+        #if canImport(Glibc)
+        typealias SetName = @convention(c) (pthread_t, UnsafePointer<CChar>) -> Int32
+        guard let symbol = dlsym(nil, "pthread_setname_np") else { return }
+        _ = unsafeBitCast(symbol, to: SetName.self)(pthread_self(), name)
+        #endif
+    }
+
+    /// Whether the calling thread is one of this executor's.
+    var isCurrentThread: Bool {
+        let current = pthread_self()
+        condition.lock()
+        defer { condition.unlock() }
+        return threadIDs.contains { pthread_equal($0, current) != 0 }
+    }
 
     /// A signal is due when a thread sleeps that no earlier signal will wake. Lock held.
     private func takeWake() -> Bool {
