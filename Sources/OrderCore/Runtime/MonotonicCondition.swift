@@ -38,7 +38,6 @@ final class MonotonicCondition: @unchecked Sendable {
     func lock() { pthread_mutex_lock(mutex) }
     func unlock() { pthread_mutex_unlock(mutex) }
     func signal() { pthread_cond_signal(condition) }
-    func broadcast() { pthread_cond_broadcast(condition) }
 
     /// Waits (the lock held) until signalled, or until `deadline` (monotonic ns) when given.
     func wait(until deadline: UInt64?) {

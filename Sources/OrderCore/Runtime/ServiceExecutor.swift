@@ -19,8 +19,6 @@ import Glibc
 /// Its threads live as long as the process (the global executor does); a thread takes every ready
 /// job at once, so a second thread helps only when the first is busy when a burst arrives.
 final class ServiceExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
-    let threadCount: Int
-
     private let condition = MonotonicCondition()
     // Under `condition`'s lock:
     private var ready: [UnownedJob] = []
@@ -31,7 +29,7 @@ final class ServiceExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendab
     private var threadIDs: [pthread_t] = []
 
     init(threads: Int = 1, name: String = "swift-executor") {
-        threadCount = max(1, threads)
+        let threadCount = max(1, threads)
         ready.reserveCapacity(256)
         for index in 0..<threadCount {
             // Linux keeps 15 bytes of a thread's name and refuses a longer one.
