@@ -148,10 +148,11 @@ extension KafkaConsumer {
 
         // MARK: Assignment
 
-        /// `assign()`: a new manual assignment replaces the old one.
-        func replaceAssignment(_ tps: Set<TopicPartition>, rk: OpaquePointer) {
-            state.withLock { $0.replaceAssignment(tps) }
+        /// `assign()`: a new manual assignment replaces the old one; returns the difference.
+        func replaceAssignment(_ tps: Set<TopicPartition>, rk: OpaquePointer) -> StateMachine<Reader>.AssignmentChange {
+            let change = state.withLock { $0.replaceAssignment(tps) }
             reconcilePauses(rk)  // resumes dropped partitions; new ones are paused after the assign
+            return change
         }
 
         func assigned(_ tps: [TopicPartition], incremental: Bool, rk: OpaquePointer) {

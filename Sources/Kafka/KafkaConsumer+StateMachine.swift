@@ -31,6 +31,12 @@ extension KafkaConsumer {
             var isEmpty: Bool { pause.isEmpty && resume.isEmpty }
         }
 
+        /// What a new manual assignment changes for librdkafka: partitions to stop and to start.
+        struct AssignmentChange: Equatable {
+            var removed: Set<TopicPartition> = []
+            var added: Set<TopicPartition> = []
+        }
+
         enum PushAction {
             /// Not assigned (any more), or the consumer is closing: dropped.
             case dropped
@@ -242,13 +248,17 @@ extension KafkaConsumer {
 
         // MARK: Assignment
 
-        /// `assign()` (no group): the new assignment replaces the old one.
-        mutating func replaceAssignment(_ tps: Set<TopicPartition>) {
+        /// `assign()` (no group): the new assignment replaces the old one. Partitions in both keep
+        /// their buffers and progress (librdkafka is told only the difference, see `assign`).
+        @discardableResult
+        mutating func replaceAssignment(_ tps: Set<TopicPartition>) -> AssignmentChange {
+            let change = AssignmentChange(removed: assignment.subtracting(tps), added: tps.subtracting(assignment))
             assignment = tps
             buffers.removeAll { !tps.contains($0) }
             for reason in PauseReason.allCases { paused[reason]?.formIntersection(tps) }
-            inFlight = [:]
-            storedNext = [:]
+            inFlight = inFlight.filter { tps.contains($0.key) }
+            storedNext = storedNext.filter { tps.contains($0.key) }
+            return change
         }
 
         /// The group assigned partitions: eager rebalances replace the assignment, cooperative

@@ -383,13 +383,14 @@ struct BrokerTests {
     }
 
     /// Re-assigning drops the buffers of partitions no longer assigned, and those partitions are
-    /// read again from where the new assignment says when they come back.
+    /// read again from where the new assignment says when they come back; a partition in both
+    /// assignments goes on where it was (no record twice). Each assign comes while the previous
+    /// one's fetcher stops may be outstanding (librdkafka #5573 aborted here once).
     @Test func reassigningWithBufferedRecordsDeliversTheNewAssignment() async throws {
         let (a, b) = try await twoSinglePartitionTopics()
         let producer = try KafkaProducer(configuration: TestKafka.configuration(), logger: logger)
         try await sendNumbered(50, to: a, with: producer)
         try await sendNumbered(50, to: b, with: producer)
-        await producer.close()
         let handedOver = HandedOver()
         let consumer = try KafkaConsumer(
             configuration: TestKafka.configuration(HandedOver.properties), options: .init(onStatistics: handedOver.update),
@@ -404,6 +405,10 @@ struct BrokerTests {
         let gotB = try await RecordCollector(consumer, limit: 50).waitFor(count: 50)
         #expect(gotB.map(\.topic) == Array(repeating: b, count: 50))
         #expect(gotB.map(\.offset) == Array(0..<50))
+        _ = try await producer.sendAll([KafkaOutgoingRecord(topic: b, key: nil, value: bytes("50"))])
+        let nextB = try await RecordCollector(consumer, limit: 1).waitFor(count: 1)
+        #expect(nextB.map(\.offset) == [50])  // not offset 0 again
+        await producer.close()
         try consumer.assign([TopicPartition(a, 0): KafkaOffset.beginning])
         let onlyA = RecordCollector(consumer, limit: 50)
         let gotA = try await onlyA.waitFor(count: 50)

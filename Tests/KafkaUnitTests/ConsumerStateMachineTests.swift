@@ -114,6 +114,22 @@ struct ConsumerStateMachineTests {
         #expect(m.v.reconcile() == .init(pause: [p1]))
     }
 
+    /// librdkafka is told only the difference (a kept partition is neither stopped nor restarted,
+    /// see `KafkaConsumer.assign`), and a kept partition keeps its buffer and the record in hand.
+    @Test func aNewManualAssignmentNamesOnlyTheDifferenceAndKeepsTheKeptPartitions() {
+        let m = machine(assigned: [p0])
+        _ = m.v.push(record(p0, 7))
+        #expect(ask(m, 1) == 7)
+        let p2 = TopicPartition("t", 2)
+        #expect(m.v.replaceAssignment([p0, p1]) == .init(removed: [], added: [p1]))
+        #expect(m.v.undrained([p0]) == [p0])  // still being handled: a revoke would wait for it
+        _ = m.v.push(record(p0, 8))
+        #expect(m.v.replaceAssignment([p1, p2]) == .init(removed: [p0], added: [p2]))
+        #expect(m.v.buffers.count(p0) == 0)
+        #expect(m.v.undrained([p0]).isEmpty)
+        #expect(m.v.replaceAssignment([p1, p2]) == .init())
+    }
+
     @Test func eagerAssignmentsReplaceAndCooperativeOnesAdd() {
         let m = Ref(Machine(maxBuffered: 4))
         m.v.assigned([p0], incremental: false)
