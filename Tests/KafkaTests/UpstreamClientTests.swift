@@ -147,7 +147,7 @@ struct UpstreamClientTests {
             if isFirst { return }  // the first: no answer in time
             try await c.reply(correlation: id, #"{"answer":"second"}"#)
         }
-        let client = try await c.client(requests, timeout: .seconds(3))  // room for the next replies on a loaded machine
+        let client = try await c.client(requests, timeout: .seconds(8))  // room for the next replies on a loaded machine
         let first = await ask(client)
         #expect(first.failure == .timeout(service: "product"))
         #expect(client.pendingCount == 0, "the timed-out request no longer waits")

@@ -182,7 +182,9 @@ struct CoalescingProductCatalogTests {
     }
 
     @Test func lookupsArrivingWhileTheLimitIsOnItsWayRideTogetherWithTheNextRequest() async throws {
-        let upstream = CountingCatalog(delay: .milliseconds(300))
+        // 1 s calls: the later callers must all queue before the first call returns, also when
+        // a busy pool (the whole suite in parallel) starts their tasks late.
+        let upstream = CountingCatalog(delay: .seconds(1))
         let catalog = CoalescingProductCatalog(upstream: upstream, maxInFlight: 1)
         let first = Task { try await catalog.lookup([9]) }
         await eventually("the first request left") { upstream.calls.count == 1 }
@@ -215,7 +217,8 @@ struct CoalescingProductCatalogTests {
     }
 
     @Test func withoutAWindowAFailureReachesItsBatchOnlyAndTheLimitIsGivenBack() async throws {
-        let upstream = CountingCatalog(failingCalls: [2], delay: .milliseconds(200))
+        // 1 s calls, so that `a` and `b` both queue behind the first even on a busy pool.
+        let upstream = CountingCatalog(failingCalls: [2], delay: .seconds(1))
         let catalog = CoalescingProductCatalog(upstream: upstream, maxInFlight: 1)
         let first = Task { try await catalog.lookup([1]) }
         await eventually("the first request left") { upstream.calls.count == 1 }

@@ -81,7 +81,8 @@ import Testing
         let executor = ServiceExecutor(threads: 1, name: "executor-sleeps")
         let order = await Task(executorPreference: executor) {
             await withTaskGroup(of: (Int, Duration).self) { group in
-                for delay in [40, 10, 25] {
+                // 150 ms apart: the order holds even if the one thread is pre-empted between starts.
+                for delay in [400, 100, 250] {
                     group.addTask {
                         let start = ContinuousClock.now
                         try? await Task.sleep(for: .milliseconds(delay))
@@ -93,7 +94,7 @@ import Testing
                 return finished
             }
         }.value
-        #expect(order.map(\.0) == [10, 25, 40])
+        #expect(order.map(\.0) == [100, 250, 400])
         for (delay, elapsed) in order { #expect(elapsed >= .milliseconds(delay)) }
     }
 }
