@@ -190,12 +190,13 @@ extension EndToEndTests {
     }
 
     /// Requests are in flight at SIGTERM: the service has asked the (fake) Product Service about
-    /// them, which answers only 1.5 s after each question. Draining means each is still answered
-    /// (ok, with the item in the cart) before the service exits 0.
+    /// them, which answers only 4 s after each question (room for a loaded machine to see them all
+    /// unanswered first; the upstream timeout is raised above it). Draining means each is still
+    /// answered (ok, with the item in the cart) before the service exits 0.
     @Test("SIGTERM with requests in flight: each is answered, then the service exits 0 promptly")
     func gracefulStop() async throws {
-        try await withSystem("sigterm", product: false, inventory: false) { system in
-            let answerDelay: Duration = .milliseconds(1_500)
+        try await withSystem("sigterm", product: false, inventory: false, environment: ["ORDER_SERVICE_UPSTREAM_TIMEOUT_MS": "30000"]) { system in
+            let answerDelay: Duration = .seconds(4)
             let upstream = try FakeUpstream(system) { r in
                 switch r.service {
                 case .product:
@@ -232,7 +233,7 @@ extension EndToEndTests {
             system.records(on: cartResponses).compactMap { try? JSON.parse($0.value ?? []) }
                 .filter { $0["request_id"]?.string?.hasPrefix("drain-") == true }
         }
-        // In flight: asked upstream, not answered yet (the answers come 1.5 s after each question).
+        // In flight: asked upstream, not answered yet (the answers come 4 s after each question).
         try #require(ours().isEmpty, "answered before SIGTERM: \(ours().map(\.text))")
         service.signal(SIGTERM)
         let status = await service.waitForExit(timeout: .seconds(30))

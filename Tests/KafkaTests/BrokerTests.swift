@@ -116,7 +116,9 @@ struct BrokerTests {
             try consumer.subscribe([topic])
             let collector = RecordCollector(consumer) { record in
                 handled.withLock { $0["\(record.partition)/\(record.offset)", default: []].append(name) }
-                try? await Task.sleep(for: .milliseconds(5))  // work; a rebalance may arrive meanwhile
+                // Work; a rebalance may arrive meanwhile. 20 ms a record keeps phase 1 (~6 s for
+                // one member) well longer than a join, also when B's start is late on a busy box.
+                try? await Task.sleep(for: .milliseconds(20))
                 try consumer.store(record.topicPartition, nextOffset: record.offset + 1)
                 if record.offset % 10 == 0 { try? await consumer.commit() }
             }
