@@ -274,7 +274,9 @@ func expectConsistentAmounts(_ object: JSON?, _ label: String, sourceLocation: S
 extension EndToEndTests {
     @Test("upstream fuzz: hostile Product and Inventory answers get contract replies, never internal_error; the service stays up and consistent")
     func upstreamFuzz() async throws {
-        let timeoutMs = 2_500
+        // Each ok case needs the fake upstream in this (busy) test process to answer within it, and
+        // each "at once" case its whole round trip under it: 5 s, the service's default.
+        let timeoutMs = 5_000
         let system = try await TestSystem.start(
             "upfuzz", product: false, inventory: false, serviceEnvironment: ["ORDER_SERVICE_UPSTREAM_TIMEOUT_MS": String(timeoutMs)])
         let scripts = UpstreamScripts()
