@@ -75,6 +75,30 @@ struct CartBatcherTests {
         }
     }
 
+    @Test func aClaimStoresItsReplyWithTheBatchAndLeavesTheCartAlone() async throws {
+        try await withBatcher { batcher in
+            let user = Self.user()
+            let key = "t/\(user)/claimed"
+            let refusal = Self.outcome(Array(#"{"status":"error","claimed":true}"#.utf8))
+            let claim = CartBatcher.Request(key: key, userId: user, operation: .claim) { _ in refusal }
+            // A claim and a cart change of the same user at once: both commit, each with its reply.
+            async let claimed = batcher.run(claim)
+            async let added = batcher.run(Self.request("t/\(user)/add", user, .add(Self.product, quantity: 2)))
+            let (claimedOutcome, addedOutcome) = try await (claimed, added)
+            #expect(claimedOutcome == .stored(refusal))
+            #expect(try Self.quantities(addedOutcome) == [2])
+            #expect(try await batcher.store.storedReply(key: key) == refusal.reply)
+            #expect(try await batcher.store.cart(userId: user).items.map(\.quantity) == [2])
+            // A repeat of the claimed key is a duplicate and changes nothing.
+            #expect(try await batcher.run(claim) == .duplicate)
+            #expect(try await batcher.store.storedReply(key: key) == refusal.reply)
+            // A claim of a user without a cart creates none.
+            let other = Self.user()
+            #expect(try await batcher.run(CartBatcher.Request(key: "t/\(other)/claimed", userId: other, operation: .claim) { _ in refusal }) == .stored(refusal))
+            #expect(try await batcher.store.cart(userId: other).cartId == nil)
+        }
+    }
+
     @Test func readsUpdatesAndRemovalsInOrderForOneUser() async throws {
         try await withBatcher { batcher in
             let user = Self.user()

@@ -278,8 +278,7 @@ public struct RequestPipeline: RecordHandler {
                 logger.error("reply of \(outcome.reply.count) bytes exceeds the record budget of \(budget)", metadata: ["action": "\(action)"])
                 return .error(requestId: rid, action: action, ServiceError(.internalError, "the reply would be too large to send"))
             }
-            if try await store.storeReply(key: key, reply: outcome.reply) { return outcome }
-            return try await stored() ?? outcome
+            return try await persist.remember(key: key, userId: request.command.userId ?? 0, outcome)
         }
         func fail(_ e: ServiceError) async throws -> RequestOutcome {
             let outcome = RequestOutcome.error(requestId: rid, action: action, e)

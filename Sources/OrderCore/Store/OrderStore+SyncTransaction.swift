@@ -49,6 +49,8 @@ extension OrderStore {
                     ops.append("set"); products.append(String(id)); names.append(nil); prices.append(nil); quantities.append(String(q))
                 case .get:
                     ops.append("get"); products.append(nil); names.append(nil); prices.append(nil); quantities.append(nil)
+                case .claim:
+                    ops.append("claim"); products.append(nil); names.append(nil); prices.append(nil); quantities.append(nil)
                 }
             }
             let rows = try conn.query(

@@ -117,6 +117,10 @@ public struct OrderStore: Sendable {
         /// update_item; quantity 0 is remove_item.
         case set(productId: Int64, quantity: Int)
         case get
+        /// No cart is read or changed: only the request's key is claimed, so that a reply decided
+        /// before the store (an error, a list_orders page) is stored with the batch instead of in a
+        /// round trip of its own. Found: `.changed` with an empty cart, which the reply ignores.
+        case claim
     }
 
     /// What a batched cart request found: its change or read, or `nil` when its idempotency key

@@ -308,6 +308,49 @@ public enum OrderSchema {
                 ALTER TABLE outbox ADD COLUMN ordering_key TEXT;
                 CREATE INDEX outbox_by_ordering_key ON outbox (ordering_key, id) WHERE ordering_key IS NOT NULL;
                 """),
+        Migration(
+            version: 9, name: "cart batch: operation 'claim' (a reply stored with the batch, no cart touched)",
+            sql: """
+                -- As version 5, plus 'claim': the key is claimed and its reply stored with the
+                -- batch's others; no cart is read or changed (one row, outcome 'ok'). Replies that
+                -- need no transaction of their own (errors, list_orders) ride with the next batch
+                -- instead of taking a round trip each.
+                CREATE OR REPLACE FUNCTION order_service_cart_batch(
+                    p_keys TEXT[], p_ops TEXT[], p_users BIGINT[], p_products BIGINT[], p_names TEXT[],
+                    p_prices NUMERIC[], p_quantities INTEGER[], p_max_quantity INTEGER, p_max_lines INTEGER)
+                RETURNS TABLE (r_index INTEGER, outcome TEXT, current_quantity INTEGER, r_cart_id BIGINT, r_created_at TEXT,
+                               r_cart_item_id BIGINT, r_product_id BIGINT, r_product_name TEXT, r_unit_price TEXT, r_quantity INTEGER)
+                LANGUAGE plpgsql AS $fn$
+                DECLARE i INTEGER;
+                BEGIN
+                    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+                        INSERT INTO processed_requests (idempotency_key, reply) VALUES (p_keys[i], '')
+                            ON CONFLICT DO NOTHING;
+                        IF NOT FOUND THEN
+                            RETURN QUERY SELECT i, 'duplicate'::TEXT, 0, NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER;
+                            CONTINUE;
+                        END IF;
+                        IF p_ops[i] = 'add' THEN
+                            RETURN QUERY SELECT i, a.* FROM order_service_add_item(
+                                p_users[i], p_products[i], p_names[i], p_prices[i], p_quantities[i], p_max_quantity, p_max_lines) a;
+                        ELSIF p_ops[i] = 'set' THEN
+                            RETURN QUERY SELECT i, s.* FROM order_service_set_item(p_users[i], p_products[i], p_quantities[i]) s;
+                        ELSIF p_ops[i] = 'claim' THEN
+                            RETURN QUERY SELECT i, 'ok'::TEXT, 0, NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER;
+                        ELSIF p_ops[i] = 'get' THEN
+                            RETURN QUERY SELECT i, 'ok'::TEXT, 0, c.cart_id, to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                                    ci.cart_item_id, ci.product_id, ci.product_name, ci.unit_price::TEXT, ci.quantity
+                                FROM carts c LEFT JOIN cart_items ci ON ci.cart_id = c.cart_id WHERE c.user_id = p_users[i]
+                                ORDER BY ci.cart_item_id;
+                            IF NOT FOUND THEN
+                                RETURN QUERY SELECT i, 'ok'::TEXT, 0, NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, NULL::TEXT, NULL::INTEGER;
+                            END IF;
+                        ELSE
+                            RAISE EXCEPTION 'unknown cart batch operation %', p_ops[i];
+                        END IF;
+                    END LOOP;
+                END $fn$;
+                """),
     ]
 }
 

@@ -104,6 +104,17 @@ public struct PersistStage: Sendable {
         }
     }
 
+    /// Stores a reply decided without a transaction of its own (a refusal, a read such as
+    /// list_orders) under `key` unless the key has one already; returns the reply that stands.
+    /// It goes with the next cart batch (`CartOperation.claim`): no round trip of its own.
+    public func remember(key: String, userId: Int64, _ outcome: RequestOutcome) async throws -> RequestOutcome {
+        switch try await carts.run(CartBatcher.Request(key: key, userId: userId, operation: .claim, reply: { _ in outcome })) {
+        case .stored(let stored): return stored
+        // A key stored meanwhile and already expired again leaves nothing to read: this reply stands.
+        case .duplicate: return try await store.storedReply(key: key).map(RequestOutcome.init(stored:)) ?? outcome
+        }
+    }
+
     /// get_cart: a read, but its reply is stored too, so that a repeat gets the same answer.
     public func getCart(key: String, requestId: String?, userId: Int64) async throws -> Result {
         try await batched(key: key, userId: userId, .get) { change in
