@@ -24,7 +24,8 @@ extension KafkaConsumer.Core: RdKafkaRebalanceHandler {
     func rebalance(
         _ rk: OpaquePointer, _ err: rd_kafka_resp_err_t, _ partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>
     ) {
-        let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
+        // NULL "on error" (rdkafka.h): then not cooperative, never a crash in the callback.
+        let cooperative = rd_kafka_rebalance_protocol(rk).map { String(cString: $0) } == "COOPERATIVE"
         let tps = partitions.pointee.topicPartitions
         switch err {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:

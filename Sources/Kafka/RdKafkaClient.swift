@@ -95,10 +95,12 @@ final class RdKafkaClient: @unchecked Sendable {
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { throw KafkaError(err, context: "metadata") }
         defer { rd_kafka_metadata_destroy(md) }
         var out: [String: Int32] = [:]
-        for i in 0..<Int(md.pointee.topic_cnt) {
-            let t = md.pointee.topics[i]
+        // Counts as the broker sent them: a broken one could send -1 (a null array); read as none.
+        guard let topics = md.pointee.topics else { return out }
+        for i in 0..<max(0, Int(md.pointee.topic_cnt)) {
+            let t = topics[i]
             guard t.err == RD_KAFKA_RESP_ERR_NO_ERROR, let name = t.topic else { continue }
-            out[String(cString: name)] = t.partition_cnt
+            out[String(cString: name)] = max(0, t.partition_cnt)
         }
         return out
     }

@@ -36,6 +36,17 @@ struct RetentionCheckTests {
         #expect(f[1].message.contains("infinite") && f[1].message.contains("604800000"))
     }
 
+    @Test func extremeRetentionsAndHoursGiveMessagesNotCrashes() {
+        // Long.MAX_VALUE is a common "keep forever" retention.ms; hours come from the environment.
+        let keptForever = R(configValue: String(Int64.max))
+        #expect(keptForever == .finite(milliseconds: .max))
+        let f = RetentionCheck.findings(["cart": keptForever], idempotencyRetentionHours: 168)
+        #expect(f.count == 1 && f[0].isReplayRisk)
+        #expect(f[0].message.contains("at least \(Int64.max / 3_600_000 + 1)"))
+        #expect(RetentionCheck.findings(["cart": keptForever, "order": .infinite], idempotencyRetentionHours: .max).map(\.message).count == 1)
+        #expect(RetentionCheck.findings(["cart": .finite(milliseconds: 1)], idempotencyRetentionHours: .max).isEmpty)
+    }
+
     @Test func shorterIdempotencyRetentionFlagsTheDefaultTopics() {
         let f = RetentionCheck.findings(["cart": .finite(milliseconds: 604_800_000)], idempotencyRetentionHours: 24)
         #expect(f.count == 1 && f[0].isReplayRisk)

@@ -151,6 +151,9 @@ struct TopicsTests {
     @Test func partitionsAndReplicationMustBePositive() {
         fails(Fixture.yaml().replacingFirst("    role: event\n", with: "    role: event\n    partitions: 0\n"))
         fails(Fixture.yaml().replacingFirst("    role: event\n", with: "    role: event\n    replication_factor: -1\n"))
+        // Beyond what Kafka's protocol can carry: an error, not a trap in the conversion.
+        fails(Fixture.yaml().replacingFirst("    role: event\n", with: "    role: event\n    partitions: 3000000000\n"))
+        fails(Fixture.yaml().replacingFirst("    role: event\n", with: "    role: event\n    replication_factor: 40000\n"))
     }
 
     @Test(arguments: ["", "topics: []", "topics: 5", "nothing: {}", "- a\n- b", "topics:\n  cart_requests: 1\n", "topics: {\n", "\t:"])

@@ -56,10 +56,13 @@ public enum RetentionCheck {
             switch self {
             case .keptLongerThanReplies(let topic, let retention, let hours):
                 let needed: String
+                let most = RetentionCheck.milliseconds(hours: hours)
                 if case .finite(let ms) = retention {
-                    needed = "set ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS to at least \(Int((ms + 3_599_999) / 3_600_000)) or lower the topic's retention.ms to at most \(Int64(hours) * 3_600_000)"
+                    // Hours rounded up, without `ms + 3_599_999` (retention.ms may be near Int64.max).
+                    let hoursNeeded = ms / 3_600_000 + (ms % 3_600_000 == 0 ? 0 : 1)
+                    needed = "set ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS to at least \(hoursNeeded) or lower the topic's retention.ms to at most \(most)"
                 } else {
-                    needed = "give the topic a finite retention.ms of at most \(Int64(hours) * 3_600_000) (no idempotency retention covers an infinite one)"
+                    needed = "give the topic a finite retention.ms of at most \(most) (no idempotency retention covers an infinite one)"
                 }
                 return "request topic \(topic) keeps records for \(retention.description), but replies are remembered for only "
                     + "\(hours) h (ORDER_SERVICE_IDEMPOTENCY_RETENTION_HOURS): if the group's offsets are lost, a replay from the "
@@ -74,7 +77,7 @@ public enum RetentionCheck {
     /// One finding per request topic that keeps records longer than replies are remembered, or
     /// whose retention is unknown; none for a topic within the idempotency retention.
     public static func findings(_ retentions: [String: Retention], idempotencyRetentionHours hours: Int) -> [Finding] {
-        let limit = Int64(hours) * 3_600_000
+        let limit = milliseconds(hours: hours)
         return retentions.sorted { $0.key < $1.key }.compactMap { topic, retention in
             switch retention {
             case .finite(let ms) where ms <= limit: nil
@@ -82,6 +85,12 @@ public enum RetentionCheck {
             case .unknown(let reason): .unreadable(topic: topic, reason: reason)
             }
         }
+    }
+
+    /// `hours` in milliseconds, at most Int64.max (the hours come from the environment unbounded).
+    static func milliseconds(hours: Int) -> Int64 {
+        let (ms, overflow) = Int64(clamping: hours).multipliedReportingOverflow(by: 3_600_000)
+        return overflow ? (hours < 0 ? 0 : .max) : ms
     }
 
     /// Each request topic's retention from a DescribeConfigs answer (nil: the request failed).

@@ -100,7 +100,9 @@ public struct Topics: Sendable, Equatable {
             else { throw ConfigurationError("topic \(logical) has an invalid name '\(name)'") }
             let partitions = (t["partitions"] as? Int) ?? 1
             let rf = (t["replication_factor"] as? Int) ?? 1
-            guard partitions >= 1, rf >= 1 else { throw ConfigurationError("topic \(logical): partitions and replication_factor must be ≥ 1") }
+            guard (1...Int(Int32.max)).contains(partitions), (1...Int(Int16.max)).contains(rf) else {
+                throw ConfigurationError("topic \(logical): partitions must be 1…\(Int32.max) and replication_factor 1…\(Int16.max)")
+            }
             var configs: [String: String] = [:]
             for (k, v) in (t["configs"] as? [String: Any]) ?? [:] { configs[k] = "\(v)" }
             entries[logical] = Entry(

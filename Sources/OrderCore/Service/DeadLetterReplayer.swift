@@ -51,7 +51,7 @@ public struct DeadLetterReplayer: Sendable {
             var remaining = Set(start.keys)
             for await record in consumer.records {
                 let tp = record.topicPartition
-                if record.offset + 1 >= ends[tp]! { remaining.remove(tp) }
+                if record.offset &+ 1 >= ends[tp, default: .min] { remaining.remove(tp) }
                 // Ours, or written by a Spring DeadLetterPublishingRecoverer.
                 let source = record.header("dlq-source-topic")?.stringValue ?? record.header("kafka_dlt-original-topic")?.stringValue
                 if sourceTopic == nil || source == sourceTopic {
@@ -62,7 +62,7 @@ public struct DeadLetterReplayer: Sendable {
                         }
                         headers.append(KafkaHeader("dlq-replayed-from", "\(dlq)/\(record.partition)/\(record.offset)"))
                         _ = try await producer.send(KafkaOutgoingRecord(topic: source, key: record.key, value: record.value, headers: headers))
-                        try consumer.store(tp, nextOffset: record.offset + 1)
+                        try consumer.store(tp, nextOffset: record.offset &+ 1)
                     }
                 }
                 if remaining.isEmpty || entries.count >= limit { break }

@@ -132,7 +132,8 @@ struct OrderServiceBuilder {
             if config.healthFile != nil { ms = min(ms ?? 5_000, 5_000) }
             if let ms { consumerConfig["statistics.interval.ms"] = String(ms) }
         }
-        let statisticsMs = consumerConfig["statistics.interval.ms"].flatMap { Int64($0) } ?? 0
+        // librdkafka's own range (0 to a day); the value reads as 32 bits there, so clamp ours too.
+        let statisticsMs = min(max(consumerConfig["statistics.interval.ms"].flatMap { Int64($0) } ?? 0, 0), 86_400_000)
         // Warns when the group consumer stays out of a settled group (see docs/reliability.md).
         let groupWatch = GroupWatch(bound: .seconds(120), logger: logger)
         let subscribed = [topics.cartRequests, topics.orderRequests, topics.adminRequests, topics.deductionResults]
