@@ -16,6 +16,14 @@ public struct KafkaHeader: Sendable, Hashable {
     public var stringValue: String? {
         value.flatMap { String(validating: $0, as: UTF8.self) }
     }
+
+    /// A header's two length prefixes in a record (varints of at most 5 bytes each).
+    public static let framingBytes = 10
+
+    /// Bytes these headers take in a record: names, values and their length prefixes.
+    public static func bytes(of headers: [KafkaHeader]) -> Int {
+        headers.reduce(0) { $0 + framingBytes + $1.key.utf8.count + ($1.value?.count ?? 0) }
+    }
 }
 
 public struct TopicPartition: Sendable, Hashable, CustomStringConvertible {
@@ -111,8 +119,9 @@ extension KafkaOutgoingRecord {
     }
 }
 
-/// Bytes of key, value and headers (names and values), without any framing: one count for
-/// consumed and outgoing records.
+/// Bytes of key, value and headers, without the record's and batch's framing: one count for
+/// consumed and outgoing records. Each header also counts its two length prefixes
+/// (`KafkaHeader.framingBytes`): many tiny headers weigh what the broker's limit says they weigh.
 private func payloadByteCount(key: [UInt8]?, value: [UInt8]?, headers: [KafkaHeader]) -> Int {
-    (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
+    (key?.count ?? 0) + (value?.count ?? 0) + KafkaHeader.bytes(of: headers)
 }

@@ -7,7 +7,7 @@ import Testing
 @Suite("Record budget", .timeLimit(.minutes(1)))
 struct RecordBudgetTests {
     let topics = Fixture.topics()
-    let max = 70_000
+    let max = ReplyRouting.minimumMaxRecordBytes
 
     var routing: ReplyRouting { ReplyRouting(topics: topics, maxRecordBytes: max) }
 
@@ -25,16 +25,58 @@ struct RecordBudgetTests {
     }
 
     @Test func oversizedCopiedHeadersAndThenTheKeyAreDroppedSoTheReplyAlwaysHasRoom() {
-        let hugeHeader = Fixture.record(headers: [KafkaHeader(key: "correlation-id", value: Array(repeating: 0x61, count: 20_000))])
+        let hugeHeader = Fixture.record(headers: [KafkaHeader(key: "correlation-id", value: Array(repeating: 0x61, count: 200_000))])
         let reply = routing.reply(to: hugeHeader, topic: "cart_responses", value: [])
         #expect(reply.headers.map(\.key) == ["content-type"])
         #expect(reply.key == Array("42".utf8))
         #expect(routing.replyValueBudget(for: hugeHeader) >= ReplyRouting.minimumReplyValueBytes)
 
-        let hugeKey = Fixture.record(key: Array(repeating: 0x62, count: 60_000), headers: [KafkaHeader("correlation-id", "c")])
+        let hugeKey = Fixture.record(key: Array(repeating: 0x62, count: 200_000), headers: [KafkaHeader("correlation-id", "c")])
         let keyless = routing.reply(to: hugeKey, topic: "cart_responses", value: [])
         #expect(keyless.key == nil)
         #expect(routing.replyValueBudget(for: hugeKey) >= ReplyRouting.minimumReplyValueBytes)
+    }
+
+    @Test func theLargestCartAndOrderRepliesFitTheValueFloor() throws {
+        // 100 lines, names of 512 bytes that all escape six to one, the largest ids and prices.
+        let name = String(repeating: "\u{1}", count: Product.maxNameBytes)
+        let price = try #require(Money("9999999999.99"))
+        let requestId = String(repeating: "\u{2}", count: Limits.maxRequestIdLength)
+        let lines = 0..<Int64(Limits.maxCartLines)
+        let cart = try Cart(
+            cartId: .max, userId: .max, createdAt: "2026-12-04T01:02:03.456Z",
+            items: lines.map { try CartItem(cartItemId: .max - $0, productId: .max - $0, productName: name, unitPrice: price, quantity: 1) })
+        let order = Order(
+            orderId: .max, userId: .max, status: .confirmed, totalPrice: cart.totalPrice, createdAt: "2026-12-04T01:02:03.456Z",
+            items: try lines.map { try OrderItem(orderItemId: .max - $0, productId: .max - $0, productName: name, unitPrice: price, quantity: 1) })
+        let cartReply = RequestOutcome.ok(requestId: requestId, action: "remove_item", body: [("cart", cart.json)]).reply
+        let orderReply = RequestOutcome.ok(requestId: requestId, action: "create_order", body: [("order", order.json)]).reply
+        #expect(cartReply.count > 300_000 && orderReply.count > 300_000, "the worst case is what it claims to be")
+        #expect(cartReply.count <= ReplyRouting.minimumReplyValueBytes)
+        #expect(orderReply.count <= ReplyRouting.minimumReplyValueBytes)
+        // The smallest allowed record size leaves the floor and room for a key and the copied headers.
+        let least = ReplyRouting(topics: topics, maxRecordBytes: ReplyRouting.minimumMaxRecordBytes)
+        let r = Fixture.record(headers: [KafkaHeader("correlation-id", String(repeating: "c", count: 36)), KafkaHeader("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")])
+        #expect(least.reply(to: r, topic: "cart_responses", value: orderReply).headers.count == 3)
+    }
+
+    @Test func manyTinyHeadersWeighTheirFramingAndOnlyTheLastOfEachNameIsCopied() {
+        let many = Fixture.record(headers: (0..<60_000).map { _ in KafkaHeader("correlation-id", "c") } + [KafkaHeader("correlation-id", "last")])
+        let reply = routing.reply(to: many, topic: "cart_responses", value: [])
+        #expect(reply.headers.map(\.key) == ["content-type", "correlation-id"])
+        #expect(reply.headers.last?.stringValue == "last")
+        // Empty headers are not free: 60,000 of them are over half a megabyte in a record.
+        let empty = Fixture.record(headers: (0..<60_000).map { _ in KafkaHeader(key: "", value: nil) })
+        #expect(empty.payloadBytes >= 600_000)
+        #expect(routing.deadLetter(empty, error: "bad").payloadBytes <= routing.recordBudget)
+    }
+
+    @Test func aStoredReplySentAgainToARepeatWithLargerHeadersStillFits() {
+        let value = [UInt8](repeating: 0x20, count: routing.recordBudget - 1_000)
+        let repeatWithBigHeaders = Fixture.record(headers: [KafkaHeader("correlation-id", String(repeating: "c", count: 50_000))])
+        let reply = routing.reply(to: repeatWithBigHeaders, topic: "cart_responses", value: value)
+        #expect(reply.payloadBytes <= routing.recordBudget)
+        #expect(reply.headers.map(\.key) == ["content-type"])
     }
 
     @Test func aDeadLetterCopyThatFitsIsUnchanged() {

@@ -68,8 +68,9 @@ struct ServiceConfigurationEdgeTests {
         #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_PRODUCT_CACHE_MS": "-0"]).productCacheStaleness == .zero)
         #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_METRICS_INTERVAL_MS": "100"]).metricsInterval == .milliseconds(100))
         #expect(message(["ORDER_SERVICE_METRICS_INTERVAL_MS": "99"]) != nil)
-        #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_MAX_RECORD_BYTES": "65536"]).maxRecordBytes == 65_536)
-        #expect(message(["ORDER_SERVICE_MAX_RECORD_BYTES": "65535"]) != nil)
+        // The least that holds a full cart or order reply (ReplyRouting.minimumMaxRecordBytes).
+        #expect(try ServiceConfiguration.fromEnvironment(["ORDER_SERVICE_MAX_RECORD_BYTES": "524288"]).maxRecordBytes == 524_288)
+        #expect(message(["ORDER_SERVICE_MAX_RECORD_BYTES": "524287"]) != nil)
         #expect(message(["ORDER_SERVICE_PROBATION_WINDOW_S": "0"]) != nil)
     }
 

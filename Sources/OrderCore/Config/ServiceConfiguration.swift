@@ -151,7 +151,7 @@ public struct ServiceConfiguration: Sendable {
             c.metricsInterval = .milliseconds(try int(v, "ORDER_SERVICE_METRICS_INTERVAL_MS", min: 100))
         }
         if let v = env["ORDER_SERVICE_MAX_RECORD_BYTES"] {
-            c.maxRecordBytes = try int(v, "ORDER_SERVICE_MAX_RECORD_BYTES", min: 65_536)
+            c.maxRecordBytes = try int(v, "ORDER_SERVICE_MAX_RECORD_BYTES", min: ReplyRouting.minimumMaxRecordBytes)
         }
         if let v = env["ORDER_SERVICE_EVENT_SOURCE"], !v.isEmpty { c.eventSource = v }
         if let v = env["ORDER_SERVICE_CREATE_TOPICS"] { c.createTopics = try bool(v, "ORDER_SERVICE_CREATE_TOPICS") }

@@ -27,8 +27,14 @@ public struct ReplyRouting: Sendable {
     /// Bytes of key, value and headers a record may have.
     public var recordBudget: Int { max(0, maxRecordBytes - Self.framingBytes) }
     /// The value of a reply always has at least this much room: a request's oversized key or
-    /// copied headers are dropped from its reply rather than make the reply impossible.
-    static let minimumReplyValueBytes = 64 * 1024
+    /// copied headers are dropped from its reply rather than make the reply impossible. It holds
+    /// the largest single object of the contract (a full cart or order: 100 lines, names of 512
+    /// bytes escaped at worst six to one, ~324 KB; `RecordBudgetTests`), so every cart reply fits
+    /// and every page has room for its first item.
+    public static let minimumReplyValueBytes = 384 * 1024
+    /// The least `ORDER_SERVICE_MAX_RECORD_BYTES`: the value floor, framing, and room for a key
+    /// and the copied headers.
+    public static let minimumMaxRecordBytes = 512 * 1024
 
     /// The default response topic of the record's request topic.
     public func defaultTopic(for record: KafkaRecord) -> String {
@@ -76,17 +82,19 @@ public struct ReplyRouting: Sendable {
     }
 
     /// Headers copied from request to reply: correlation ids unchanged (bytes), trace context.
-    public static let copiedHeaders: Set<String> = ["correlation-id", "kafka_correlationId", "traceparent", "tracestate"]
+    public static let copiedHeaders: Set<String> = Set(copiedHeaderOrder)
+    static let copiedHeaderOrder = ["correlation-id", "kafka_correlationId", "traceparent", "tracestate"]
 
-    /// Key and headers of the reply to `record`: its key and copied headers, unless together
-    /// they would leave the value less than `minimumReplyValueBytes` (then the copied headers go,
-    /// and if that is not enough, the key).
-    private func replyFrame(for record: KafkaRecord) -> (key: [UInt8]?, headers: [KafkaHeader]) {
+    /// Key and headers of the reply to `record`: its key and copied headers (the last of each
+    /// name, as `KafkaRecord.header` reads them), unless together they would leave the value less
+    /// than `valueBytes` (then the copied headers go, and if that is not enough, the key).
+    private func replyFrame(for record: KafkaRecord, valueBytes: Int = minimumReplyValueBytes) -> (key: [UInt8]?, headers: [KafkaHeader]) {
         let contentType = KafkaHeader("content-type", "application/json")
-        let copied = record.headers.filter { Self.copiedHeaders.contains($0.key) }
+        var copied: [KafkaHeader] = []
+        for name in Self.copiedHeaderOrder { if let h = record.header(name) { copied.append(h) } }
         var frame = (key: record.key, headers: [contentType] + copied)
-        let room = recordBudget - Self.minimumReplyValueBytes
-        func size() -> Int { (frame.key?.count ?? 0) + frame.headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) } }
+        let room = recordBudget - valueBytes
+        func size() -> Int { (frame.key?.count ?? 0) + KafkaHeader.bytes(of: frame.headers) }
         if size() > room { frame.headers = [contentType] }
         if size() > room { frame.key = nil }
         return frame
@@ -95,11 +103,13 @@ public struct ReplyRouting: Sendable {
     /// Bytes the value of a reply to `record` may have.
     public func replyValueBudget(for record: KafkaRecord) -> Int {
         let frame = replyFrame(for: record)
-        return recordBudget - (frame.key?.count ?? 0) - frame.headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
+        return recordBudget - (frame.key?.count ?? 0) - KafkaHeader.bytes(of: frame.headers)
     }
 
+    /// The reply to `record`: its frame chosen against this value (a stored reply sent again to a
+    /// repeat with larger headers than the first delivery's still fits).
     public func reply(to record: KafkaRecord, topic: String, value: [UInt8], partition: Int32? = nil) -> KafkaOutgoingRecord {
-        let frame = replyFrame(for: record)
+        let frame = replyFrame(for: record, valueBytes: max(value.count, Self.minimumReplyValueBytes))
         var reply = KafkaOutgoingRecord(topic: topic, key: frame.key, value: value, headers: frame.headers)
         reply.partition = partition
         return reply
