@@ -192,6 +192,34 @@ public final class KafkaProducer: Sendable {
         return reports
     }
 
+    /// Sends several records, enqueued in input order, and waits for every one's outcome (in
+    /// input order): one refused record does not hide what happened to the others. After an
+    /// enqueue error the rest is not sent and gets that error too.
+    public func sendEach(_ records: [KafkaOutgoingRecord]) async -> [Result<DeliveryReport, KafkaError>] {
+        var promises: [DeliveryPromise] = []
+        promises.reserveCapacity(records.count)
+        var enqueueError: KafkaError?
+        for record in records {
+            let promise = DeliveryPromise(topic: record.topic)
+            do {
+                try await enqueue(record, promise)
+            } catch {
+                enqueueError = error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")
+                break
+            }
+            promises.append(promise)
+        }
+        var results: [Result<DeliveryReport, KafkaError>] = []
+        results.reserveCapacity(records.count)
+        for promise in promises {
+            do { results.append(.success(try await promise.wait())) } catch {
+                results.append(.failure(error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")))
+            }
+        }
+        if let enqueueError { results += Array(repeating: .failure(enqueueError), count: records.count - results.count) }
+        return results
+    }
+
     /// Enqueues with librdkafka; while its local queue is full, waits (without blocking a thread)
     /// for delivery reports to make room, up to `queueFullTimeout`.
     private func enqueue(

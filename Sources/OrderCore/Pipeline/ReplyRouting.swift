@@ -140,6 +140,35 @@ public struct ReplyRouting: Sendable {
         case crashLoop = "order_service.CrashLoop"
         case replyRefused = "order_service.ReplyRefused"
         case invalidDeductionResult = "order_service.InvalidDeductionResult"
+        /// A record of the service's own (an outbox record) the broker refused for good.
+        case unsendable = "order_service.Unsendable"
+    }
+
+    /// An error for `dlq-error`: at most ~1,000 bytes (a cut scalar becomes U+FFFD).
+    static func errorText(_ error: String) -> String { String(decoding: error.utf8.prefix(1000), as: UTF8.self) }
+
+    /// A dead-letter copy of a record the service meant to send and the broker refused for good
+    /// (an outbox record): `dlq-source-topic` names where it was going, so `replay-dlq` can send it
+    /// there once the cause is mended. Cut to fit like `deadLetter(_:error:)`.
+    public func deadLetter(unsendable record: KafkaOutgoingRecord, error: String) -> KafkaOutgoingRecord {
+        let message = Self.errorText(error)
+        let source = [
+            KafkaHeader("dlq-source-topic", record.topic), KafkaHeader("dlq-error", message),
+            KafkaHeader("kafka_dlt-original-topic", record.topic),
+            KafkaHeader("kafka_dlt-exception-fqcn", DeadLetterKind.unsendable.rawValue), KafkaHeader("kafka_dlt-exception-message", message),
+        ]
+        var copy = KafkaOutgoingRecord(topic: topics.deadLetters, key: record.key, value: record.value, headers: record.headers + source)
+        if copy.payloadBytes > recordBudget {
+            copy.value = []
+            copy.headers.append(KafkaHeader("dlq-value-omitted", String(record.value?.count ?? 0)))
+        }
+        if copy.payloadBytes > recordBudget {
+            copy.headers = source + [
+                KafkaHeader("dlq-value-omitted", String(record.value?.count ?? 0)), KafkaHeader("dlq-headers-omitted", String(record.headers.count)),
+            ]
+        }
+        if copy.payloadBytes > recordBudget { copy.key = nil }
+        return copy
     }
 
     /// A copy of a record for the dead-letter topic, with where it came from and why: the
@@ -148,7 +177,7 @@ public struct ReplyRouting: Sendable {
     /// fits; otherwise without its value (header `dlq-value-omitted`: the value's size), then
     /// without its own headers (`dlq-headers-omitted`), then without its key.
     public func deadLetter(_ record: KafkaRecord, error: String, kind: DeadLetterKind = .invalidRequest, attempts: Int32 = 1) -> KafkaOutgoingRecord {
-        let message = String(error.prefix(1000))
+        let message = Self.errorText(error)
         var source = [
             KafkaHeader("dlq-source-topic", record.topic), KafkaHeader("dlq-source-partition", String(record.partition)),
             KafkaHeader("dlq-source-offset", String(record.offset)), KafkaHeader("dlq-error", message),

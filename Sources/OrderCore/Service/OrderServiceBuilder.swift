@@ -65,12 +65,20 @@ struct OrderServiceBuilder {
         let catalog = CoalescingProductCatalog(
             upstream: KafkaProductCatalog(client: upstream, topics: topics), window: config.productCoalesceWindow,
             maxStaleness: config.productCacheStaleness)
-        let relay = OutboxRelay(store: store, producer: producer, logger: logger)
+        let routing = ReplyRouting(topics: topics, allowList: config.replyToAllowList, maxRecordBytes: config.maxRecordBytes, groupId: config.groupId)
+        let relay = OutboxRelay(
+            store: store, producer: producer,
+            refusals: OutboxRelay.Refusals(
+                // As for replies: a missing topic of our own is being (re-)created; any other is gone.
+                isRetriable: { error, record in
+                    error.isUnknownTopic ? topics.specs.contains { $0.name == record.topic } : error.isRetriable
+                },
+                deadLetter: { routing.deadLetter(unsendable: $0, error: $1) }),
+            logger: logger)
         var cartBatching = CartBatcher.Configuration()
         cartBatching.window = config.cartBatchWindow
         let pipeline = RequestPipeline(
-            topics: topics, routing: ReplyRouting(
-                topics: topics, allowList: config.replyToAllowList, maxRecordBytes: config.maxRecordBytes, groupId: config.groupId),
+            topics: topics, routing: routing,
             catalog: catalog, addItemCatalog: RecentProductCatalog(catalog),
             inventory: KafkaInventoryChecker(client: upstream, topics: topics),
             store: store, carts: CartBatcher(store: store, configuration: cartBatching), outboxWritten: { relay.notify() }, metrics: metrics,

@@ -8,18 +8,42 @@ import Synchronization
 /// crash between send and delete only means the row is sent again (consumers dedupe by
 /// order_id and status). Woken right after a commit, and sweeps every `interval` for leftovers
 /// of a crashed instance.
+///
+/// Each row is judged on its own: delivered rows are deleted even when others failed; a row the
+/// broker refused for good (too large for the topic, a topic that is gone for good, no permission)
+/// goes to the dead-letter topic (`dlq-source-topic`: where it was going, for `replay-dlq`) and is
+/// deleted, so it cannot hold up the rows behind it for ever; a row that failed for a passing
+/// reason (an outage, a timeout) stays, and this round ends.
 public final class OutboxRelay: Service, Sendable {
+    /// What to do with a record the broker refused.
+    public struct Refusals: Sendable {
+        /// True: the cause may pass; keep the row and try again later.
+        public var isRetriable: @Sendable (KafkaError, KafkaOutgoingRecord) -> Bool
+        /// The dead-letter copy of a row refused for good (nil: such a row is dropped, logged).
+        public var deadLetter: (@Sendable (KafkaOutgoingRecord, String) -> KafkaOutgoingRecord)?
+
+        public init(
+            isRetriable: @escaping @Sendable (KafkaError, KafkaOutgoingRecord) -> Bool = { error, _ in error.isRetriable },
+            deadLetter: (@Sendable (KafkaOutgoingRecord, String) -> KafkaOutgoingRecord)? = nil
+        ) {
+            self.isRetriable = isRetriable
+            self.deadLetter = deadLetter
+        }
+    }
+
     private let store: OrderStore
     private let producer: any RecordSender
     private let interval: Duration
+    private let refusals: Refusals
     private let logger: Logger
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
 
-    public init(store: OrderStore, producer: any RecordSender, interval: Duration = .seconds(1), logger: Logger) {
+    public init(store: OrderStore, producer: any RecordSender, interval: Duration = .seconds(1), refusals: Refusals = Refusals(), logger: Logger) {
         self.store = store
         self.producer = producer
         self.interval = interval
+        self.refusals = refusals
         self.logger = logger
         (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -53,16 +77,74 @@ public final class OutboxRelay: Service, Sendable {
         }
     }
 
+    /// A send that failed for a passing reason: the row stays, this round ends.
+    struct Stalled: Error, CustomStringConvertible {
+        let error: KafkaError
+        let finished: Int
+        var description: String { "\(error.message) (\(finished) rows finished first)" }
+    }
+
+    /// One batch: returns how many rows it finished (sent, or dead-lettered); throws `Stalled`
+    /// after committing what it finished when a row must wait.
     func relayBatch(limit: Int = 200) async throws -> Int {
         // The rows stay locked while they are sent: the transaction is held open across the send.
         // COMMIT rides with the statement before it: two hand-offs to the libpq queue with rows
         // (lock; delete + COMMIT, one round trip), one without (lock + COMMIT).
-        try await store.transaction { tx in
+        let (finished, stall) = try await store.transaction { tx -> (Int, KafkaError?) in
             let entries = try await tx.lockOutbox(limit: limit, commitIfNone: true)
-            guard !entries.isEmpty else { return 0 }
-            _ = try await producer.sendAll(entries.map(\.record))
-            try await tx.deleteOutbox(ids: entries.map(\.id), thenCommit: true)
-            return entries.count
+            guard !entries.isEmpty else { return (0, nil) }
+            let results = await producer.sendEach(entries.map(\.record))
+            var done: [Int64] = []
+            var stall: KafkaError?
+            var refused: [(entry: OrderStore.OutboxEntry, error: KafkaError)] = []
+            for (entry, result) in zip(entries, results) {
+                switch result {
+                case .success: done.append(entry.id)
+                case .failure(let error) where refusals.isRetriable(error, entry.record): stall = stall ?? error
+                case .failure(let error): refused.append((entry, error))
+                }
+            }
+            done += await park(refused, stall: &stall)
+            try await tx.deleteOutbox(ids: done, thenCommit: true)
+            return (done.count, stall)
         }
+        if let stall { throw Stalled(error: stall, finished: finished) }
+        return finished
+    }
+
+    /// Rows refused for good: their dead-letter copies are sent; the ids that may be deleted are
+    /// returned (a copy that failed for a passing reason keeps its row for the next round).
+    private func park(_ refused: [(entry: OrderStore.OutboxEntry, error: KafkaError)], stall: inout KafkaError?) async -> [Int64] {
+        guard !refused.isEmpty else { return [] }
+        guard let deadLetter = refusals.deadLetter else {
+            for (entry, error) in refused {
+                logger.error("outbox record refused for good: dropped", metadata: metadata(entry, error))
+            }
+            return refused.map(\.entry.id)
+        }
+        let copies = refused.map { deadLetter($0.entry.record, "refused for good: \($0.error.message)") }
+        var ids: [Int64] = []
+        for ((entry, error), result) in zip(refused, await producer.sendEach(copies)) {
+            switch result {
+            case .success:
+                logger.error("outbox record refused for good: sent to the dead-letter topic", metadata: metadata(entry, error))
+                ids.append(entry.id)
+            case .failure(let dlqError) where dlqError.isRetriable:
+                stall = stall ?? dlqError
+            case .failure(let dlqError):
+                var m = metadata(entry, error)
+                m["dead_letter_error"] = "\(dlqError.message)"
+                logger.error("outbox record refused for good, and its dead-letter copy too: dropped", metadata: m)
+                ids.append(entry.id)
+            }
+        }
+        return ids
+    }
+
+    private func metadata(_ entry: OrderStore.OutboxEntry, _ error: KafkaError) -> Logger.Metadata {
+        [
+            "outbox_id": "\(entry.id)", "topic": "\(entry.record.topic)", "bytes": "\(entry.record.payloadBytes)",
+            "error": "\(error.message)", "error_code": "\(error.code)",
+        ]
     }
 }

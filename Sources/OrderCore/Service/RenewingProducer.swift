@@ -5,12 +5,24 @@ import Synchronization
 /// What the service's parts need to send records.
 public protocol RecordSender: Sendable {
     func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport
-    func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport]
+    /// Sends several records (in input order) and returns every one's outcome, in input order.
+    func sendEach(_ records: [KafkaOutgoingRecord]) async -> [Result<DeliveryReport, KafkaError>]
     /// Sends without waiting: `onDelivery` runs once with the delivery result.
     func send(_ record: KafkaOutgoingRecord, onDelivery: @escaping DeliveryHandler)
 }
 
 extension RecordSender {
+    /// For senders with only an async `send` (test fakes): one after another.
+    public func sendEach(_ records: [KafkaOutgoingRecord]) async -> [Result<DeliveryReport, KafkaError>] {
+        var results: [Result<DeliveryReport, KafkaError>] = []
+        for record in records {
+            do { results.append(.success(try await send(record))) } catch {
+                results.append(.failure(error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")))
+            }
+        }
+        return results
+    }
+
     /// For senders with only an async `send` (test fakes): waits for it in a task of its own.
     public func send(_ record: KafkaOutgoingRecord, onDelivery: @escaping DeliveryHandler) {
         Task {
@@ -48,9 +60,11 @@ public final class RenewingProducer: RecordSender {
         do { return try await ProducerSpans.send(record) { try await producer.send($0) } } catch { throw renewIfNeeded(error, producer, generation) }
     }
 
-    public func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
+    public func sendEach(_ records: [KafkaOutgoingRecord]) async -> [Result<DeliveryReport, KafkaError>] {
         let (producer, generation) = current.withLock { $0 }
-        do { return try await ProducerSpans.sendAll(records) { try await producer.sendAll($0) } } catch { throw renewIfNeeded(error, producer, generation) }
+        return await ProducerSpans.sendEach(records) { await producer.sendEach($0) }.map { result in
+            result.mapError { renewIfNeeded($0, producer, generation) as? KafkaError ?? $0 }
+        }
     }
 
     /// Sends without waiting (`KafkaProducer.send(_:onDelivery:)`): `onDelivery` runs on the

@@ -38,6 +38,32 @@ public enum ProducerSpans {
         }
     }
 
+    /// `sendAll` for a send that reports each record's outcome: each span ends with its own.
+    public static func sendEach(
+        _ records: [KafkaOutgoingRecord], _ send: ([KafkaOutgoingRecord]) async -> [Result<DeliveryReport, KafkaError>],
+        isolation: isolated (any Actor)? = #isolation
+    ) async -> [Result<DeliveryReport, KafkaError>] {
+        guard Telemetry.isTracing else { return await send(records) }
+        var traced = records
+        var spans: [(any Span)?] = []
+        for i in traced.indices { spans.append(start(&traced[i])) }
+        let results = await send(traced)
+        for (span, result) in zip(spans, results) {
+            guard let span else { continue }
+            switch result {
+            case .success(let report):
+                span.attributes["messaging.destination.partition.id"] = "\(report.partition)"
+                span.attributes["messaging.kafka.offset"] = Int(report.offset)
+            case .failure(let error):
+                span.recordError(error)
+                span.attributes["error.type"] = String(reflecting: type(of: error))
+                span.setStatus(SpanStatus(code: .error, message: "\(error)"))
+            }
+            span.end()
+        }
+        return results
+    }
+
     public static func send(
         _ record: KafkaOutgoingRecord, _ send: (KafkaOutgoingRecord) async throws -> DeliveryReport,
         isolation: isolated (any Actor)? = #isolation
