@@ -168,6 +168,33 @@ struct DispatcherDeliveryTests {
         #expect(stores.offsets == [1, 2])
     }
 
+    /// Gives a client's topic three tries (as `RequestPipeline` gives it a few), then falls back.
+    private struct GivesUpOnClientTopics: RecordHandler {
+        let inner = ReplyToHandler()
+        func laneKey(for record: KafkaRecord) -> String { inner.laneKey(for: record) }
+        func handle(_ record: KafkaRecord) async throws -> [KafkaOutgoingRecord] { try await inner.handle(record) }
+        func failure(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] { inner.failure(record, error: error) }
+        func undeliverable(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] { inner.undeliverable(record, error: error) }
+        func isRetriable(_ error: any Error) -> Bool { inner.isRetriable(error) }
+        func isRetriable(_ error: any Error, sending output: KafkaOutgoingRecord, failures: Int) -> Bool {
+            output.topic == "client-replies" && failures >= 3 ? false : isRetriable(error)
+        }
+    }
+
+    @Test func aClientTopicThatKeepsFailingFallsBackAfterTheHandlersTriesInsteadOfStallingForEver() async {
+        let reports = ReportThread { output, _ in
+            output.hasPrefix("client-replies:") ? .fail(KafkaError(code: -192, message: "Local: Message timed out", isRetriable: true)) : .ack
+        }
+        let stores = Stores()
+        let d = make(GivesUpOnClientTopics(), reports, stores)
+        d.submit(KafkaRecord(topic: "in", partition: 0, offset: 0, key: nil, value: nil))
+        await d.waitIdle()
+        #expect(reports.sends.all == [
+            "client-replies:reply", "client-replies:reply", "client-replies:reply", "default-replies:fallback-reply", "dlq:refused-copy",
+        ])
+        #expect(stores.offsets == [1])
+    }
+
     @Test func aRevokeWaitsForARecordWhoseAcknowledgementIsOutstanding() async {
         let reports = ReportThread { _, _ in .hold }
         let handler = FakeHandler()

@@ -22,6 +22,8 @@ extension Dispatcher {
             var outputs: [KafkaOutgoingRecord]
             /// Outputs acknowledged (or dropped) so far: the next to send.
             var sent = 0
+            /// Failed sends of the output at `sent`.
+            var failures = 0
             var fellBack = false
             var backoff: Backoff
         }
@@ -48,7 +50,10 @@ extension Dispatcher {
             Spans.within(context) {
                 dispatcher.effects.deliver(next) { error in
                     guard let error else {
-                        self.progress.withLock { $0.sent += 1 }
+                        self.progress.withLock { p in
+                            p.sent += 1
+                            p.failures = 0
+                        }
                         return self.sendNext()
                     }
                     Task { await self.failed(next, error) }
@@ -58,7 +63,11 @@ extension Dispatcher {
 
         private func failed(_ output: KafkaOutgoingRecord, _ error: any Error) async {
             let d = dispatcher
-            if d.handler.isRetriable(error, sending: output) {
+            let failures = progress.withLock { p in
+                p.failures += 1
+                return p.failures
+            }
+            if d.handler.isRetriable(error, sending: output, failures: failures) {
                 guard d.mayRetry(record) else { return done(false) }
                 let delay = progress.withLock { $0.backoff.next() }
                 d.logger.warning("retrying in \(delay): \(error)", metadata: record.logMetadata)
@@ -74,10 +83,16 @@ extension Dispatcher {
             if replyRefused {
                 // The reply itself: answer with a small reply on the default topic instead.
                 let fallback = d.handler.undeliverable(record, error: error)
-                progress.withLock { $0.outputs = fallback }
+                progress.withLock { p in
+                    p.outputs = fallback
+                    p.failures = 0
+                }
             } else {
                 d.logger.error("dropping an output the broker refuses: \(error)", metadata: record.logMetadata)
-                progress.withLock { $0.sent += 1 }
+                progress.withLock { p in
+                    p.sent += 1
+                    p.failures = 0
+                }
             }
             sendNext()
         }

@@ -16,12 +16,13 @@ public protocol RecordHandler: Sendable {
     func poisoned(_ record: KafkaRecord) -> [KafkaOutgoingRecord]
     /// Whether retrying can help (database or broker outage) rather than being a bug.
     func isRetriable(_ error: any Error) -> Bool
-    /// Whether retrying the send of this output can help.
-    func isRetriable(_ error: any Error, sending output: KafkaOutgoingRecord) -> Bool
+    /// Whether retrying the send of this output can help; `failures`: how often its send has
+    /// failed so far, this time included.
+    func isRetriable(_ error: any Error, sending output: KafkaOutgoingRecord, failures: Int) -> Bool
 }
 
 extension RecordHandler {
-    public func isRetriable(_ error: any Error, sending output: KafkaOutgoingRecord) -> Bool { isRetriable(error) }
+    public func isRetriable(_ error: any Error, sending output: KafkaOutgoingRecord, failures: Int) -> Bool { isRetriable(error) }
 
     public func undeliverable(_ record: KafkaRecord, error: any Error) -> [KafkaOutgoingRecord] { failure(record, error: error) }
     public func poisoned(_ record: KafkaRecord) -> [KafkaOutgoingRecord] { failure(record, error: PoisonedRecord()) }

@@ -232,10 +232,18 @@ public struct RequestPipeline: RecordHandler {
     /// A missing topic is usually a passing state of the cluster (a leader moving, a topic being
     /// re-created by us), except for a client's own reply-to topic: that one may never come, so
     /// its reply falls back to the default topic (`undeliverable`) instead of stalling the partition.
-    public func isRetriable(_ error: any Error, sending output: KafkaOutgoingRecord) -> Bool {
-        if let e = error as? KafkaError, e.isUnknownTopic, !topics.specs.contains(where: { $0.name == output.topic }) { return false }
+    /// Nor may any other failure of a client's topic (no leader, too few in-sync replicas: each a
+    /// `message.timeout.ms` long) hold its partition for ever: after `clientTopicSendAttempts`
+    /// failed sends the reply falls back too. Our own topics are retried for as long as it takes.
+    public func isRetriable(_ error: any Error, sending output: KafkaOutgoingRecord, failures: Int) -> Bool {
+        let ours = topics.specs.contains { $0.name == output.topic }
+        if !ours, let e = error as? KafkaError, e.isUnknownTopic { return false }
+        if !ours, failures >= Self.clientTopicSendAttempts { return false }
         return isRetriable(error)
     }
+
+    /// Failed sends to a client's reply-to topic before its reply falls back to the default topic.
+    static let clientTopicSendAttempts = 5
 
     public func isRetriable(_ error: any Error) -> Bool {
         if let e = error as? PostgresError { return e.isRetriable }
