@@ -45,6 +45,15 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         return Self.retriableStates.contains(state)
     }
 
+    /// An error the server will give again however long one waits: bad credentials (28), no such
+    /// database (3D), a statement refused as written or not permitted (42), data or constraint
+    /// errors (22, 23), a missing feature (0A), a limit (54). Outages, restarts and conflicts are
+    /// not among them (`isRetriable`).
+    public var isLastingStartupError: Bool {
+        guard !isRetriable, let state = sqlState, state.utf8.count == 5 else { return false }
+        return ["28", "3D", "42", "22", "23", "0A", "54"].contains(String(state.prefix(2)))
+    }
+
     /// `23505 unique_violation`.
     public var isUniqueViolation: Bool { sqlState == "23505" }
 

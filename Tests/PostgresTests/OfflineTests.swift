@@ -51,6 +51,15 @@ import Testing
         #expect(error(.query, "23505").isUniqueViolation)
         #expect(!error(.query, "23503").isUniqueViolation)
         #expect(error(.query, "42P01").description == "PostgresError.query [42P01]: m")
+        // At start-up: what no wait mends ends the start; outages and conflicts are waited out.
+        for state in ["42501", "23505", "3D000", "28P01", "22P02", "54000", "0A000"] {
+            #expect(error(.query, state).isLastingStartupError, "\(state)")
+        }
+        for state in ["08006", "40P01", "57P03", "53300", "55P03", "XX000"] {
+            #expect(!error(.query, state).isLastingStartupError, "\(state)")
+        }
+        #expect(!error(.connection, nil).isLastingStartupError)
+        #expect(!error(.connection, "28P01").isLastingStartupError, "a connection that failed is waited for")
     }
 
     @Test func timestampFormatting() {

@@ -214,12 +214,18 @@ struct OrderServiceBuilder {
         return OrderServiceComponents(services: services, upstream: upstream, producer: producer, registry: registry, db: db)
     }
 
-    /// Retries start-up steps while the broker or database is not reachable yet.
+    /// Retries start-up steps while the broker or database is not reachable yet. A database
+    /// error that no wait mends (`isLastingStartupError`) ends the start instead: the process
+    /// exits with it rather than wait for ever without becoming ready.
     private func retrying(_ what: String, _ body: () async throws -> Void) async throws {
         var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(5))
         while true {
             do { return try await body() } catch {
                 if Task.isCancelled { throw error }
+                if let e = error as? PostgresError, e.isLastingStartupError {
+                    logger.error("\(what) failed: \(error); not retrying")
+                    throw error
+                }
                 logger.warning("\(what) failed, retrying in \(backoff.current): \(error)")
                 // A cancelled sleep throws, which ends the retries.
                 try await Task.sleep(for: backoff.next())
