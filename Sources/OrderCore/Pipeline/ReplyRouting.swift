@@ -22,8 +22,10 @@ public struct ReplyRouting: Sendable {
         self.responseTopicNames = topics.responseTopicNames
     }
 
-    /// Room kept for the record's and its batch's framing (Kafka's limit counts them too).
-    static let framingBytes = 512
+    /// Room kept for the record's and its batch's framing (Kafka's limit counts them too), and for
+    /// the trace headers a producer span puts on a record after it was sized (`traceparent` and a
+    /// bounded `tracestate`: `KafkaHeaderExtractor.boundedTraceState`).
+    static let framingBytes = 1_536
     /// Bytes of key, value and headers a record may have.
     public var recordBudget: Int { max(0, maxRecordBytes - Self.framingBytes) }
     /// The value of a reply always has at least this much room: a request's oversized key or
