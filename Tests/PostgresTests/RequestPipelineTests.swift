@@ -226,6 +226,17 @@ struct RequestPipelineTests {
             reply = try JSON.parse(outputs[0].value ?? [])
             #expect(reply["error"]?["code"]?.string == "internal_error")
             #expect(outputs[0].topic == topics.name("cart_responses"))
+            #expect(outputs[0].key == Array("5".utf8), "small keys and headers stay")
+            #expect(outputs[0].headers.first { $0.key == "correlation-id" }?.stringValue == "c-9")
+            // Refused as too large: what came with the request may be what the broker refused
+            // (its limit below ours), so large keys and headers stay behind.
+            let heavy = record(
+                topics.cartRequests, ["request_id": "r-10", "action": "get_cart", "user_id": 5], key: String(repeating: "k", count: 5_000),
+                headers: [KafkaHeader("correlation-id", String(repeating: "c", count: 50_000)), KafkaHeader("kafka_correlationId", "small")])
+            let small = pipeline.undeliverable(heavy, error: tooLarge)[0]
+            #expect(small.key == nil)
+            #expect(small.headers.map(\.key) == ["content-type", "kafka_correlationId"])
+            #expect(small.payloadBytes < 1_000)
         }
     }
 

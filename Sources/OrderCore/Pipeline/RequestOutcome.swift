@@ -49,7 +49,11 @@ public struct RequestOutcome: Sendable, Equatable {
 
     /// The action for metrics: one of the contract's, "unknown" for any other, "malformed" when
     /// the request's could not be read (the label set stays bounded whatever clients send).
-    public var metricsAction: String {
+    public var metricsAction: String { Self.metricsAction(action) }
+
+    /// An action as metrics name it: one of the contract's, "unknown" or "malformed" (a client's
+    /// made-up actions must not grow the metrics without bound).
+    public static func metricsAction(_ action: String?) -> String {
         guard let action else { return "malformed" }
         return RequestTopicKind.allCases.contains { $0.actions.contains(action) } ? action : "unknown"
     }

@@ -181,7 +181,7 @@ public struct RequestPipeline: RecordHandler {
         case .topic(let t): replyTopic = t
         case .rejected(let fallback): replyTopic = fallback
         }
-        metrics?.record(action: action ?? "malformed", outcome: "internal_error", latency: .zero)
+        metrics?.record(action: RequestOutcome.metricsAction(action), outcome: "internal_error", latency: .zero)
         metrics?.deadLettered()
         let err = ServiceError(.internalError, message)
         return [
@@ -207,12 +207,16 @@ public struct RequestPipeline: RecordHandler {
         } else {
             err = ServiceError(.internalError, "the reply could not be sent; it was recorded for the operators")
         }
-        metrics?.record(action: action ?? "malformed", outcome: err.code.rawValue, latency: .zero)
+        metrics?.record(action: RequestOutcome.metricsAction(action), outcome: err.code.rawValue, latency: .zero)
         metrics?.deadLettered()
-        return [
-            routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes),
-            routing.deadLetter(record, error: "reply refused: \(error)", kind: .replyRefused),
-        ]
+        var reply = routing.reply(to: record, topic: fallback, value: Reply.error(requestId: rid, action: action, err).bytes)
+        if tooLarge {
+            // The broker's limit may be below ours (a topic's max.message.bytes): what came with the
+            // request (a long key, large correlation headers) may be what it refused. Keep only small ones.
+            if (reply.key?.count ?? 0) > Self.smallFrameBytes { reply.key = nil }
+            reply.headers.removeAll { KafkaHeader.bytes(of: [$0]) > Self.smallFrameBytes }
+        }
+        return [reply, routing.deadLetter(record, error: "reply refused: \(error)", kind: .replyRefused)]
     }
 
     /// request_id and action of a request record as far as they can be read, for error replies.
@@ -241,6 +245,9 @@ public struct RequestPipeline: RecordHandler {
         if !ours, failures >= Self.clientTopicSendAttempts { return false }
         return isRetriable(error)
     }
+
+    /// The largest key or header a fallback reply for a too-large reply keeps.
+    static let smallFrameBytes = 256
 
     /// Failed sends to a client's reply-to topic before its reply falls back to the default topic.
     static let clientTopicSendAttempts = 5
