@@ -205,11 +205,13 @@ struct ReplayDLQ: AsyncParsableCommand {
 
     func run() async throws {
         let (logger, config, topics) = try options.kafkaCommandSetup()
-        let entries = try await DeadLetterReplayer(configuration: config.kafkaBase, topics: topics, logger: logger)
+        let entries = try await DeadLetterReplayer(configuration: config.kafkaBase, topics: topics, maxRecordBytes: config.maxRecordBytes, logger: logger)
             .run(dryRun: dryRun, limit: limit, only: sourceTopic)
         for e in entries {
-            print("\(dryRun ? "would replay" : "replayed") \(topics.deadLetters)[\(e.partition)]@\(e.offset) → \(e.sourceTopic ?? "?"): \(e.error ?? "")")
+            let what = e.skipped.map { "skipped (\($0))" } ?? (dryRun ? "would replay" : "replayed")
+            print("\(what) \(topics.deadLetters)[\(e.partition)]@\(e.offset) → \(e.sourceTopic ?? "?"): \(e.error ?? "")")
         }
-        print("\(entries.count) dead letter(s) \(dryRun ? "to replay" : "replayed")")
+        let replayed = entries.filter { $0.skipped == nil }.count
+        print("\(replayed) dead letter(s) \(dryRun ? "to replay" : "replayed")\(entries.count > replayed ? ", \(entries.count - replayed) skipped" : "")")
     }
 }
