@@ -55,6 +55,9 @@ struct OrderServiceBuilder {
         #endif
         var producerConfig = base
         if config.kafka["message.max.bytes"] == nil { producerConfig["message.max.bytes"] = String(config.maxRecordBytes) }
+        // A broker holds a whole batch to the topic's max.message.bytes: a batch of small replies
+        // must not pass the size one record may have (librdkafka's default is 1,000,000).
+        if config.kafka["batch.size"] == nil { producerConfig["batch.size"] = String(min(1_000_000, config.maxRecordBytes)) }
         let producer = try RenewingProducer(configuration: producerConfig, logger: logger, deliveryReportInterval: config.deliveryReportInterval)
         let upstream = try UpstreamClient(
             producer: producer, consumerConfiguration: base,
