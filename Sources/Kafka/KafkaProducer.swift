@@ -193,30 +193,39 @@ public final class KafkaProducer: Sendable {
     }
 
     /// Sends several records, enqueued in input order, and waits for every one's outcome (in
-    /// input order): one refused record does not hide what happened to the others. After an
-    /// enqueue error the rest is not sent and gets that error too.
+    /// input order): one refused record does not hide what happened to the others. A record
+    /// refused at enqueue for its own sake (too large, say) gets that error and the next goes on;
+    /// after a retriable enqueue error (the local queue stayed full) the rest is not tried and
+    /// gets a retriable "not sent" error.
     public func sendEach(_ records: [KafkaOutgoingRecord]) async -> [Result<DeliveryReport, KafkaError>] {
-        var promises: [DeliveryPromise] = []
-        promises.reserveCapacity(records.count)
-        var enqueueError: KafkaError?
+        enum Step { case waiting(DeliveryPromise), failed(KafkaError) }
+        var steps: [Step] = []
+        steps.reserveCapacity(records.count)
         for record in records {
             let promise = DeliveryPromise(topic: record.topic)
             do {
                 try await enqueue(record, promise)
+                steps.append(.waiting(promise))
             } catch {
-                enqueueError = error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")
+                let e = error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")
+                steps.append(.failed(e))
+                guard e.isRetriable else { continue }
+                let notSent = KafkaError(code: e.code, message: "not sent: \(e.message)", isRetriable: true)
+                steps += Array(repeating: .failed(notSent), count: records.count - steps.count)
                 break
             }
-            promises.append(promise)
         }
         var results: [Result<DeliveryReport, KafkaError>] = []
         results.reserveCapacity(records.count)
-        for promise in promises {
-            do { results.append(.success(try await promise.wait())) } catch {
-                results.append(.failure(error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")))
+        for step in steps {
+            switch step {
+            case .failed(let e): results.append(.failure(e))
+            case .waiting(let promise):
+                do { results.append(.success(try await promise.wait())) } catch {
+                    results.append(.failure(error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")))
+                }
             }
         }
-        if let enqueueError { results += Array(repeating: .failure(enqueueError), count: records.count - results.count) }
         return results
     }
 

@@ -45,10 +45,12 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         return Self.retriableStates.contains(state)
     }
 
-    /// An error the server will give again however long one waits: bad credentials (28), no such
-    /// database (3D), a statement refused as written or not permitted (42), data or constraint
-    /// errors (22, 23), a missing feature (0A), a limit (54). Outages, restarts and conflicts are
-    /// not among them (`isRetriable`).
+    /// An error of a statement that the server will give again however long one waits: a
+    /// statement refused as written or not permitted (42), data or constraint errors (22, 23), a
+    /// missing feature (0A), a limit (54), and 28/3D should a statement report them. Outages,
+    /// restarts and conflicts are not among them (`isRetriable`), nor is a connection that could
+    /// not be made (`kind == .connection`, bad credentials and a missing database included: they
+    /// are waited for, as a database being set up looks the same).
     public var isLastingStartupError: Bool {
         guard !isRetriable, let state = sqlState, state.utf8.count == 5 else { return false }
         return ["28", "3D", "42", "22", "23", "0A", "54"].contains(String(state.prefix(2)))

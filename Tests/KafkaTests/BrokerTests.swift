@@ -78,6 +78,23 @@ struct BrokerTests {
         #expect(got.map { text($0.value) } == (0..<n).map { "\($0)" })
     }
 
+    @Test func sendEachTellsEveryRecordsOwnOutcomeAndARefusedOneDoesNotStopTheRest() async throws {
+        let topic = TestKafka.uniqueName("t")
+        try await TestKafka.createTopic(topic, partitions: 1)
+        var config = TestKafka.configuration()
+        config["message.max.bytes"] = "10000"
+        let producer = try KafkaProducer(configuration: config, logger: logger)
+        // The second is over the producer's own limit: refused at enqueue, for good.
+        let values = ["a", String(repeating: "x", count: 20_000), "b", "c"]
+        let results = await producer.sendEach(values.map { KafkaOutgoingRecord(topic: topic, key: nil, value: bytes($0)) })
+        await producer.close()
+        #expect(results.count == 4)
+        guard case .failure(let refused) = results[1] else { Issue.record("the large record was sent"); return }
+        #expect(refused.code == KafkaError.messageSizeTooLargeCode && !refused.isRetriable)
+        let offsets = [results[0], results[2], results[3]].compactMap { try? $0.get().offset }
+        #expect(offsets == [0, 1, 2], "the others were sent, in order")
+    }
+
     @Test func producerRejectsSendsAfterClose() async throws {
         let topic = TestKafka.uniqueName("t")
         try await TestKafka.createTopic(topic, partitions: 1)

@@ -286,14 +286,22 @@ struct RequestPipelineTests {
     /// A user whose orders pass the record budget: the first page fits and says where to go on;
     /// following `next_before_order_id` reaches every order once, newest first.
     @Test func listOrdersPagesFitTheBudgetAndReachEveryOrder() async throws {
-        try await withPipeline(maxRecordBytes: 65_536) { pipeline, catalog in
+        // The smallest record size the configuration allows.
+        let limit = ReplyRouting.minimumMaxRecordBytes
+        try await withPipeline(maxRecordBytes: limit) { pipeline, catalog in
             let u = user()
             let name = String(repeating: "n", count: Product.maxNameBytes)
-            for id in 1...10 { catalog.set(try product(Int64(100 + id), "2.50", name: name)) }
+            let lines = Int64(Limits.maxCartLines)
+            for id in 1...lines { catalog.set(try product(100 + id, "2.50", name: name)) }
             var created: [Int64] = []
-            for _ in 0..<16 {  // ~5.7 KB per order: about 11 orders per 64 KiB page
-                for id in 1...10 {
-                    _ = try await ask(pipeline, "cart_requests", ["action": "add_item", "user_id": .int(u), "product_id": .int(Int64(100 + id)), "quantity": 1])
+            for _ in 0..<12 {  // full carts, ~57 KB per order: about 9 orders per 512 KiB page
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for id in 1...lines {
+                        group.addTask {
+                            _ = try await ask(pipeline, "cart_requests", ["action": "add_item", "user_id": .int(u), "product_id": .int(100 + id), "quantity": 1])
+                        }
+                    }
+                    try await group.waitForAll()
                 }
                 let r = try await ask(pipeline, "order_requests", ["action": "create_order", "user_id": .int(u)])
                 created.append(try #require(r["order"]?["order_id"]?.int))
@@ -304,7 +312,7 @@ struct RequestPipelineTests {
             repeat {
                 let outputs = try await pipeline.handle(record(topics.orderRequests, ["action": "list_orders", "user_id": .int(u), "before_order_id": before], key: String(u)))
                 let reply = try #require(outputs.first)
-                #expect(reply.payloadBytes <= 65_536 - ReplyRouting.framingBytes)
+                #expect(reply.payloadBytes <= limit - ReplyRouting.framingBytes)
                 let json = try JSON.parse(reply.value ?? [])
                 seen += (json["orders"]?.array ?? []).compactMap { $0["order_id"]?.int }
                 before = json["next_before_order_id"] ?? .null

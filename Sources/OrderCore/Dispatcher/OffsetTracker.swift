@@ -54,7 +54,8 @@ public struct OffsetTracker: Sendable {
         removed(s.remove(at: i))
         partitions[tp] = s
         guard i == 0 else { return nil }  // an earlier record is still in flight
-        let next = s.inFlight.first ?? (s.highestBegun &+ 1)  // a hostile broker's Int64.max must not trap
+        // A hostile broker's Int64.max must neither trap nor wrap to a negative offset.
+        let next = s.inFlight.first ?? (s.highestBegun == .max ? .max : s.highestBegun + 1)
         return s.ceiling.map { min($0, next) } ?? next
     }
 

@@ -13,7 +13,9 @@ import Synchronization
 /// broker refused for good (too large for the topic, a topic that is gone for good, no permission)
 /// goes to the dead-letter topic (`dlq-source-topic`: where it was going, for `replay-dlq`) and is
 /// deleted, so it cannot hold up the rows behind it for ever; a row that failed for a passing
-/// reason (an outage, a timeout) stays, and this round ends.
+/// reason (an outage, a timeout) stays, and this round ends. A dead-lettered status change lets
+/// the order's next one go: a later `replay-dlq` delivers it after that one (documented in
+/// docs/reliability.md; the alternative, holding the order's events for ever, loses more).
 public final class OutboxRelay: Service, Sendable {
     /// What to do with a record the broker refused.
     public struct Refusals: Sendable {
@@ -113,7 +115,8 @@ public final class OutboxRelay: Service, Sendable {
     }
 
     /// Rows refused for good: their dead-letter copies are sent; the ids that may be deleted are
-    /// returned (a copy that failed for a passing reason keeps its row for the next round).
+    /// returned. A copy that fails keeps its row (nothing is lost): for a passing reason it goes
+    /// next round; refused for good too, the row stays, logged each round, until an operator acts.
     private func park(_ refused: [(entry: OrderStore.OutboxEntry, error: KafkaError)], stall: inout KafkaError?) async -> [Int64] {
         guard !refused.isEmpty else { return [] }
         guard let deadLetter = refusals.deadLetter else {
@@ -124,18 +127,18 @@ public final class OutboxRelay: Service, Sendable {
         }
         let copies = refused.map { deadLetter($0.entry.record, "refused for good: \($0.error.message)") }
         var ids: [Int64] = []
-        for ((entry, error), result) in zip(refused, await producer.sendEach(copies)) {
+        for ((entry, error), (copy, result)) in zip(refused, zip(copies, await producer.sendEach(copies))) {
             switch result {
             case .success:
                 logger.error("outbox record refused for good: sent to the dead-letter topic", metadata: metadata(entry, error))
                 ids.append(entry.id)
-            case .failure(let dlqError) where dlqError.isRetriable:
+            case .failure(let dlqError) where refusals.isRetriable(dlqError, copy):
                 stall = stall ?? dlqError
             case .failure(let dlqError):
                 var m = metadata(entry, error)
                 m["dead_letter_error"] = "\(dlqError.message)"
-                logger.error("outbox record refused for good, and its dead-letter copy too: dropped", metadata: m)
-                ids.append(entry.id)
+                logger.error("outbox record refused for good, and its dead-letter copy too: kept in the outbox", metadata: m)
+                stall = stall ?? dlqError
             }
         }
         return ids
