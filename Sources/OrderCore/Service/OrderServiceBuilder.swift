@@ -210,7 +210,7 @@ struct OrderServiceBuilder {
             expiry: IdempotencyExpiry(store: store, retentionHours: config.idempotencyRetentionHours, logger: logger),
             retentionWarning: RetentionWarning(
                 manager: TopicManager(configuration: base, logger: logger), topics: topics,
-                idempotencyRetentionHours: config.idempotencyRetentionHours),
+                idempotencyRetentionHours: config.idempotencyRetentionHours, maxRecordBytes: config.maxRecordBytes, logger: logger),
             registry: registry, relay: relay, metrics: reporter,
             consumer: ConsumerLoop(consumerRef: consumerRef, dispatcher: dispatcher, subscribed: subscribed, logger: logger),
             recovery: recovery, heartbeat: heartbeat)

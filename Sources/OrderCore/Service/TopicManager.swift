@@ -64,6 +64,21 @@ public final class TopicManager: Sendable {
         }
     }
 
+    /// Topics the service writes whose `max.message.bytes` is below `maxRecordBytes`: a record
+    /// the budget allows could be refused there. One message per topic; none when the broker
+    /// does not say (Tansu reports only configs set at creation) or DescribeConfigs fails.
+    public func recordSizeFindings(_ topics: Topics, maxRecordBytes: Int) async -> [String] {
+        let written = topics.entries.values.filter { $0.role != .request }.map(\.name).sorted()
+        guard let described = try? await admin().describeTopicConfigs(written, timeoutMs: 10_000) else { return [] }
+        return written.compactMap { name in
+            guard case .configs(let configs)? = described[name], let limit = configs["max.message.bytes"].flatMap({ Int($0) }),
+                limit < maxRecordBytes
+            else { return nil }
+            return "topic \(name) takes records of at most \(limit) bytes (max.message.bytes), but ORDER_SERVICE_MAX_RECORD_BYTES "
+                + "is \(maxRecordBytes): large replies and events could be refused there; set ORDER_SERVICE_MAX_RECORD_BYTES to at most \(limit)"
+        }
+    }
+
     /// Retries while the cluster is unreachable; gives up after `timeout` (nil: never, as the
     /// service does at start-up; the `topics apply` command gives up so a broken Job fails).
     @discardableResult
