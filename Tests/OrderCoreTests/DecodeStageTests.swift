@@ -183,17 +183,19 @@ struct DecodeStageTests {
         #expect(rejection(stage.decode([0xFF, 0xFE, 0x7B, 0x00, 0x7D, 0x00]))?.deadLetter == true)  // UTF-16
     }
 
-    @Test func requestIdOfWrongTypeIsDeadLetteredWithoutARequestId() {
+    @Test func requestIdOfWrongTypeIsDeadLetteredWithoutARequestIdButWithTheReadableAction() {
         for rid in ["5", "true", "[\"a\"]", "{\"a\":1}", "1.5"] {
             let outcome = decode(#"{"request_id":\#(rid),"action":"get_cart","user_id":1}"#, on: .cart)
-            #expect(rejection(outcome) == Rejection(requestId: nil, action: nil, code: .invalidRequest, deadLetter: true), "\(rid)")
+            #expect(rejection(outcome) == Rejection(requestId: nil, action: "get_cart", code: .invalidRequest, deadLetter: true), "\(rid)")
         }
+        let noAction = decode(#"{"request_id":5,"action":7,"user_id":1}"#, on: .cart)
+        #expect(rejection(noAction) == Rejection(requestId: nil, action: nil, code: .invalidRequest, deadLetter: true))
     }
 
     @Test func requestIdLongerThan128IsNotEchoed() {
         let long = String(repeating: "y", count: 129)
         let outcome = decode(#"{"request_id":"\#(long)","action":"get_cart","user_id":1}"#, on: .cart)
-        #expect(rejection(outcome) == Rejection(requestId: nil, action: nil, code: .invalidRequest, deadLetter: true))
+        #expect(rejection(outcome) == Rejection(requestId: nil, action: "get_cart", code: .invalidRequest, deadLetter: true))
         #expect(message(outcome)?.contains("request_id") == true)
     }
 
@@ -218,7 +220,7 @@ struct DecodeStageTests {
     func requestIdsLongerThan128ScalarsAreRejected(_ rid: String) {
         let outcome = DecodeStage(topic: .cart).decode(
             JSON.object([("request_id", .string(rid)), ("action", "get_cart"), ("user_id", 1)]).bytes)
-        #expect(rejection(outcome) == Rejection(requestId: nil, action: nil, code: .invalidRequest, deadLetter: true))
+        #expect(rejection(outcome) == Rejection(requestId: nil, action: "get_cart", code: .invalidRequest, deadLetter: true))
     }
 
     @Test func nestingDeeperThan64IsDeadLetteredAsInvalidJSON() {

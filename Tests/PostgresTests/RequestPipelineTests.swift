@@ -92,6 +92,25 @@ struct RequestPipelineTests {
             #expect(key(nil, timestamp: 2_000) != key(nil), "a re-created topic's record on a used offset is another request")
             #expect(key(nil, offset: 6) != key(nil))
             #expect(key(nil, timestamp: nil) == "offset/cart_requests/2/5/-")
+            // An empty request_id (a serializer's default) is none: not one key for all of a user's requests.
+            #expect(key("") == key(nil))
+            #expect(key("", offset: 6) != key(""))
+        }
+    }
+
+    @Test func aBrokenRecordWithABadReplyToIsAnsweredThereAndStillDeadLettered() async throws {
+        try await withPipeline { pipeline, _ in
+            let broken = KafkaRecord(
+                topic: topics.cartRequests, partition: 0, offset: 1, key: Array("1".utf8), value: Array("{broken".utf8),
+                headers: [KafkaHeader("reply-to", topics.cartRequests)])
+            let outputs = try await pipeline.handle(broken)
+            #expect(outputs.map(\.topic) == [topics.name("cart_responses"), topics.deadLetters])
+            #expect(try JSON.parse(outputs[0].value ?? [])["error"]?["code"]?.string == "invalid_reply_to")
+            // A well-formed one with the same header is only answered.
+            let wellFormed = KafkaRecord(
+                topic: topics.cartRequests, partition: 0, offset: 2, key: Array("1".utf8), value: Array(#"{"action":"get_cart","user_id":1}"#.utf8),
+                headers: [KafkaHeader("reply-to", topics.cartRequests)])
+            #expect(try await pipeline.handle(wellFormed).map(\.topic) == [topics.name("cart_responses")])
         }
     }
 

@@ -98,6 +98,11 @@ public struct RequestPipeline: RecordHandler {
         }
         #endif
         let decoded = DecodeStage(topic: kind).decode(record.value)
+        // A structurally broken record is copied to the dead-letter topic whatever its reply says.
+        var deadLetterOfBroken: [KafkaOutgoingRecord] {
+            guard case .rejected(_, _, let error, true) = decoded else { return [] }
+            return [routing.deadLetter(record, error: error.message, kind: .invalidRequest)]
+        }
 
         let replyTopic: String
         switch routing.target(for: record) {
@@ -106,12 +111,14 @@ public struct RequestPipeline: RecordHandler {
             let (rid, action) = decoded.identity
             let outcome = RequestOutcome.error(
                 requestId: rid, action: action, ServiceError(.invalidReplyTo, "reply-to must name a response topic; nothing was changed"))
-            return Answered(outputs: [routing.reply(to: record, topic: fallback, value: outcome.reply)], outcome: outcome)
+            return Answered(outputs: [routing.reply(to: record, topic: fallback, value: outcome.reply)] + deadLetterOfBroken, outcome: outcome)
         }
         if let refusal = await replyTopicRefusal(record, replyTopic) {
             let (rid, action) = decoded.identity
             let outcome = RequestOutcome.error(requestId: rid, action: action, refusal)
-            return Answered(outputs: [routing.reply(to: record, topic: routing.defaultTopic(for: record), value: outcome.reply)], outcome: outcome)
+            return Answered(
+                outputs: [routing.reply(to: record, topic: routing.defaultTopic(for: record), value: outcome.reply)] + deadLetterOfBroken,
+                outcome: outcome)
         }
         let replyPartition: Int32?
         if case .partition(let p) = routing.replyPartition(for: record) { replyPartition = p } else { replyPartition = nil }
@@ -177,15 +184,19 @@ public struct RequestPipeline: RecordHandler {
         if record.topic == topics.deductionResults { return [routing.deadLetter(record, error: deadLetterError, kind: kind)] }
         let (rid, action) = identity(of: record)
         let replyTopic: String
+        var partition: Int32?
         switch routing.target(for: record) {
-        case .topic(let t): replyTopic = t
+        case .topic(let t):
+            replyTopic = t
+            // Spring's reply container reads assigned partitions: honour it here as on any reply.
+            if case .partition(let p) = routing.replyPartition(for: record) { partition = p }
         case .rejected(let fallback): replyTopic = fallback
         }
         metrics?.record(action: RequestOutcome.metricsAction(action), outcome: "internal_error", latency: .zero)
         metrics?.deadLettered()
         let err = ServiceError(.internalError, message)
         return [
-            routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, err).bytes),
+            routing.reply(to: record, topic: replyTopic, value: Reply.error(requestId: rid, action: action, err).bytes, partition: partition),
             routing.deadLetter(record, error: deadLetterError, kind: kind),
         ]
     }
@@ -261,9 +272,10 @@ public struct RequestPipeline: RecordHandler {
     // MARK: Actions
 
     /// Idempotency key: request_id (scoped by request topic and user), else the record's position
-    /// and timestamp.
+    /// and timestamp. An empty request_id counts as none: it is many serializers' default, and as a
+    /// key it would answer every later request of the user with the first one's reply.
     func idempotencyKey(_ request: Request, kind: RequestTopicKind, record: KafkaRecord) -> String {
-        if let rid = request.requestId {
+        if let rid = request.requestId, !rid.isEmpty {
             // PostgreSQL text cannot hold NUL: escape it (and the escape character) so that
             // distinct request ids stay distinct keys.
             let text = rid.utf8.contains(where: { $0 == 0 || $0 == UInt8(ascii: "%") })

@@ -20,6 +20,9 @@ public struct DecodeStage: Sendable {
         do { json = try JSON.parse(value) } catch { return malformed("the value is not valid JSON: \(error.description)") }
         guard case .object = json else { return malformed("the value must be a JSON object, not \(json.typeName)") }
 
+        // The action as far as it can be read, echoed in a refusal of request_id too.
+        var readableAction: String?
+        if case .string(let a)? = json["action"], a.unicodeScalars.count <= Limits.maxRequestIdLength { readableAction = a }
         var requestId: String?
         switch json["request_id"] {
         case nil, .null?: requestId = nil
@@ -27,10 +30,10 @@ public struct DecodeStage: Sendable {
             // Counted in Unicode scalars (code points): grapheme clusters have no size bound
             // ("a" plus any number of combining marks is one Character).
             guard s.unicodeScalars.count <= Limits.maxRequestIdLength else {
-                return malformed("request_id must be at most \(Limits.maxRequestIdLength) characters")
+                return malformed("request_id must be at most \(Limits.maxRequestIdLength) characters", action: readableAction)
             }
             requestId = s
-        case let other?: return malformed("request_id must be a string, not \(other.typeName)")
+        case let other?: return malformed("request_id must be a string, not \(other.typeName)", action: readableAction)
         }
 
         guard let actionValue = json["action"] else {
@@ -66,8 +69,8 @@ public struct DecodeStage: Sendable {
         }
     }
 
-    private func malformed(_ message: String) -> Outcome {
-        .rejected(requestId: nil, action: nil, error: .invalid(message), deadLetter: true)
+    private func malformed(_ message: String, action: String? = nil) -> Outcome {
+        .rejected(requestId: nil, action: action, error: .invalid(message), deadLetter: true)
     }
 }
 
