@@ -21,7 +21,7 @@ public final class OutboxRelay: Service, Sendable {
     public struct Refusals: Sendable {
         /// True: the cause may pass; keep the row and try again later.
         public var isRetriable: @Sendable (KafkaError, KafkaOutgoingRecord) -> Bool
-        /// The dead-letter copy of a row refused for good (nil: such a row is dropped, logged).
+        /// The dead-letter copy of a row refused for good (nil: such a row stays, logged each round).
         public var deadLetter: (@Sendable (KafkaOutgoingRecord, String) -> KafkaOutgoingRecord)?
 
         public init(
@@ -121,9 +121,10 @@ public final class OutboxRelay: Service, Sendable {
         guard !refused.isEmpty else { return [] }
         guard let deadLetter = refusals.deadLetter else {
             for (entry, error) in refused {
-                logger.error("outbox record refused for good: dropped", metadata: metadata(entry, error))
+                logger.error("outbox record refused for good, no dead-letter topic: kept in the outbox", metadata: metadata(entry, error))
+                stall = stall ?? error
             }
-            return refused.map(\.entry.id)
+            return []
         }
         let copies = refused.map { deadLetter($0.entry.record, "refused for good: \($0.error.message)") }
         var ids: [Int64] = []
