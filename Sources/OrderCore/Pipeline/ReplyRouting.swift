@@ -159,18 +159,8 @@ public struct ReplyRouting: Sendable {
             KafkaHeader("kafka_dlt-original-topic", record.topic),
             KafkaHeader("kafka_dlt-exception-fqcn", DeadLetterKind.unsendable.rawValue), KafkaHeader("kafka_dlt-exception-message", message),
         ]
-        var copy = KafkaOutgoingRecord(topic: topics.deadLetters, key: record.key, value: record.value, headers: record.headers + source)
-        if copy.payloadBytes > recordBudget {
-            copy.value = []
-            copy.headers.append(KafkaHeader("dlq-value-omitted", String(record.value?.count ?? 0)))
-        }
-        if copy.payloadBytes > recordBudget {
-            copy.headers = source + [
-                KafkaHeader("dlq-value-omitted", String(record.value?.count ?? 0)), KafkaHeader("dlq-headers-omitted", String(record.headers.count)),
-            ]
-        }
-        if copy.payloadBytes > recordBudget { copy.key = nil }
-        return copy
+        let copy = KafkaOutgoingRecord(topic: topics.deadLetters, key: record.key, value: record.value, headers: record.headers + source)
+        return fitted(copy, source: source, headers: record.headers.count)
     }
 
     /// A copy of a record for the dead-letter topic, with where it came from and why: the
@@ -192,15 +182,21 @@ public struct ReplyRouting: Sendable {
             KafkaHeader(key: "kafka_deliveryAttempt", value: Self.bigEndian(UInt32(bitPattern: attempts))),
         ]
         if let groupId { source.append(KafkaHeader("kafka_dlt-original-consumer-group", groupId)) }
-        var copy = KafkaOutgoingRecord(topic: topics.deadLetters, key: record.key, value: record.value, headers: record.headers + source)
+        let copy = KafkaOutgoingRecord(topic: topics.deadLetters, key: record.key, value: record.value, headers: record.headers + source)
+        return fitted(copy, source: source, headers: record.headers.count)
+    }
+
+    /// A dead-letter copy cut to the budget: without its value (`dlq-value-omitted`: its size),
+    /// then with only the `source` headers (`dlq-headers-omitted`: how many went), then without its key.
+    private func fitted(_ full: KafkaOutgoingRecord, source: [KafkaHeader], headers: Int) -> KafkaOutgoingRecord {
+        var copy = full
+        let valueBytes = String(full.value?.count ?? 0)
         if copy.payloadBytes > recordBudget {
             copy.value = []
-            copy.headers.append(KafkaHeader("dlq-value-omitted", String(record.value?.count ?? 0)))
+            copy.headers.append(KafkaHeader("dlq-value-omitted", valueBytes))
         }
         if copy.payloadBytes > recordBudget {
-            copy.headers = source + [
-                KafkaHeader("dlq-value-omitted", String(record.value?.count ?? 0)), KafkaHeader("dlq-headers-omitted", String(record.headers.count)),
-            ]
+            copy.headers = source + [KafkaHeader("dlq-value-omitted", valueBytes), KafkaHeader("dlq-headers-omitted", String(headers))]
         }
         if copy.payloadBytes > recordBudget { copy.key = nil }
         return copy

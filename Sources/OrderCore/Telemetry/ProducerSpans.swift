@@ -48,20 +48,22 @@ public enum ProducerSpans {
         var spans: [(any Span)?] = []
         for i in traced.indices { spans.append(start(&traced[i])) }
         let results = await send(traced)
-        for (span, result) in zip(spans, results) {
-            guard let span else { continue }
-            switch result {
-            case .success(let report):
-                span.attributes["messaging.destination.partition.id"] = "\(report.partition)"
-                span.attributes["messaging.kafka.offset"] = Int(report.offset)
-            case .failure(let error):
-                span.recordError(error)
-                span.attributes["error.type"] = String(reflecting: type(of: error))
-                span.setStatus(SpanStatus(code: .error, message: "\(error)"))
-            }
-            span.end()
-        }
+        for (span, result) in zip(spans, results) { span.map { end($0, result) } }
         return results
+    }
+
+    /// Ends a send's span with the record's outcome.
+    private static func end(_ span: any Span, _ result: Result<DeliveryReport, KafkaError>) {
+        switch result {
+        case .success(let report):
+            span.attributes["messaging.destination.partition.id"] = "\(report.partition)"
+            span.attributes["messaging.kafka.offset"] = Int(report.offset)
+        case .failure(let error):
+            span.recordError(error)
+            span.attributes["error.type"] = String(reflecting: type(of: error))
+            span.setStatus(SpanStatus(code: .error, message: "\(error)"))
+        }
+        span.end()
     }
 
     public static func send(
@@ -87,16 +89,7 @@ public enum ProducerSpans {
         var traced = record
         guard let span = start(&traced) else { return send(traced, onDelivery) }
         send(traced) { result in
-            switch result {
-            case .success(let report):
-                span.attributes["messaging.destination.partition.id"] = "\(report.partition)"
-                span.attributes["messaging.kafka.offset"] = Int(report.offset)
-            case .failure(let error):
-                span.recordError(error)
-                span.attributes["error.type"] = String(reflecting: type(of: error))
-                span.setStatus(SpanStatus(code: .error, message: "\(error)"))
-            }
-            span.end()
+            end(span, result)
             onDelivery(result)
         }
     }
