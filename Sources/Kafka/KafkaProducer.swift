@@ -170,26 +170,7 @@ public final class KafkaProducer: Sendable {
     /// order), and waits for all reports (returned in input order). Throws the first error after
     /// every enqueued record has its report; on an enqueue error the rest is not sent.
     public func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
-        var promises: [DeliveryPromise] = []
-        promises.reserveCapacity(records.count)
-        var firstError: (any Error)?
-        for record in records {
-            let promise = DeliveryPromise(topic: record.topic)
-            do {
-                try await enqueue(record, promise)
-            } catch {
-                firstError = error
-                break
-            }
-            promises.append(promise)
-        }
-        var reports: [DeliveryReport] = []
-        reports.reserveCapacity(promises.count)
-        for promise in promises {
-            do { reports.append(try await promise.wait()) } catch { firstError = firstError ?? error }
-        }
-        if let firstError { throw firstError }
-        return reports
+        try await outcomes(records, goOnAfterOwnRefusal: false).map { try $0.get() }
     }
 
     /// Sends several records, enqueued in input order, and waits for every one's outcome (in
@@ -198,6 +179,13 @@ public final class KafkaProducer: Sendable {
     /// after a retriable enqueue error (the local queue stayed full) the rest is not tried and
     /// gets a retriable "not sent" error.
     public func sendEach(_ records: [KafkaOutgoingRecord]) async -> [Result<DeliveryReport, KafkaError>] {
+        await outcomes(records, goOnAfterOwnRefusal: true)
+    }
+
+    /// Enqueues in input order and waits for every report. After an enqueue error the rest is
+    /// not tried ("not sent", retriable when that error was), unless `goOnAfterOwnRefusal` and
+    /// the error was the record's own (not retriable).
+    private func outcomes(_ records: [KafkaOutgoingRecord], goOnAfterOwnRefusal: Bool) async -> [Result<DeliveryReport, KafkaError>] {
         enum Step { case waiting(DeliveryPromise), failed(KafkaError) }
         var steps: [Step] = []
         steps.reserveCapacity(records.count)
@@ -207,10 +195,10 @@ public final class KafkaProducer: Sendable {
                 try await enqueue(record, promise)
                 steps.append(.waiting(promise))
             } catch {
-                let e = error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")
+                let e = Self.kafkaError(error)
                 steps.append(.failed(e))
-                guard e.isRetriable else { continue }
-                let notSent = KafkaError(code: e.code, message: "not sent: \(e.message)", isRetriable: true)
+                if goOnAfterOwnRefusal && !e.isRetriable { continue }
+                let notSent = KafkaError(code: e.code, message: "not sent: \(e.message)", isRetriable: e.isRetriable)
                 steps += Array(repeating: .failed(notSent), count: records.count - steps.count)
                 break
             }
@@ -221,12 +209,14 @@ public final class KafkaProducer: Sendable {
             switch step {
             case .failed(let e): results.append(.failure(e))
             case .waiting(let promise):
-                do { results.append(.success(try await promise.wait())) } catch {
-                    results.append(.failure(error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")))
-                }
+                do { results.append(.success(try await promise.wait())) } catch { results.append(.failure(Self.kafkaError(error))) }
             }
         }
         return results
+    }
+
+    private static func kafkaError(_ error: any Error) -> KafkaError {
+        error as? KafkaError ?? KafkaError(code: KafkaError.invalidArgumentCode, message: "\(error)")
     }
 
     /// Enqueues with librdkafka; while its local queue is full, waits (without blocking a thread)

@@ -21,11 +21,6 @@ struct UpstreamClientTests {
             try await answer(record)
             return DeliveryReport(topic: record.topic, partition: 0, offset: 0)
         }
-        func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
-            var out: [DeliveryReport] = []
-            for r in records { out.append(try await send(r)) }
-            return out
-        }
     }
 
     /// A mock cluster with the reply topic, and a producer writing replies to it.

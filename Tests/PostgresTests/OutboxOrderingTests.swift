@@ -71,11 +71,6 @@ struct OutboxOrderingTests {
             sent.withLock { $0.append(record) }
             return DeliveryReport(topic: record.topic, partition: 0, offset: 0)
         }
-        func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
-            var reports: [DeliveryReport] = []
-            for r in records { reports.append(try await send(r)) }
-            return reports
-        }
     }
 
     @Test func twoRelaysPublishEveryOrdersEventsInStatusOrder() async throws {

@@ -84,9 +84,6 @@ extension StoreHandOffTests {
     /// Takes what is sent and says it was delivered.
     final class AcceptingSender: RecordSender {
         func send(_ record: KafkaOutgoingRecord) async throws -> DeliveryReport { DeliveryReport(topic: record.topic, partition: 0, offset: 0) }
-        func sendAll(_ records: [KafkaOutgoingRecord]) async throws -> [DeliveryReport] {
-            records.map { DeliveryReport(topic: $0.topic, partition: 0, offset: 0) }
-        }
     }
 
     @Test func anOutboxRelayBatchIsTwoHandOffsAndAnEmptyLookOne() async throws {

@@ -36,8 +36,9 @@ public struct OrderStore: Sendable {
         return try r.rows.first?.decode(0, as: [UInt8].self)
     }
 
-    /// Remembers a reply outside any transaction (a read's reply, a refusal); false when the key
-    /// was stored meanwhile (by a concurrent redelivery).
+    /// Remembers a reply outside any transaction; false when the key was stored meanwhile (by a
+    /// concurrent redelivery). The service remembers reads and refusals with the cart batch
+    /// instead (`PersistStage.remember`); this is for tools and tests.
     @discardableResult
     public func storeReply(key: String, reply: [UInt8]) async throws -> Bool {
         try await db.query(Self.storeReplySQL, [key, reply]).affectedRows == 1

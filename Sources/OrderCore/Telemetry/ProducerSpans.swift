@@ -19,21 +19,10 @@ public enum ProducerSpans {
         for i in traced.indices { spans.append(start(&traced[i])) }
         do {
             let reports = try await send(traced)
-            for (span, report) in zip(spans, reports) {
-                guard let span else { continue }
-                span.attributes["messaging.destination.partition.id"] = "\(report.partition)"
-                span.attributes["messaging.kafka.offset"] = Int(report.offset)
-                span.end()
-            }
+            for (span, report) in zip(spans, reports) { span.map { end($0, Result<DeliveryReport, any Error>.success(report)) } }
             return reports
         } catch {
-            for span in spans {
-                guard let span else { continue }
-                span.recordError(error)
-                span.attributes["error.type"] = String(reflecting: type(of: error))
-                span.setStatus(SpanStatus(code: .error, message: "\(error)"))
-                span.end()
-            }
+            for span in spans { span.map { end($0, Result<DeliveryReport, any Error>.failure(error)) } }
             throw error
         }
     }
@@ -53,7 +42,7 @@ public enum ProducerSpans {
     }
 
     /// Ends a send's span with the record's outcome.
-    private static func end(_ span: any Span, _ result: Result<DeliveryReport, KafkaError>) {
+    private static func end<Failure: Error>(_ span: any Span, _ result: Result<DeliveryReport, Failure>) {
         switch result {
         case .success(let report):
             span.attributes["messaging.destination.partition.id"] = "\(report.partition)"
