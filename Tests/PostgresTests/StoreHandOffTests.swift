@@ -141,7 +141,7 @@ extension StoreHandOffTests {
                 }
                 orderIds.append(try #require(try await store.orders(userId: user).first?.orderId))
             }
-            #expect(creates[1] == 3, "BEGIN + lock + read; insert; delete lines + outbox + reply + COMMIT (was 7, then 6)")
+            #expect(creates[1] == 2, "BEGIN + lock + read + ids; insert + delete lines + outbox + reply + COMMIT (was 7, then 6, then 3)")
             _ = try await store.order(orderId: orderIds[0], userId: users[0])  // its statement prepared
             let reads = try await roundTrips(client) {
                 let orders = try await store.orders(userId: users[0])

@@ -92,18 +92,12 @@ extension OrderStore {
             }
         }
 
-        /// The user's cart with its lines, its row locked until the transaction ends; nil when the
-        /// user has none. Two statements on purpose: under READ COMMITTED a join locked `FOR UPDATE
-        /// OF c` may return the lines of the snapshot taken before waiting for the lock; the second
-        /// statement reads the lines as committed by whoever held the lock (every cart change takes
-        /// the cart row's lock first). They share one round trip (a pipeline runs them in order, so
-        /// the read starts once the lock is held).
-        func lockCart(userId: Int64) throws -> Cart? {
-            let results = try conn.pipeline([
-                ("SELECT cart_id FROM carts WHERE user_id = $1 FOR UPDATE", [userId]), (OrderStore.cartSQL, [userId]),
-            ])
-            guard results.count == 2, !results[0].rows.isEmpty else { return nil }
-            return try store.cart(userId: userId, rows: results[1].rows, offset: 0) ?? .empty(userId: userId)
+        /// Ids for an order of `lines` lines not made from a cart (tools and tests).
+        func newOrderIds(lines: Int) throws -> OrderStore.OrderIds {
+            let results = try conn.pipeline([(OrderStore.orderIdSQL, []), (OrderStore.newLineIdsSQL, [lines])])
+            guard results.count == 2, let first = results[0].rows.first else { throw PersistFailure.unexpected("no order id") }
+            return OrderStore.OrderIds(
+                orderId: try first.decode(0), createdAt: try first.decode(1), lineIds: try results[1].rows.map { try $0.decode(0, as: Int64.self) }.sorted())
         }
 
         /// Takes these lines out of the cart (lines added meanwhile stay). Sent with the
@@ -113,27 +107,52 @@ extension OrderStore {
                 "DELETE FROM cart_items WHERE cart_id = $1 AND cart_item_id = ANY($2::bigint[])", [cartId, PostgresArrayLiteral(lineIds)])
         }
 
-        /// Inserts the order and all its lines with one statement. A cart holds each product once,
-        /// so the returned line ids are matched to lines by product. `total` is the lines' checked sum.
-        func insertOrder(userId: Int64, lines: [(product: Product, quantity: Int)], total: Money) throws -> Order {
-            let rows = try conn.query(
+        /// The user's cart with its lines, its row locked until the transaction ends, and the ids
+        /// and creation time of the order it may become; nil when the user has no cart. One round
+        /// trip (a pipeline runs its statements in order, so the reads start once the lock is held):
+        /// - the lock and the lines are two statements on purpose: under READ COMMITTED a join
+        ///   locked `FOR UPDATE OF c` may return the lines of the snapshot taken before waiting for
+        ///   the lock; the second statement reads the lines as committed by whoever held the lock
+        ///   (every cart change takes the cart row's lock first);
+        /// - the order's id and one line id per cart line come from their sequences, with the
+        ///   transaction's `now()` (the orders' `created_at` default), so that the order's reply is
+        ///   known before its insert, which then rides with the last round trip (`insertOrder`). An
+        ///   id taken for an order that is not made (the cart changed) is a gap, as a rollback leaves.
+        func lockCartForOrder(userId: Int64) throws -> (cart: Cart, ids: OrderStore.OrderIds)? {
+            let results = try conn.pipeline([
+                ("SELECT cart_id FROM carts WHERE user_id = $1 FOR UPDATE", [userId]), (OrderStore.cartSQL, [userId]),
+                (OrderStore.orderIdSQL, []), (OrderStore.orderLineIdsSQL, [userId]),
+            ])
+            guard results.count == 4, !results[0].rows.isEmpty,
+                let cart = try store.cart(userId: userId, rows: results[1].rows, offset: 0), let first = results[2].rows.first
+            else { return nil }
+            // Ascending, so that the lines keep the cart's order in the order, as an insert would number them.
+            let lineIds = try results[3].rows.map { try $0.decode(0, as: Int64.self) }.sorted()
+            guard lineIds.count == cart.items.count else {
+                throw PersistFailure.unexpected("order ids: \(lineIds.count) line ids for \(cart.items.count) cart lines")
+            }
+            return (cart, OrderStore.OrderIds(orderId: try first.decode(0), createdAt: try first.decode(1), lineIds: lineIds))
+        }
+
+        /// Inserts the order and all its lines, with the ids `lockCartForOrder` took, in one
+        /// statement sent with the transaction's next one (`PostgresSyncConnection.later`): nothing
+        /// reads its result, and if it fails, that statement throws and nothing is committed.
+        /// `total` is the lines' checked sum; `lines` are in the cart's order, one per line id.
+        func insertOrder(userId: Int64, ids: OrderStore.OrderIds, lines: [(product: Product, quantity: Int)], total: Money) throws -> Order {
+            guard ids.lineIds.count == lines.count else {
+                throw PersistFailure.unexpected("order insert: \(ids.lineIds.count) line ids for \(lines.count) lines")
+            }
+            conn.later(
                 OrderStore.insertOrderSQL,
                 [
-                    userId, total.description,
+                    ids.orderId, userId, total.description, PostgresArrayLiteral(ids.lineIds),
                     PostgresArrayLiteral(lines.map(\.product.productId)), PostgresArrayLiteral(lines.map { Optional($0.product.name) }),
                     PostgresArrayLiteral(lines.map { Optional($0.product.price.description) }), PostgresArrayLiteral(lines.map(\.quantity)),
-                ]
-            ).rows
-            guard let first = rows.first, rows.count == lines.count else {
-                throw PersistFailure.unexpected("order insert: \(rows.count) rows for \(lines.count) lines")
+                ])
+            let items = try zip(ids.lineIds, lines).map { id, line in
+                try OrderItem(orderItemId: id, productId: line.product.productId, productName: line.product.name, unitPrice: line.product.price, quantity: line.quantity)
             }
-            var itemIds: [Int64: Int64] = [:]
-            for row in rows { itemIds[try row.decode(3)] = try row.decode(2) }
-            let items = try lines.map { line in
-                guard let id = itemIds[line.product.productId] else { throw PersistFailure.unexpected("order line of product \(line.product.productId) missing") }
-                return try OrderItem(orderItemId: id, productId: line.product.productId, productName: line.product.name, unitPrice: line.product.price, quantity: line.quantity)
-            }.sorted { $0.orderItemId < $1.orderItemId }
-            return Order(orderId: try first.decode(0), userId: userId, status: .pending, totalPrice: total, createdAt: try first.decode(1), items: items)
+            return Order(orderId: ids.orderId, userId: userId, status: .pending, totalPrice: total, createdAt: ids.createdAt, items: items)
         }
 
         /// Moves a pending order to its final status; nil when it is not pending (repeat or late result).

@@ -15,9 +15,9 @@ extension OrderStore {
             return try await conn.onQueue { conn in try body(SyncTransaction(store: store, conn: conn)) }
         }
 
-        /// Inserts the order and all its lines with one statement (see `SyncTransaction.insertOrder`).
+        /// Inserts an order and all its lines with new ids (see `SyncTransaction.insertOrder`).
         func insertOrder(userId: Int64, lines: [(product: Product, quantity: Int)], total: Money) async throws -> Order {
-            try await onQueue { try $0.insertOrder(userId: userId, lines: lines, total: total) }
+            try await onQueue { tx in try tx.insertOrder(userId: userId, ids: try tx.newOrderIds(lines: lines.count), lines: lines, total: total) }
         }
 
         /// Moves a pending order to its final status; nil when it is not pending (repeat or late result).

@@ -209,16 +209,37 @@ public struct OrderStore: Sendable {
 
     /// The order and its lines ($1 user, $2 total, $3… the lines' columns); returns the order's id
     /// and time and each line's id and product.
+    /// The ids and creation time of an order about to be made, taken before its insert (see
+    /// `SyncTransaction.lockCartForOrder`).
+    struct OrderIds: Sendable {
+        var orderId: Int64
+        var createdAt: String
+        /// One per line, ascending.
+        var lineIds: [Int64]
+    }
+
+    /// A new order's id and the transaction's time (the orders' `created_at` default, the same
+    /// `now()` for every statement of the transaction).
+    static let orderIdSQL = "SELECT nextval('orders_order_id_seq'::regclass), \(timestampSQL("now()"))"
+
+    /// One new order line id per line of the user's cart ($1).
+    static let orderLineIdsSQL = """
+        SELECT nextval('order_items_order_item_id_seq'::regclass)
+        FROM carts c JOIN cart_items i ON i.cart_id = c.cart_id WHERE c.user_id = $1
+        """
+
+    /// `$1` new order line ids.
+    static let newLineIdsSQL = "SELECT nextval('order_items_order_item_id_seq'::regclass) FROM generate_series(1, $1::integer)"
+
+    /// The order ($1 id, $2 user, $3 total) and its lines ($4 ids, $5 products, $6 names, $7 prices,
+    /// $8 quantities), with the ids taken before; `created_at` is the transaction's `now()`.
     static let insertOrderSQL = """
         WITH o AS (
-            INSERT INTO orders (user_id, status, total_price) VALUES ($1, 'pending', $2::numeric) RETURNING order_id, created_at
-        ), i AS (
-            INSERT INTO order_items (order_id, product_id, product_name, unit_price, quantity)
-            SELECT o.order_id, v.product_id, v.name, v.price, v.quantity
-            FROM o, unnest($3::bigint[], $4::text[], $5::numeric[], $6::integer[]) WITH ORDINALITY AS v(product_id, name, price, quantity, n)
-            ORDER BY v.n RETURNING order_item_id, product_id
+            INSERT INTO orders (order_id, user_id, status, total_price) VALUES ($1, $2, 'pending', $3::numeric) RETURNING order_id
         )
-        SELECT o.order_id, \(timestampSQL("o.created_at")), i.order_item_id, i.product_id FROM o, i
+        INSERT INTO order_items (order_item_id, order_id, product_id, product_name, unit_price, quantity)
+        SELECT v.id, o.order_id, v.product_id, v.name, v.price, v.quantity
+        FROM o, unnest($4::bigint[], $5::bigint[], $6::text[], $7::numeric[], $8::integer[]) AS v(id, product_id, name, price, quantity)
         """
 
     static let finishOrderSQL =

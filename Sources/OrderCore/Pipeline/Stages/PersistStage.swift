@@ -130,7 +130,7 @@ public struct PersistStage: Sendable {
     /// result is `cartChanged`, so that the caller checks the cart as it is now.
     public func createOrder(key: String, requestId: String?, userId: Int64, checked: Cart, products: [Int64: Product]) async throws -> Result {
         try await transaction(key: key) { tx in
-            guard let cart = try tx.lockCart(userId: userId), let cartId = cart.cartId, !cart.items.isEmpty,
+            guard let (cart, ids) = try tx.lockCartForOrder(userId: userId), let cartId = cart.cartId, !cart.items.isEmpty,
                 cart.items.map(\.orderedPart) == checked.items.map(\.orderedPart)
             else { throw CartChanged() }
             var lines: [(product: Product, quantity: Int)] = []
@@ -148,7 +148,7 @@ public struct PersistStage: Sendable {
                 lineTotals.append(t)
             }
             guard let total = Money.sum(lineTotals) else { throw Rejection(error: .overTotal) }
-            let order = try tx.insertOrder(userId: userId, lines: lines, total: total)
+            let order = try tx.insertOrder(userId: userId, ids: ids, lines: lines, total: total)
             tx.deleteLines(cartId: cartId, lineIds: cart.items.map(\.cartItemId))
             try tx.enqueue([
                 .init(record: OutgoingMessages.deductionRequest(order, topics: topics), orderingKey: nil),
