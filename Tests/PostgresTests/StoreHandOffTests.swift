@@ -217,3 +217,76 @@ extension StoreHandOffTests {
         }
     }
 }
+
+/// Deduction results ride with the cart batch: no round trip, transaction or WAL flush of their own.
+extension StoreHandOffTests {
+    /// An order of `StoreHandOffTests.product` for a new user, made through the persist stage.
+    func placeOrder(_ carts: CartBatcher, _ store: OrderStore, _ persist: PersistStage) async throws -> (orderId: Int64, user: Int64) {
+        let user = TestCatalog.uniqueUserId()
+        _ = try await carts.commit([Self.request("finish/add/\(user)", user, .add(Self.product, quantity: 1))])
+        let checked = try await store.cart(userId: user)
+        let result = try await persist.createOrder(
+            key: "finish/order/\(user)", requestId: nil, userId: user, checked: checked, products: [Self.product.productId: Self.product])
+        guard case .committed = result else { throw PersistFailure.unexpected("not committed: \(result)") }
+        return (try #require(try await store.orders(userId: user).first?.orderId), user)
+    }
+
+    static func finish(_ orderId: Int64, _ status: OrderStatus, _ topics: Topics) -> CartBatcher.Job {
+        .finish(CartBatcher.Finish(orderId: orderId, status: status) { done in
+            OutgoingMessages.notification(order: done.orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics)
+        })
+    }
+
+    /// The statuses of the queued notifications of `orderId`, in queue order (they stay queued:
+    /// this schema has no relay).
+    func notifiedStatuses(_ client: PostgresClient, _ orderId: Int64) async throws -> [String] {
+        let rows = try await client.query("SELECT value FROM outbox WHERE ordering_key = $1 ORDER BY id", ["order/\(orderId)"]).rows
+        return try rows.compactMap { row -> String? in
+            guard case .string(let status)? = try JSON.parse(try row.decode(0, as: [UInt8].self))["status"] else { return nil }
+            return status
+        }
+    }
+
+    @Test func aDeductionResultRidesWithACartBatchInItsTwoRoundTrips() async throws {
+        try await withStack { client, store, carts, persist in
+            let first = try await placeOrder(carts, store, persist)
+            let second = try await placeOrder(carts, store, persist)
+            // Prepared first (one round trip each), as the cart batch's statements are.
+            #expect(try await persist.finishOrder(orderId: first.orderId, status: .rejected))
+            let other = TestCatalog.uniqueUserId()
+            var outcomes: [CartBatcher.JobOutcome] = []
+            let cost = try await roundTrips(client) {
+                outcomes = try await carts.commit(jobs: [
+                    .cart(Self.request("finish/other/\(other)", other, .add(Self.product, quantity: 4))), Self.finish(second.orderId, .confirmed, persist.topics),
+                ])
+            }
+            #expect(cost == 2, "BEGIN + the cart batch + the order's move; its notification + the reply + COMMIT")
+            guard outcomes.count == 2, case .cart(.stored) = outcomes[0], case .finished(moved: true) = outcomes[1] else {
+                Issue.record("outcomes: \(outcomes)")
+                return
+            }
+            #expect(try await store.cart(userId: other).items.map(\.quantity) == [4])
+            #expect(try await store.order(orderId: second.orderId, userId: second.user)?.status == .confirmed)
+            #expect(try await notifiedStatuses(client, second.orderId) == ["pending", "confirmed"])
+            #expect(try await store.order(orderId: first.orderId, userId: first.user)?.status == .rejected)
+            #expect(try await notifiedStatuses(client, first.orderId) == ["pending", "rejected"])
+        }
+    }
+
+    @Test func aResultRepeatedInOneBatchMovesItsOrderOnceAsOneAfterTheOtherWould() async throws {
+        try await withStack { client, store, carts, persist in
+            let order = try await placeOrder(carts, store, persist)
+            let outcomes = try await carts.commit(jobs: [
+                Self.finish(order.orderId, .confirmed, persist.topics), Self.finish(order.orderId, .rejected, persist.topics),
+                Self.finish(order.orderId, .confirmed, persist.topics), Self.finish(order.orderId + 1_000_000, .confirmed, persist.topics),
+            ])
+            let moved = outcomes.map { outcome -> Bool? in if case .finished(let m) = outcome { m } else { nil } }
+            #expect(moved == [true, false, false, false], "the first moves it; the others find it confirmed; an unknown order moves nothing")
+            #expect(try await store.order(orderId: order.orderId, userId: order.user)?.status == .confirmed)
+            #expect(try await notifiedStatuses(client, order.orderId) == ["pending", "confirmed"])
+            // A repeat in a later batch changes nothing either.
+            #expect(try await !persist.finishOrder(orderId: order.orderId, status: .rejected))
+            #expect(try await notifiedStatuses(client, order.orderId) == ["pending", "confirmed"])
+        }
+    }
+}

@@ -2,8 +2,8 @@ import Postgres
 import Synchronization
 import ServiceContextModule
 
-/// Group commit for cart requests. The cart changes and reads of concurrent requests go to
-/// PostgreSQL together: one transaction (BEGIN with the batch function, then the replies with
+/// Group commit for cart requests, and for the order results that ride with them. The cart changes
+/// and reads of concurrent requests go to PostgreSQL together: one transaction (BEGIN with the batch function, then the replies with
 /// COMMIT: two round trips) in one hand-off to the connection's queue and one WAL flush for the
 /// whole batch, instead of up to four round trips and a flush per request. A request that arrives while
 /// `maxConcurrentBatches` batches are running waits for the next batch, so batches grow with the
@@ -11,6 +11,10 @@ import ServiceContextModule
 /// PostgreSQL's `commit_delay` or the producer's `linger.ms`): at a steady rate requests otherwise
 /// arrive one at a time and each becomes a batch of its own, with its own round trips and waits.
 /// With a zero window a lone request goes at once, from its own task.
+///
+/// Deduction results (`finish`) ride with the batch: their orders move in a statement sent in the
+/// batch's first round trip and their notifications go to the outbox in its second, so that a
+/// result costs no round trip, transaction or WAL flush of its own when cart requests are about.
 ///
 /// Each request's reply is stored under its idempotency key in the batch's transaction, exactly
 /// as a single-request transaction would. The dispatcher never runs two records of one lane at
@@ -30,6 +34,38 @@ public final class CartBatcher: Sendable {
             self.operation = operation
             self.reply = reply
         }
+    }
+
+    /// A deduction result to apply: the order moves from pending to `status`, and the
+    /// notification `notification` builds from the moved order is queued in the outbox.
+    struct Finish: Sendable {
+        var orderId: Int64
+        var status: OrderStatus
+        var notification: @Sendable (OrderStore.FinishedOrder) -> OrderStore.OutboxRecord
+
+        init(orderId: Int64, status: OrderStatus, notification: @escaping @Sendable (OrderStore.FinishedOrder) -> OrderStore.OutboxRecord) {
+            self.orderId = orderId
+            self.status = status
+            self.notification = notification
+        }
+    }
+
+    /// What a batch runs: a cart request or a deduction result.
+    enum Job: Sendable {
+        case cart(Request)
+        case finish(Finish)
+
+        /// Carts are locked in this order (see `execute`); a result locks no cart.
+        var userId: Int64 {
+            if case .cart(let r) = self { return r.userId }
+            return 0
+        }
+    }
+
+    enum JobOutcome: Sendable {
+        case cart(Outcome)
+        /// Whether the order moved (false: it was not pending, a repeat or a late result).
+        case finished(moved: Bool)
     }
 
     public enum Outcome: Sendable, Equatable {
@@ -54,8 +90,8 @@ public final class CartBatcher: Sendable {
     }
 
     private struct Pending {
-        let request: Request
-        let continuation: CheckedContinuation<Outcome, any Error>
+        let job: Job
+        let continuation: CheckedContinuation<JobOutcome, any Error>
         /// The request's span, which the batch's span links to (nil when not tracing).
         var context: ServiceContext? = Spans.currentContext
     }
@@ -77,6 +113,17 @@ public final class CartBatcher: Sendable {
     }
 
     public func run(_ request: Request) async throws -> Outcome {
+        guard case .cart(let outcome) = try await run(.cart(request)) else { throw PersistFailure.unexpected("a cart request finished an order") }
+        return outcome
+    }
+
+    /// Applies a deduction result with the next batch; true when the order moved.
+    func finish(_ finish: Finish) async throws -> Bool {
+        guard case .finished(let moved) = try await run(.finish(finish)) else { throw PersistFailure.unexpected("a deduction result got a cart outcome") }
+        return moved
+    }
+
+    private func run(_ job: Job) async throws -> JobOutcome {
         // No window, nothing queued and a batch slot free: this request is a batch of its own, run
         // from the caller's task (no worker task to start and wake). Requests arriving meanwhile queue for
         // a worker, which this one starts on its way out when any are left.
@@ -87,11 +134,11 @@ public final class CartBatcher: Sendable {
         }
         if leads {
             defer { if finishLeading() { Task { await self.work() } } }
-            return try await executeOne(request)
+            return try await executeOne(job)
         }
         return try await withCheckedThrowingContinuation { continuation in
             let startWorker = state.withLock { s -> Bool in
-                s.queue.append(Pending(request: request, continuation: continuation))
+                s.queue.append(Pending(job: job, continuation: continuation))
                 guard s.running < configuration.maxConcurrentBatches, !s.gathering else { return false }
                 s.running += 1
                 if configuration.window > .zero { s.gathering = true }
@@ -113,8 +160,8 @@ public final class CartBatcher: Sendable {
     }
 
     /// One request as a batch of its own, from the caller's task.
-    private func executeOne(_ request: Request) async throws -> Outcome {
-        try await Spans.batch("cart batch", [Spans.currentContext]) { try await commit([request])[0] }
+    private func executeOne(_ job: Job) async throws -> JobOutcome {
+        try await Spans.batch("cart batch", [Spans.currentContext]) { try await commit(jobs: [job])[0] }
     }
 
     /// Takes what is queued, batch after batch, until the queue is empty; `gathering`, a worker
@@ -144,10 +191,10 @@ public final class CartBatcher: Sendable {
         // By user, so that concurrent batches lock carts in one order (no deadlock between them);
         // stable, so one user's requests keep their order.
         let sorted = batch.enumerated()
-            .sorted { ($0.element.request.userId, $0.offset) < ($1.element.request.userId, $1.offset) }
+            .sorted { ($0.element.job.userId, $0.offset) < ($1.element.job.userId, $1.offset) }
             .map(\.element)
         do {
-            let outcomes = try await Spans.batch("cart batch", sorted.map(\.context)) { try await commit(sorted.map(\.request)) }
+            let outcomes = try await Spans.batch("cart batch", sorted.map(\.context)) { try await commit(jobs: sorted.map(\.job)) }
             for (pending, outcome) in zip(sorted, outcomes) { pending.continuation.resume(returning: outcome) }
         } catch {
             // A transient failure (connection lost, deadlock, the database down) is every
@@ -155,7 +202,7 @@ public final class CartBatcher: Sendable {
             // run them one by one, so that the others still succeed.
             if sorted.count > 1, !Self.isTransient(error) {
                 for pending in sorted {
-                    do { pending.continuation.resume(returning: try await commit([pending.request])[0]) } catch {
+                    do { pending.continuation.resume(returning: try await commit(jobs: [pending.job])[0]) } catch {
                         pending.continuation.resume(throwing: error)
                     }
                 }
@@ -165,23 +212,54 @@ public final class CartBatcher: Sendable {
         }
     }
 
+    /// Cart requests alone as one batch (tests).
     func commit(_ requests: [Request]) async throws -> [Outcome] {
+        try await commit(jobs: requests.map(Job.cart)).map { outcome in
+            guard case .cart(let o) = outcome else { throw PersistFailure.unexpected("a cart request finished an order") }
+            return o
+        }
+    }
+
+    /// One transaction for `jobs`, outcomes in their order: BEGIN, the cart batch and the orders'
+    /// moves in one round trip; the notifications, the replies and COMMIT in the second.
+    func commit(jobs: [Job]) async throws -> [JobOutcome] {
         // One hand-off to the connection's queue for the whole transaction, replies built there too.
         try await store.syncTransaction { tx in
-            let found = try tx.cartBatch(requests.map { ($0.key, $0.userId, $0.operation) })
-            var outcomes: [Outcome] = []
+            var requests: [Request] = [], finishes: [Finish] = []
+            for job in jobs {
+                switch job {
+                case .cart(let r): requests.append(r)
+                case .finish(let f): finishes.append(f)
+                }
+            }
+            let (found, moved) = try tx.cartBatch(
+                requests.map { ($0.key, $0.userId, $0.operation) }, finishing: finishes.map { ($0.orderId, $0.status) })
+            var cartOutcomes: [Outcome] = []
             var replies: [(key: String, reply: [UInt8])] = []
             for (request, change) in zip(requests, found) {
                 guard let change else {
-                    outcomes.append(.duplicate)
+                    cartOutcomes.append(.duplicate)
                     continue
                 }
                 let reply = try request.reply(change)
                 replies.append((request.key, reply.reply))
-                outcomes.append(.stored(reply))
+                cartOutcomes.append(.stored(reply))
             }
+            var finishOutcomes: [Bool] = []
+            var notifications: [OrderStore.OutboxRecord] = []
+            for (finish, done) in zip(finishes, moved) {
+                finishOutcomes.append(done != nil)
+                if let done { notifications.append(finish.notification(done)) }
+            }
+            try tx.enqueue(notifications)
             try tx.storeRepliesThenCommit(replies)
-            return outcomes
+            var carts = cartOutcomes.makeIterator(), finished = finishOutcomes.makeIterator()
+            return try jobs.map { job in
+                switch job {
+                case .cart: guard let o = carts.next() else { throw PersistFailure.unexpected("cart batch lost an outcome") }; return .cart(o)
+                case .finish: guard let m = finished.next() else { throw PersistFailure.unexpected("cart batch lost a result") }; return .finished(moved: m)
+                }
+            }
         }
     }
 

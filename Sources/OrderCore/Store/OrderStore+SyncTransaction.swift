@@ -39,6 +39,45 @@ extension OrderStore {
         /// Runs the cart requests `(key, user, operation)` in one statement; claims each key with a
         /// placeholder that `storeRepliesThenCommit` fills in.
         func cartBatch(_ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)]) throws -> [OrderStore.CartBatchOutcome] {
+            try cartBatch(requests, finishing: []).carts
+        }
+
+        /// The cart requests (as above) and the orders' moves from pending (`finishOrders`) in one
+        /// round trip; the orders' results in `finishing`'s order, nil for one that did not move.
+        func cartBatch(
+            _ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)], finishing: [(orderId: Int64, status: OrderStatus)]
+        ) throws -> (carts: [OrderStore.CartBatchOutcome], finished: [OrderStore.FinishedOrder?]) {
+            var statements: [(sql: String, params: [any PostgresBindable])] = []
+            if !requests.isEmpty { statements.append(Self.cartBatchStatement(requests)) }
+            // A result repeated within the batch moves its order at most once, as one after the
+            // other would: only the first of an order goes into the statement.
+            var seen = Set<Int64>(), firsts: [(orderId: Int64, status: OrderStatus)] = []
+            for f in finishing where seen.insert(f.orderId).inserted { firsts.append(f) }
+            if !firsts.isEmpty {
+                statements.append((
+                    OrderStore.finishOrdersSQL,
+                    [PostgresArrayLiteral(firsts.map(\.orderId)), PostgresArrayLiteral(firsts.map { Optional($0.status.rawValue) })]
+                ))
+            }
+            guard !statements.isEmpty else { return ([], []) }
+            let results = try conn.pipeline(statements)
+            guard results.count == statements.count else { throw PersistFailure.unexpected("cart batch: \(results.count) results") }
+            let carts = requests.isEmpty ? [] : try cartBatchOutcomes(results[0].rows, requests: requests)
+            var moved: [Int64: OrderStore.FinishedOrder] = [:]
+            if !firsts.isEmpty, let rows = results.last?.rows {
+                for row in rows {
+                    let id: Int64 = try row.decode(0)
+                    moved[id] = OrderStore.FinishedOrder(orderId: id, userId: try row.decode(1), total: try store.money(row, 2), at: try row.decode(3))
+                }
+            }
+            seen = []
+            let finished = finishing.map { f in seen.insert(f.orderId).inserted ? moved[f.orderId] : nil }
+            return (carts, finished)
+        }
+
+        private static func cartBatchStatement(
+            _ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)]
+        ) -> (sql: String, params: [any PostgresBindable]) {
             var ops: [String?] = [], products: [String?] = [], names: [String?] = [], prices: [String?] = [], quantities: [String?] = []
             for r in requests {
                 switch r.operation {
@@ -53,14 +92,19 @@ extension OrderStore {
                     ops.append("claim"); products.append(nil); names.append(nil); prices.append(nil); quantities.append(nil)
                 }
             }
-            let rows = try conn.query(
+            return (
                 "SELECT * FROM order_service_cart_batch($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::numeric[], $7::integer[], $8, $9)",
                 [
                     PostgresArrayLiteral(requests.map { Optional($0.key) }), PostgresArrayLiteral(ops),
                     PostgresArrayLiteral(requests.map(\.userId)), PostgresArrayLiteral(products), PostgresArrayLiteral(names),
                     PostgresArrayLiteral(prices), PostgresArrayLiteral(quantities), Limits.maxQuantity, Limits.maxCartLines,
                 ]
-            ).rows
+            )
+        }
+
+        private func cartBatchOutcomes(
+            _ rows: [PostgresRow], requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)]
+        ) throws -> [OrderStore.CartBatchOutcome] {
             // Rows come grouped by index, in order; split them and read each group like the
             // single-request functions' rows (one column further right).
             var groups = [[PostgresRow]](repeating: [], count: requests.count)
@@ -156,10 +200,8 @@ extension OrderStore {
         }
 
         /// Moves a pending order to its final status; nil when it is not pending (repeat or late result).
-        func finishOrder(orderId: Int64, status: OrderStatus) throws -> (userId: Int64, total: Money, at: String)? {
-            let rows = try conn.query(OrderStore.finishOrderSQL, [orderId, status.rawValue]).rows
-            guard let row = rows.first else { return nil }
-            return (try row.decode(0), try store.money(row, 1), try row.decode(2))
+        func finishOrder(orderId: Int64, status: OrderStatus) throws -> OrderStore.FinishedOrder? {
+            try cartBatch([], finishing: [(orderId, status)]).finished.first ?? nil
         }
 
         /// Queues records in the outbox, in order, with one statement, sent with the transaction's

@@ -21,7 +21,7 @@ extension OrderStore {
         }
 
         /// Moves a pending order to its final status; nil when it is not pending (repeat or late result).
-        func finishOrder(orderId: Int64, status: OrderStatus) async throws -> (userId: Int64, total: Money, at: String)? {
+        func finishOrder(orderId: Int64, status: OrderStatus) async throws -> OrderStore.FinishedOrder? {
             try await onQueue { try $0.finishOrder(orderId: orderId, status: status) }
         }
 

@@ -242,8 +242,21 @@ public struct OrderStore: Sendable {
         FROM o, unnest($4::bigint[], $5::bigint[], $6::text[], $7::numeric[], $8::integer[]) AS v(id, product_id, name, price, quantity)
         """
 
-    static let finishOrderSQL =
-        "UPDATE orders SET status = $2 WHERE order_id = $1 AND status = 'pending' RETURNING user_id, total_price::text, \(timestampSQL("now()"))"
+    /// An order moved from pending by a deduction result.
+    public struct FinishedOrder: Sendable, Equatable {
+        public var orderId: Int64
+        public var userId: Int64
+        public var total: Money
+        /// When it moved (the transaction's time).
+        public var at: String
+    }
+
+    /// Moves the pending ones of the orders ($1 ids, each once) to their statuses ($2).
+    static let finishOrdersSQL = """
+        UPDATE orders o SET status = v.status FROM unnest($1::bigint[], $2::text[]) AS v(order_id, status)
+        WHERE o.order_id = v.order_id AND o.status = 'pending'
+        RETURNING o.order_id, o.user_id, o.total_price::text, \(timestampSQL("now()"))
+        """
 
     // MARK: Outbox
 

@@ -159,15 +159,13 @@ public struct PersistStage: Sendable {
     }
 
     /// Applies a deduction result; a repeated or late result changes nothing. True when the
-    /// order moved (and its notification was queued).
+    /// order moved (and its notification was queued). It goes with the next cart batch
+    /// (`CartBatcher.finish`): no transaction of its own when cart requests are about.
     public func finishOrder(orderId: Int64, status: OrderStatus) async throws -> Bool {
-        try await store.syncTransaction { tx in
-            guard let done = try tx.finishOrder(orderId: orderId, status: status) else { return false }
-            try tx.enqueue(
-                [OutgoingMessages.notification(order: orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics, source: eventSource)],
-                thenCommit: true)
-            return true
-        }
+        let topics = self.topics, source = eventSource
+        return try await carts.finish(CartBatcher.Finish(orderId: orderId, status: status) { done in
+            OutgoingMessages.notification(order: done.orderId, user: done.userId, status: status, total: done.total, at: done.at, topics: topics, source: source)
+        })
     }
 }
 
