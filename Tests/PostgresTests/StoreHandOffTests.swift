@@ -290,3 +290,44 @@ extension StoreHandOffTests {
         }
     }
 }
+
+/// The pipeline's reads ride with the cart batch too.
+extension StoreHandOffTests {
+    static func cartRead(_ store: OrderStore, _ user: Int64) -> CartBatcher.Job {
+        .read(CartBatcher.Read(sql: OrderStore.cartSQL, params: [user]) { rows in try store.cart(userId: user, rows: rows, offset: 0) ?? .empty(userId: user) })
+    }
+
+    @Test func aReadRidesWithACartBatchAndReadsAloneAreOneRoundTrip() async throws {
+        try await withStack { client, store, carts, persist in
+            let order = try await placeOrder(carts, store, persist)
+            let (reader, writer) = (TestCatalog.uniqueUserId(), TestCatalog.uniqueUserId())
+            _ = try await carts.commit([Self.request("read/add/\(reader)", reader, .add(Self.product, quantity: 5))])
+            // Every statement once first, so that each is prepared (one round trip each).
+            _ = try await carts.commit(jobs: [Self.cartRead(store, reader)])
+            _ = try await persist.orders(userId: order.user, beforeOrderId: nil, limit: 10)
+            var outcomes: [CartBatcher.JobOutcome] = []
+            let together = try await roundTrips(client) {
+                outcomes = try await carts.commit(jobs: [
+                    .cart(Self.request("read/writer/\(writer)", writer, .add(Self.product, quantity: 2))), Self.cartRead(store, reader),
+                    Self.cartRead(store, writer),
+                ])
+            }
+            #expect(together == 2, "BEGIN + the cart batch + the reads; the reply + COMMIT")
+            guard outcomes.count == 3, case .cart(.stored) = outcomes[0], case .read(let r1) = outcomes[1], case .read(let r2) = outcomes[2],
+                let readerCart = r1 as? Cart, let writerCart = r2 as? Cart
+            else {
+                Issue.record("outcomes: \(outcomes)")
+                return
+            }
+            #expect(readerCart == (try await store.cart(userId: reader)))
+            #expect(writerCart.items.map(\.quantity) == [2], "a read after a change in its batch sees it (both commit together)")
+            var orders: [Order] = []
+            let alone = try await roundTrips(client) { orders = try await persist.orders(userId: order.user, beforeOrderId: nil, limit: 10) }
+            #expect(alone == 1, "reads alone: no transaction, no COMMIT")
+            #expect(orders == (try await store.orders(userId: order.user)))
+            #expect(try await persist.order(orderId: order.orderId, userId: order.user) == orders.first)
+            #expect(try await persist.order(orderId: order.orderId, userId: order.user + 1) == nil, "another user's order is not found")
+            #expect(try await persist.cart(userId: reader) == readerCart)
+        }
+    }
+}

@@ -348,7 +348,7 @@ public struct RequestPipeline: RecordHandler {
             // Check (products, stock) on a read of the cart, then order under the cart's lock only
             // if the cart is still what was checked; a concurrent change means checking again.
             for _ in 0..<Self.createOrderAttempts {
-                let cart = try await store.cart(userId: user)
+                let cart = try await persist.cart(userId: user)
                 guard !cart.items.isEmpty else { return try await fail(ServiceError(.cartEmpty, "the cart is empty")) }
                 let found: [Int64: Product]
                 switch await products.run(cart.items.map(\.productId)) {
@@ -368,7 +368,7 @@ public struct RequestPipeline: RecordHandler {
             var cursor = before
             fetching: while true {
                 let chunkSize = min(page.wanted, 500)
-                let chunk = try await store.orders(userId: user, beforeOrderId: cursor, limit: chunkSize + 1)
+                let chunk = try await persist.orders(userId: user, beforeOrderId: cursor, limit: chunkSize + 1)
                 for order in chunk.prefix(chunkSize) {
                     guard page.add(order.json) else { break fetching }
                     cursor = order.orderId
@@ -381,7 +381,7 @@ public struct RequestPipeline: RecordHandler {
             }
             return try await ok([("orders", .array(page.items)), ("next_before_order_id", page.more ? .optional(cursor) : .null)])
         case .getOrder(let user, let orderId):
-            guard let order = try await store.order(orderId: orderId, userId: user) else {
+            guard let order = try await persist.order(orderId: orderId, userId: user) else {
                 return try await fail(ServiceError(.orderNotFound, "order \(orderId) was not found"))
             }
             return try await ok([("order", order.json)])

@@ -16,6 +16,11 @@ import ServiceContextModule
 /// batch's first round trip and their notifications go to the outbox in its second, so that a
 /// result costs no round trip, transaction or WAL flush of its own when cart requests are about.
 ///
+/// Reads of the request pipeline (`read`: the cart create_order checks, a page of orders) ride with
+/// it too, as statements in the batch's first round trip: a read costs no round trip of its own.
+/// It sees what committed before it and the batch's own changes, which commit with it; its result
+/// is handed out only once the batch committed.
+///
 /// Each request's reply is stored under its idempotency key in the batch's transaction, exactly
 /// as a single-request transaction would. The dispatcher never runs two records of one lane at
 /// once, and a batch keeps the order in which its requests arrived for any one user.
@@ -50,10 +55,18 @@ public final class CartBatcher: Sendable {
         }
     }
 
-    /// What a batch runs: a cart request or a deduction result.
+    /// A read: its statement, and what its rows become (on the connection's queue).
+    struct Read: Sendable {
+        var sql: String
+        var params: [any PostgresBindable]
+        var decode: @Sendable ([PostgresRow]) throws -> any Sendable
+    }
+
+    /// What a batch runs: a cart request, a deduction result or a read.
     enum Job: Sendable {
         case cart(Request)
         case finish(Finish)
+        case read(Read)
 
         /// Carts are locked in this order (see `execute`); a result locks no cart.
         var userId: Int64 {
@@ -66,6 +79,7 @@ public final class CartBatcher: Sendable {
         case cart(Outcome)
         /// Whether the order moved (false: it was not pending, a repeat or a late result).
         case finished(moved: Bool)
+        case read(any Sendable)
     }
 
     public enum Outcome: Sendable, Equatable {
@@ -121,6 +135,13 @@ public final class CartBatcher: Sendable {
     func finish(_ finish: Finish) async throws -> Bool {
         guard case .finished(let moved) = try await run(.finish(finish)) else { throw PersistFailure.unexpected("a deduction result got a cart outcome") }
         return moved
+    }
+
+    /// Runs `sql` with the next batch; its rows as `decode` makes them.
+    func read<T: Sendable>(_ sql: String, _ params: [any PostgresBindable], decode: @escaping @Sendable ([PostgresRow]) throws -> T) async throws -> T {
+        guard case .read(let value) = try await run(.read(Read(sql: sql, params: params, decode: { try decode($0) }))), let typed = value as? T
+        else { throw PersistFailure.unexpected("a read got another outcome") }
+        return typed
     }
 
     private func run(_ job: Job) async throws -> JobOutcome {
@@ -220,20 +241,33 @@ public final class CartBatcher: Sendable {
         }
     }
 
-    /// One transaction for `jobs`, outcomes in their order: BEGIN, the cart batch and the orders'
-    /// moves in one round trip; the notifications, the replies and COMMIT in the second.
+    /// One transaction for `jobs`, outcomes in their order: BEGIN, the cart batch, the orders'
+    /// moves and the reads in one round trip; the notifications, the replies and COMMIT in the second.
     func commit(jobs: [Job]) async throws -> [JobOutcome] {
+        let reads = jobs.compactMap { job -> Read? in if case .read(let r) = job { r } else { nil } }
+        if reads.count == jobs.count {
+            // Reads alone need no transaction: one round trip, no COMMIT.
+            return try await store.syncRead { tx in
+                try zip(reads, try tx.batch([], finishing: [], reading: reads.map { ($0.sql, $0.params) }).reads).map { read, rows in
+                    JobOutcome.read(try read.decode(rows))
+                }
+            }
+        }
         // One hand-off to the connection's queue for the whole transaction, replies built there too.
-        try await store.syncTransaction { tx in
-            var requests: [Request] = [], finishes: [Finish] = []
+        return try await store.syncTransaction { tx in
+            var requests: [Request] = [], finishes: [Finish] = [], reads: [Read] = []
             for job in jobs {
                 switch job {
                 case .cart(let r): requests.append(r)
                 case .finish(let f): finishes.append(f)
+                case .read(let r): reads.append(r)
                 }
             }
-            let (found, moved) = try tx.cartBatch(
-                requests.map { ($0.key, $0.userId, $0.operation) }, finishing: finishes.map { ($0.orderId, $0.status) })
+            let results = try tx.batch(
+                requests.map { ($0.key, $0.userId, $0.operation) }, finishing: finishes.map { ($0.orderId, $0.status) },
+                reading: reads.map { ($0.sql, $0.params) })
+            let found = results.carts, moved = results.finished
+            let readOutcomes = try zip(reads, results.reads).map { read, rows in try read.decode(rows) }
             var cartOutcomes: [Outcome] = []
             var replies: [(key: String, reply: [UInt8])] = []
             for (request, change) in zip(requests, found) {
@@ -253,11 +287,12 @@ public final class CartBatcher: Sendable {
             }
             try tx.enqueue(notifications)
             try tx.storeRepliesThenCommit(replies)
-            var carts = cartOutcomes.makeIterator(), finished = finishOutcomes.makeIterator()
+            var carts = cartOutcomes.makeIterator(), finished = finishOutcomes.makeIterator(), read = readOutcomes.makeIterator()
             return try jobs.map { job in
                 switch job {
                 case .cart: guard let o = carts.next() else { throw PersistFailure.unexpected("cart batch lost an outcome") }; return .cart(o)
                 case .finish: guard let m = finished.next() else { throw PersistFailure.unexpected("cart batch lost a result") }; return .finished(moved: m)
+                case .read: guard let r = read.next() else { throw PersistFailure.unexpected("cart batch lost a read") }; return .read(r)
                 }
             }
         }

@@ -36,17 +36,21 @@ extension OrderStore {
             }
         }
 
-        /// Runs the cart requests `(key, user, operation)` in one statement; claims each key with a
-        /// placeholder that `storeRepliesThenCommit` fills in.
-        func cartBatch(_ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)]) throws -> [OrderStore.CartBatchOutcome] {
-            try cartBatch(requests, finishing: []).carts
+        /// What `batch` found, each in its inputs' order.
+        struct BatchResults {
+            var carts: [OrderStore.CartBatchOutcome] = []
+            /// Nil for an order that did not move.
+            var finished: [OrderStore.FinishedOrder?] = []
+            var reads: [[PostgresRow]] = []
         }
 
-        /// The cart requests (as above) and the orders' moves from pending (`finishOrders`) in one
-        /// round trip; the orders' results in `finishing`'s order, nil for one that did not move.
-        func cartBatch(
-            _ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)], finishing: [(orderId: Int64, status: OrderStatus)]
-        ) throws -> (carts: [OrderStore.CartBatchOutcome], finished: [OrderStore.FinishedOrder?]) {
+        /// The cart requests `(key, user, operation)` in one statement (each key claimed with a
+        /// placeholder that `storeRepliesThenCommit` fills in), the orders' moves from pending
+        /// (`finishOrdersSQL`) and the reads, in this order, in one round trip.
+        func batch(
+            _ requests: [(key: String, userId: Int64, operation: OrderStore.CartOperation)], finishing: [(orderId: Int64, status: OrderStatus)],
+            reading: [(sql: String, params: [any PostgresBindable])]
+        ) throws -> BatchResults {
             var statements: [(sql: String, params: [any PostgresBindable])] = []
             if !requests.isEmpty { statements.append(Self.cartBatchStatement(requests)) }
             // A result repeated within the batch moves its order at most once, as one after the
@@ -59,20 +63,23 @@ extension OrderStore {
                     [PostgresArrayLiteral(firsts.map(\.orderId)), PostgresArrayLiteral(firsts.map { Optional($0.status.rawValue) })]
                 ))
             }
-            guard !statements.isEmpty else { return ([], []) }
+            statements += reading
+            guard !statements.isEmpty else { return BatchResults() }
             let results = try conn.pipeline(statements)
             guard results.count == statements.count else { throw PersistFailure.unexpected("cart batch: \(results.count) results") }
-            let carts = requests.isEmpty ? [] : try cartBatchOutcomes(results[0].rows, requests: requests)
+            var found = BatchResults()
+            if !requests.isEmpty { found.carts = try cartBatchOutcomes(results[0].rows, requests: requests) }
             var moved: [Int64: OrderStore.FinishedOrder] = [:]
-            if !firsts.isEmpty, let rows = results.last?.rows {
-                for row in rows {
+            if !firsts.isEmpty {
+                for row in results[requests.isEmpty ? 0 : 1].rows {
                     let id: Int64 = try row.decode(0)
                     moved[id] = OrderStore.FinishedOrder(orderId: id, userId: try row.decode(1), total: try store.money(row, 2), at: try row.decode(3))
                 }
             }
             seen = []
-            let finished = finishing.map { f in seen.insert(f.orderId).inserted ? moved[f.orderId] : nil }
-            return (carts, finished)
+            found.finished = finishing.map { f in seen.insert(f.orderId).inserted ? moved[f.orderId] : nil }
+            found.reads = results.suffix(reading.count).map(\.rows)
+            return found
         }
 
         private static func cartBatchStatement(
@@ -201,7 +208,7 @@ extension OrderStore {
 
         /// Moves a pending order to its final status; nil when it is not pending (repeat or late result).
         func finishOrder(orderId: Int64, status: OrderStatus) throws -> OrderStore.FinishedOrder? {
-            try cartBatch([], finishing: [(orderId, status)]).finished.first ?? nil
+            try batch([], finishing: [(orderId, status)], reading: []).finished.first ?? nil
         }
 
         /// Queues records in the outbox, in order, with one statement, sent with the transaction's

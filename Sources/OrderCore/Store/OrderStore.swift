@@ -21,6 +21,13 @@ public struct OrderStore: Sendable {
         return try await db.transactionOnQueue { conn in try trace.bind { try body(SyncTransaction(store: store, conn: conn)) } }
     }
 
+    /// Runs `body` on one connection's queue outside a transaction (reads: each statement sees
+    /// what committed before it; a `pipeline` is one round trip).
+    func syncRead<T: Sendable>(_ body: @escaping @Sendable (SyncTransaction) throws -> T) async throws -> T {
+        let store = self
+        return try await db.onQueue { conn in try body(SyncTransaction(store: store, conn: conn)) }
+    }
+
     /// Runs `body` in one transaction that may suspend in between (the outbox relay sends to Kafka
     /// while its rows stay locked); each statement is a hand-off of its own. Committed when it
     /// returns, rolled back when it throws (a connection lost or the database down included; the
@@ -188,7 +195,7 @@ public struct OrderStore: Sendable {
 
     /// Orders from rows of `ordersSQL`'s shape, in row order; an order without lines has one row
     /// with NULL line columns.
-    private func ordersWithItems(userId: Int64, rows: [PostgresRow]) throws -> [Order] {
+    func ordersWithItems(userId: Int64, rows: [PostgresRow]) throws -> [Order] {
         var orders: [Order] = []
         for row in rows {
             let id: Int64 = try row.decode(0)

@@ -115,6 +115,27 @@ public struct PersistStage: Sendable {
         }
     }
 
+    /// The user's cart (as `OrderStore.cart(userId:)`), read with the next cart batch: no round
+    /// trip of its own.
+    public func cart(userId: Int64) async throws -> Cart {
+        let store = self.store
+        return try await carts.read(OrderStore.cartSQL, [userId]) { rows in try store.cart(userId: userId, rows: rows, offset: 0) ?? .empty(userId: userId) }
+    }
+
+    /// A page of the user's orders (as `OrderStore.orders`), read with the next cart batch.
+    public func orders(userId: Int64, beforeOrderId: Int64?, limit: Int) async throws -> [Order] {
+        let store = self.store
+        return try await carts.read(OrderStore.ordersSQL, [userId, beforeOrderId ?? Int64.max, Int64(limit)]) { rows in
+            try store.ordersWithItems(userId: userId, rows: rows)
+        }
+    }
+
+    /// One of the user's orders (as `OrderStore.order`), read with the next cart batch.
+    public func order(orderId: Int64, userId: Int64) async throws -> Order? {
+        let store = self.store
+        return try await carts.read(OrderStore.orderSQL, [orderId, userId]) { rows in try store.ordersWithItems(userId: userId, rows: rows).first }
+    }
+
     /// get_cart: a read, but its reply is stored too, so that a repeat gets the same answer.
     public func getCart(key: String, requestId: String?, userId: Int64) async throws -> Result {
         try await batched(key: key, userId: userId, .get) { change in
