@@ -2,14 +2,15 @@ import Postgres
 import Synchronization
 import ServiceContextModule
 
-/// Group commit for cart requests, and for the order results that ride with them. The cart changes
-/// and reads of concurrent requests go to PostgreSQL together: one transaction (BEGIN with the batch function, then the replies with
-/// COMMIT: two round trips) in one hand-off to the connection's queue and one WAL flush for the
-/// whole batch, instead of up to four round trips and a flush per request. A request that arrives while
-/// `maxConcurrentBatches` batches are running waits for the next batch, so batches grow with the
-/// load. A new batch waits `window` for company before it starts (a group-commit delay, like
-/// PostgreSQL's `commit_delay` or the producer's `linger.ms`): at a steady rate requests otherwise
-/// arrive one at a time and each becomes a batch of its own, with its own round trips and waits.
+/// Group commit for cart requests, and for the deduction results and reads that ride with them.
+/// The cart changes and reads of concurrent requests go to PostgreSQL together: one transaction
+/// (BEGIN with the batch function, then the replies with COMMIT: two round trips) in one hand-off
+/// to the connection's queue and one WAL flush for the whole batch, instead of up to four round
+/// trips and a flush per request. A request that arrives while `maxConcurrentBatches` batches are
+/// running waits for the next batch, so batches grow with the load. A new batch waits `window`
+/// for company before it starts (a group-commit delay, like PostgreSQL's `commit_delay` or the
+/// producer's `linger.ms`): at a steady rate requests otherwise arrive one at a time and each
+/// becomes a batch of its own, with its own round trips and waits.
 /// With a zero window a lone request goes at once, from its own task.
 ///
 /// Deduction results (`finish`) ride with the batch: their orders move in a statement sent in the
@@ -68,7 +69,7 @@ public final class CartBatcher: Sendable {
         case finish(Finish)
         case read(Read)
 
-        /// Carts are locked in this order (see `execute`); a result locks no cart.
+        /// Carts are locked in this order (see `execute`); a result or a read locks no cart.
         var userId: Int64 {
             if case .cart(let r) = self { return r.userId }
             return 0
