@@ -211,10 +211,12 @@ public final class CartBatcher: Sendable {
 
     private func execute(_ batch: [Pending]) async {
         // By user, so that concurrent batches lock carts in one order (no deadlock between them);
-        // stable, so one user's requests keep their order.
-        let sorted = batch.enumerated()
-            .sorted { ($0.element.job.userId, $0.offset) < ($1.element.job.userId, $1.offset) }
-            .map(\.element)
+        // stable, so one user's requests keep their order. Indices are sorted, not the (large)
+        // elements, which the sort would copy at every move.
+        let users = batch.map(\.job.userId)
+        let sorted = batch.indices
+            .sorted { (users[$0], $0) < (users[$1], $1) }
+            .map { batch[$0] }
         do {
             let outcomes = try await Spans.batch("cart batch", sorted.map(\.context)) { try await commit(jobs: sorted.map(\.job)) }
             for (pending, outcome) in zip(sorted, outcomes) { pending.continuation.resume(returning: outcome) }
