@@ -15,6 +15,10 @@ cluster() {  # prints "VERSION NAME" of the first cluster, creating one if the p
   fi
   echo "$line"
 }
+wait_ready() {
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.2; done
+  pg_isready -q -h 127.0.0.1 -p "$PG_PORT" || { echo "PostgreSQL did not come up on port $PG_PORT" >&2; exit 1; }
+}
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$*"; else sudo -u postgres sh -c "$*"; fi; }
 
 case "${1:-start}" in
@@ -23,8 +27,14 @@ case "${1:-start}" in
     if ! pg_lsclusters -h | awk -v v="$ver" -v n="$name" '$1==v && $2==n {print $4}' | grep -q online; then
       pg_ctlcluster "$ver" "$name" start
     fi
-    for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.2; done
-    pg_isready -q -h 127.0.0.1 -p "$PG_PORT" || { echo "PostgreSQL did not come up on port $PG_PORT" >&2; exit 1; }
+    wait_ready
+    # The test tiers run in parallel, each test with pools of its own: one tier alone
+    # (`test.sh --filter PostgresTests`) opens more than the default 100 connections.
+    if [ "$(as_postgres "psql -qtA -p $PG_PORT -c 'SHOW max_connections'")" -lt 300 ]; then
+      as_postgres "psql -q -p $PG_PORT -c 'ALTER SYSTEM SET max_connections = 300'"
+      pg_ctlcluster "$ver" "$name" restart
+      wait_ready
+    fi
     as_postgres "psql -qtA -p $PG_PORT -c \"SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'\"" | grep -q 1 \
       || as_postgres "psql -q -p $PG_PORT -c \"CREATE ROLE $PG_USER LOGIN PASSWORD '$PG_PASSWORD' CREATEDB\""
     as_postgres "psql -qtA -p $PG_PORT -c \"SELECT 1 FROM pg_database WHERE datname='$PG_DB'\"" | grep -q 1 \
