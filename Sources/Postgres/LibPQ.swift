@@ -498,8 +498,45 @@ private struct BoundParameters {
                 lengths.append(Int32(bytes.count))
                 formats.append(1)
                 types.append(17)  // bytea
+            case .byteaArray(let elements):
+                let start = buffer.count
+                try appendBinaryArray(of: elements, position: position)
+                offsets.append(start)
+                lengths.append(Int32(buffer.count - start))
+                formats.append(1)
+                types.append(1001)  // bytea[]
             }
         }
+    }
+
+    /// array_recv's layout, big-endian: dimensions, has-nulls flag, element type, then size and
+    /// lower bound per dimension, then each element as its length (-1 for NULL) and its bytes. An
+    /// empty array has no dimensions.
+    private mutating func appendBinaryArray(of elements: [[UInt8]?], position: Int) throws {
+        let tooLarge = PostgresError(kind: .query, message: "parameter $\(position + 1) is too large")
+        guard elements.count <= Int(Int32.max) else { throw tooLarge }
+        let start = buffer.count
+        append(Int32(elements.isEmpty ? 0 : 1))
+        append(Int32(elements.contains(nil) ? 1 : 0))
+        append(Int32(17))  // bytea
+        if !elements.isEmpty {
+            append(Int32(elements.count))
+            append(Int32(1))
+        }
+        for element in elements {
+            guard let element else {
+                append(Int32(-1))
+                continue
+            }
+            guard element.count <= Int(Int32.max) else { throw tooLarge }
+            append(Int32(element.count))
+            buffer.append(contentsOf: element)
+        }
+        guard buffer.count - start <= Int(Int32.max) else { throw tooLarge }
+    }
+
+    private mutating func append(_ value: Int32) {
+        withUnsafeBytes(of: value.bigEndian) { buffer.append(contentsOf: $0) }
     }
 
     /// Calls `body` with a pointer per value (NULL for SQL NULL), valid only during the call.

@@ -7,6 +7,9 @@ public enum PostgresParameter: Sendable, Hashable {
     case text(String)
     /// Binary-format `bytea` (OID 17): arbitrary bytes, NUL included, no escaping.
     case bytea([UInt8])
+    /// Binary-format `bytea[]` (OID 1001), one dimension; nil is SQL NULL. Each element is copied
+    /// once into the message as it is: no hex digits to write here or to parse in the server.
+    case byteaArray([[UInt8]?])
 }
 
 /// A Swift value that can be bound to a `$n` placeholder.
@@ -116,30 +119,18 @@ public struct PostgresArrayLiteral: PostgresBindable, Sendable, Hashable {
 
     private init(integers: [String]) { text = "{" + integers.joined(separator: ",") + "}" }
 
-    /// `bytea[]` elements in hex form (`"\\x…"`: the array's own escaping doubles the backslash).
-    public init(bytea elements: [[UInt8]]) { self.init(bytea: elements.map { Optional($0) }) }
-
-    /// `bytea[]` elements in hex form; nil is SQL NULL.
-    public init(bytea elements: [[UInt8]?]) {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = [UInt8(ascii: "{")]
-        out.reserveCapacity(elements.reduce(2) { $0 + 2 * ($1?.count ?? 2) + 6 })
-        for (i, bytes) in elements.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            guard let bytes else {
-                out.append(contentsOf: "NULL".utf8)
-                continue
-            }
-            out.append(contentsOf: #""\\x"#.utf8)
-            for b in bytes {
-                out.append(digits[Int(b >> 4)])
-                out.append(digits[Int(b & 0x0f)])
-            }
-            out.append(UInt8(ascii: "\""))
-        }
-        out.append(UInt8(ascii: "}"))
-        text = String(decoding: out, as: UTF8.self)
-    }
-
     public var postgresParameter: PostgresParameter { .text(text) }
+}
+
+/// A one-dimensional `bytea[]` parameter in binary format, for `$n::bytea[]`: a batch of byte
+/// strings (stored replies, outbox records) as one bound parameter.
+public struct PostgresByteaArray: PostgresBindable, Sendable, Hashable {
+    public let elements: [[UInt8]?]
+
+    public init(_ elements: [[UInt8]]) { self.elements = elements.map { Optional($0) } }
+
+    /// nil is SQL NULL.
+    public init(_ elements: [[UInt8]?]) { self.elements = elements }
+
+    public var postgresParameter: PostgresParameter { .byteaArray(elements) }
 }

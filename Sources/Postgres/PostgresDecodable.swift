@@ -144,28 +144,33 @@ extension Date: PostgresDecodable {
 extension Array: PostgresDecodable where Element == UInt8 {
     /// `bytea` in hex output format (`\x0aff…`), which every connection sets up.
     public init(postgresCell cell: PostgresCell) throws {
-        let text = try cell.requireText(as: [UInt8].self).utf8
-        guard text.count % 2 == 0, text.starts(with: [UInt8(ascii: "\\"), UInt8(ascii: "x")]) else {
-            throw cell.failure([UInt8].self, reason: "expected bytea hex format")
-        }
-        func nibble(_ c: UInt8) -> UInt8? {
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-            default: nil
+        var text = try cell.requireText(as: [UInt8].self)
+        // Over the contiguous UTF-8 (outbox records and stored replies are decoded here on the
+        // hot path); a String's index-by-index view was most of this function's time.
+        let decoded: [UInt8]? = text.withUTF8 { hex in
+            guard hex.count % 2 == 0, hex.count >= 2, hex[0] == UInt8(ascii: "\\"), hex[1] == UInt8(ascii: "x") else { return nil }
+            return [UInt8](unsafeUninitializedCapacity: hex.count / 2 - 1) { out, initialized in
+                var i = 2
+                while i < hex.count {
+                    guard let h = Self.nibble(hex[i]), let l = Self.nibble(hex[i + 1]) else { return }
+                    out[initialized] = h << 4 | l
+                    initialized += 1
+                    i += 2
+                }
             }
         }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(text.count / 2 - 1)
-        var iterator = text.dropFirst(2).makeIterator()
-        while let high = iterator.next(), let low = iterator.next() {
-            guard let h = nibble(high), let l = nibble(low) else {
-                throw cell.failure([UInt8].self, reason: "invalid hex digit")
-            }
-            bytes.append(h << 4 | l)
+        guard let decoded else { throw cell.failure([UInt8].self, reason: "expected bytea hex format") }
+        guard decoded.count == text.utf8.count / 2 - 1 else { throw cell.failure([UInt8].self, reason: "invalid hex digit") }
+        self = decoded
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
         }
-        self = bytes
     }
 }
 

@@ -143,6 +143,11 @@ import Testing
         #expect(throws: PostgresError.self) { try decode("\\x0") }
         #expect(throws: PostgresError.self) { try decode("\\xzz") }
         #expect(throws: PostgresError.self) { try decode("abc") }
+        #expect(throws: PostgresError.self) { try decode("") }
+        #expect(throws: PostgresError.self) { try decode("\\x0g") }
+        #expect(throws: PostgresError.self) { try decode("x\\00") }
+        let all = (0...255).map(UInt8.init) + (0...255).reversed().map(UInt8.init)
+        #expect(try decode("\\x" + all.map { String(format: "%02x", $0) }.joined()) == all)
     }
 
     @Test func parameterEncoding() {

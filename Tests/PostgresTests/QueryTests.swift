@@ -51,8 +51,16 @@ import Testing
                 "SELECT v, n FROM unnest($1::text[]) WITH ORDINALITY AS u(v, n) ORDER BY n", [PostgresArrayLiteral(texts)])
             #expect(try t.rows.map { try $0.decode(0, as: String?.self) } == texts)
             let b = try await client.query(
-                "SELECT v, n FROM unnest($1::bytea[]) WITH ORDINALITY AS u(v, n) ORDER BY n", [PostgresArrayLiteral(bytea: bytes)])
+                "SELECT v, n FROM unnest($1::bytea[]) WITH ORDINALITY AS u(v, n) ORDER BY n", [PostgresByteaArray(bytes)])
             #expect(try b.rows.map { try $0.decode(0, as: [UInt8].self) } == bytes)
+            let withNulls: [[UInt8]?] = [nil, [1, 2], nil, []]
+            let bn = try await client.query(
+                "SELECT v, n FROM unnest($1::bytea[]) WITH ORDINALITY AS u(v, n) ORDER BY n", [PostgresByteaArray(withNulls)])
+            #expect(try bn.rows.map { try $0.decode(0, as: [UInt8]?.self) } == withNulls)
+            let noBytes = try await client.query(
+                "SELECT coalesce(array_length($1::bytea[], 1), 0), $1::bytea[] = '{}'", [PostgresByteaArray([[UInt8]]())])
+            #expect(try noBytes.rows[0].decode(0, as: Int.self) == 0)
+            #expect(try noBytes.rows[0].decode(1, as: Bool.self))
             let i = try await client.query("SELECT sum(v) FROM unnest($1::bigint[]) AS u(v)", [PostgresArrayLiteral([Int64.max, Int64.min, 1] as [Int64])])
             #expect(try i.rows[0].decode(0, as: String.self) == "0")
             let empty = try await client.query("SELECT coalesce(array_length($1::text[], 1), 0)", [PostgresArrayLiteral([String?]())])

@@ -137,7 +137,7 @@ extension OrderStore {
             do {
                 _ = try conn.queryThenCommit(
                     OrderStore.storeRepliesSQL,
-                    [PostgresArrayLiteral(replies.map { Optional($0.key) }), PostgresArrayLiteral(bytea: replies.map(\.reply)), replies.count])
+                    [PostgresArrayLiteral(replies.map { Optional($0.key) }), PostgresByteaArray(replies.map(\.reply)), replies.count])
             } catch let error as PostgresError where error.sqlState == "22P02" && error.message.contains(" batched replies") {
                 throw PersistFailure.unexpected(error.message)
             }
@@ -232,8 +232,8 @@ extension OrderStore {
                 ORDER BY v.n
                 """
             let params: [any PostgresBindable] = [
-                PostgresArrayLiteral(records.map { Optional($0.topic) }), PostgresArrayLiteral(bytea: records.map(\.key)),
-                PostgresArrayLiteral(bytea: records.map { $0.value ?? [] }), PostgresArrayLiteral(bytea: headers),
+                PostgresArrayLiteral(records.map { Optional($0.topic) }), PostgresByteaArray(records.map(\.key)),
+                PostgresByteaArray(records.map { $0.value ?? [] }), PostgresByteaArray(headers),
                 PostgresArrayLiteral(queued.map(\.orderingKey)),
             ]
             if thenCommit { _ = try conn.queryThenCommit(sql, params) } else { conn.later(sql, params) }
