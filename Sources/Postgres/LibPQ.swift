@@ -513,8 +513,9 @@ private struct BoundParameters {
     /// lower bound per dimension, then each element as its length (-1 for NULL) and its bytes. An
     /// empty array has no dimensions.
     private mutating func appendBinaryArray(of elements: [[UInt8]?], position: Int) throws {
-        let tooLarge = PostgresError(kind: .query, message: "parameter $\(position + 1) is too large")
-        guard elements.count <= Int(Int32.max) else { throw tooLarge }
+        // Built only when thrown: this runs for every batch.
+        func tooLarge() -> PostgresError { PostgresError(kind: .query, message: "parameter $\(position + 1) is too large") }
+        guard elements.count <= Int(Int32.max) else { throw tooLarge() }
         let start = buffer.count
         append(Int32(elements.isEmpty ? 0 : 1))
         append(Int32(elements.contains(nil) ? 1 : 0))
@@ -528,11 +529,11 @@ private struct BoundParameters {
                 append(Int32(-1))
                 continue
             }
-            guard element.count <= Int(Int32.max) else { throw tooLarge }
+            guard element.count <= Int(Int32.max) else { throw tooLarge() }
             append(Int32(element.count))
             buffer.append(contentsOf: element)
         }
-        guard buffer.count - start <= Int(Int32.max) else { throw tooLarge }
+        guard buffer.count - start <= Int(Int32.max) else { throw tooLarge() }
     }
 
     private mutating func append(_ value: Int32) {
