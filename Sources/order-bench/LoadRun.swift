@@ -23,6 +23,8 @@ struct LoadRun: AsyncParsableCommand {
     @Option(help: "First user id (default: a fresh range per run, so that runs do not inherit carts and orders).")
     var firstUser: Int?
     @Option(help: "Distinct products (ids 1...N must exist in the catalog).") var products = 200
+    @Option(help: "Requests: contract (the issue's mix), invalid (refused by validation: no database, no upstream), get_cart (the cart batch, no upstream) or add_item (with the Product Service look-up).")
+    var mix = "contract"
     @Option(help: "Kafka bootstrap servers.") var bootstrapServers = ProcessInfo.processInfo.environment["KAFKA_BOOTSTRAP_SERVERS"] ?? "localhost:9092"
     @Option(help: "topics.yaml path.") var topicsFile = "topics.yaml"
     @Option(help: "Comma-separated pids of the service instances to measure (RSS, CPU, context switches).") var pids = ""
@@ -30,6 +32,12 @@ struct LoadRun: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the last replies.") var replyTimeout = 60
     @Option(help: "Folder for the JSON results file.") var out = ".local/bench"
     @Option(help: "Label stored with the results (e.g. '1 instance').") var label = ""
+
+    func validate() throws {
+        guard RequestMix.Kind(rawValue: mix) != nil else {
+            throw ValidationError("--mix must be one of \(RequestMix.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
 
     func run() async throws {
         var logger = Logger(label: "bench")
@@ -80,7 +88,9 @@ struct LoadRun: AsyncParsableCommand {
         // the measured run starts. Not counted anywhere.
         // A get_cart and a list_orders of each of the first users (enough to touch every partition
         // of both request topics and both response topics), all at once.
-        let mix = RequestMix(firstUser: firstUser ?? Int.random(in: 1...100_000) * 100_000, users: users, products: products)
+        let mix = RequestMix(
+            firstUser: firstUser ?? Int.random(in: 1...100_000) * 100_000, users: users, products: products,
+            kind: RequestMix.Kind(rawValue: self.mix) ?? .contract)
         let probeIds = (0..<2 * min(users, 50)).map { "\(probePrefix)\($0)" }
         probesLeft.withLock { $0 = Set(probeIds) }
         _ = try? await producer.sendAll(probeIds.enumerated().map { i, id in
@@ -174,7 +184,7 @@ struct LoadRun: AsyncParsableCommand {
         // Windows by send time only mean something when sending is spread over the run.
         let breakdown = tracker.breakdown(began: began, window: mode == "paced" ? max(1, windowSeconds) : nil)
         var result: [(String, JSON)] = [
-            ("label", .string(label)), ("mode", .string(mode)), ("sent", .int(Int64(sent))), ("answered", .int(Int64(report.answered))),
+            ("label", .string(label)), ("mode", .string(mode)), ("mix", .string(self.mix)), ("sent", .int(Int64(sent))), ("answered", .int(Int64(report.answered))),
             ("missing", .int(Int64(sent - report.answered))), ("duplicates", .int(Int64(tracker.duplicates))), ("seconds", .number(String(format: "%.3f", report.seconds))),
             ("throughput_rps", .number(String(format: "%.1f", Double(report.answered) / report.seconds))),
             ("latency_ms", .object(report.percentiles.map { ($0.0, .number(String(format: "%.2f", $0.1))) })),
@@ -244,7 +254,7 @@ struct LoadRun: AsyncParsableCommand {
         })))
         let json = JSON.object(result)
 
-        print("order-bench \(mode)\(label.isEmpty ? "" : " (\(label))")")
+        print("order-bench \(mode)\(self.mix == "contract" ? "" : ", mix \(self.mix)")\(label.isEmpty ? "" : " (\(label))")")
         print(String(repeating: "-", count: 44))
         print(String(format: "%-22@ %d / %d", "answered / sent" as NSString, report.answered, sent))
         print(String(format: "%-22@ %d", "duplicate replies" as NSString, tracker.duplicates))
